@@ -1,0 +1,415 @@
+"""Typed experiment configuration, loaded from YAML and validated once.
+
+One YAML file describes an experiment; each command reads the sections it needs::
+
+    run_dir: runs/multi30k_de_en
+    data:   {...}   # mt prepare
+    model:  {...}   # mt train
+    train:  {...}   # mt train
+    decode: {...}   # mt translate / evaluate defaults
+
+Every error names the file and the dotted field path (``model.n_heads``), so a typo
+fails before any work starts instead of deep inside torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union, get_args, get_origin
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown, of the wrong type or out of range."""
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass
+class CorpusConfig:
+    """One parallel corpus.
+
+    ``format``: ``text`` (two aligned files ``src``/``tgt``), ``tsv`` / ``jsonl`` (one file
+    ``path`` with columns/keys ``src_field``/``tgt_field``), or ``hf`` (a Hugging Face
+    ``datasets`` name or local path in ``path``, with ``split``; translation-style rows
+    ``{"translation": {"de": .., "en": ..}}`` or flat columns).
+    Relative paths resolve against ``data.data_dir``.
+    """
+
+    format: Literal["text", "tsv", "jsonl", "hf"] = "text"
+    src: Optional[str] = None
+    tgt: Optional[str] = None
+    path: Optional[str] = None
+    src_field: Optional[str] = None
+    tgt_field: Optional[str] = None
+    split: str = "train"
+    hf_config: Optional[str] = None
+    streaming: bool = False
+
+    def validate(self, where: str) -> None:
+        if self.format == "text":
+            if not self.src or not self.tgt:
+                raise ConfigError(f"{where}: format 'text' needs both 'src' and 'tgt' file paths")
+        elif not self.path:
+            raise ConfigError(f"{where}: format '{self.format}' needs 'path'")
+
+
+@dataclass
+class CleanConfig:
+    """Filters applied to the training bitext (valid/test are only normalised)."""
+
+    min_tokens: int = 1
+    max_tokens: int = 250  # whitespace tokens per side
+    max_ratio: float = 3.0  # longer/shorter side, in whitespace tokens
+    dedup: bool = True
+    drop_identical: bool = True
+    invalid_utf8: Literal["drop", "error"] = "drop"
+    normalize_punct: bool = True  # Moses punctuation normalisation (sacremoses)
+
+    def validate(self, where: str) -> None:
+        if self.min_tokens < 0 or self.max_tokens < max(1, self.min_tokens):
+            raise ConfigError(f"{where}.max_tokens: must be >= min_tokens and >= 1")
+        if self.max_ratio < 1.0:
+            raise ConfigError(f"{where}.max_ratio: must be >= 1.0, got {self.max_ratio}")
+
+
+@dataclass
+class SpmConfig:
+    """SentencePiece settings. Ids 0..3 are always pad, unk, bos, eos."""
+
+    model_type: Literal["unigram", "bpe"] = "unigram"
+    vocab_size: int = 8000
+    joint: bool = True
+    character_coverage: float = 1.0
+    user_symbols: list[str] = field(default_factory=lambda: ["<bt>"])
+    input_sentence_size: int = 2_000_000
+    seed: int = 1
+
+    def validate(self, where: str) -> None:
+        if self.vocab_size < 16:
+            raise ConfigError(f"{where}.vocab_size: must be >= 16, got {self.vocab_size}")
+        if not 0.9 <= self.character_coverage <= 1.0:
+            raise ConfigError(f"{where}.character_coverage: must be in [0.9, 1.0]")
+
+
+@dataclass
+class DataConfig:
+    src_lang: str = "de"
+    tgt_lang: str = "en"
+    data_dir: Optional[str] = None  # default: $MT_DATA_DIR, else the download cache
+    fetch: Optional[Literal["multi30k"]] = None  # dataset to fetch into data_dir if absent
+    train: Optional[CorpusConfig] = None
+    valid: Optional[CorpusConfig] = None
+    test: dict[str, CorpusConfig] = field(default_factory=dict)
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    spm: SpmConfig = field(default_factory=SpmConfig)
+    target_lang_tag: bool = False  # prepend <2xx> to sources (multilingual models)
+
+    def validate(self, where: str) -> None:
+        if self.train is None:
+            raise ConfigError(f"{where}.train: a training corpus is required")
+        if self.src_lang == self.tgt_lang:
+            raise ConfigError(f"{where}.tgt_lang: must differ from src_lang ({self.src_lang!r})")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(d_model=64, n_heads=4, enc_layers=2, dec_layers=2, ffn_dim=128),
+    "small": dict(d_model=256, n_heads=4, enc_layers=3, dec_layers=3, ffn_dim=1024),
+    "base": dict(d_model=512, n_heads=8, enc_layers=6, dec_layers=6, ffn_dim=2048),
+    "big": dict(d_model=1024, n_heads=16, enc_layers=6, dec_layers=6, ffn_dim=4096),
+}
+
+
+@dataclass
+class ModelConfig:
+    """Transformer architecture. ``preset`` fills any field left unset (None)."""
+
+    preset: Optional[Literal["tiny", "small", "base", "big"]] = "small"
+    vocab_size: int = 0  # 0 = taken from the SentencePiece model at train time
+    d_model: Optional[int] = None
+    n_heads: Optional[int] = None
+    enc_layers: Optional[int] = None
+    dec_layers: Optional[int] = None
+    ffn_dim: Optional[int] = None
+    dropout: float = 0.1
+    attn_dropout: float = 0.0
+    act_dropout: float = 0.0
+    activation: Literal["relu", "gelu", "swish"] = "relu"
+    norm: Literal["pre", "post"] = "pre"
+    positions: Literal["sinusoidal", "learned"] = "sinusoidal"
+    max_positions: int = 1024
+    scale_embedding: bool = True
+    tie_output: bool = True  # decoder input embedding == output projection
+    share_embeddings: bool = True  # encoder embedding == decoder embedding (joint vocab)
+    layernorm_embedding: bool = False
+    final_logits_bias: bool = False  # MarianMT has one
+    pad_id: int = 0
+    unk_id: int = 1
+    bos_id: int = 2
+    eos_id: int = 3
+    decoder_start_id: Optional[int] = None  # None = bos_id; MarianMT starts with pad
+
+    def resolved(self) -> "ModelConfig":
+        """Copy with preset values filled in for fields left as None."""
+        values = dataclasses.asdict(self)
+        preset = PRESETS.get(self.preset or "", {})
+        for key, val in preset.items():
+            if values[key] is None:
+                values[key] = val
+        missing = [k for k in ("d_model", "n_heads", "enc_layers", "dec_layers", "ffn_dim") if values[k] is None]
+        if missing:
+            raise ConfigError(f"model.{missing[0]}: not set and no preset given")
+        return ModelConfig(**values)
+
+    def validate(self, where: str) -> None:
+        r = self.resolved()
+        if r.d_model % r.n_heads != 0:
+            raise ConfigError(f"{where}.n_heads: {r.n_heads} heads do not divide d_model={r.d_model}")
+        for name in ("d_model", "n_heads", "enc_layers", "dec_layers", "ffn_dim", "max_positions"):
+            if getattr(r, name) <= 0:
+                raise ConfigError(f"{where}.{name}: must be positive, got {getattr(r, name)}")
+        for name in ("dropout", "attn_dropout", "act_dropout"):
+            if not 0.0 <= getattr(r, name) < 1.0:
+                raise ConfigError(f"{where}.{name}: must be in [0, 1), got {getattr(r, name)}")
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 1
+    max_tokens: int = 4096  # source+target-padded tokens per batch per process, see batching
+    update_freq: int = 1  # gradient accumulation
+    lr: float = 7e-4
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-9
+    weight_decay: float = 0.0
+    warmup_steps: int = 1000
+    schedule: Literal["inverse_sqrt", "linear", "cosine", "constant"] = "inverse_sqrt"
+    min_lr: float = 0.0
+    label_smoothing: float = 0.1
+    clip_norm: float = 1.0
+    max_steps: int = 100_000
+    max_epochs: int = 1000
+    max_time_minutes: Optional[float] = None  # wall-clock budget, validation included
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    device: str = "auto"
+    compile: bool = False
+    threads: Optional[int] = None  # torch intra-op threads on CPU
+    valid_every: int = 500
+    valid_bleu_sentences: int = 0  # 0 = all of valid
+    valid_beam: int = 1
+    best_metric: Literal["bleu", "loss", "chrf"] = "bleu"
+    patience: int = 0  # validations without improvement before stopping; 0 = off
+    save_every: int = 500
+    keep_last: int = 5
+    log_every: int = 50
+
+    def validate(self, where: str) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"{where}.lr: must be positive, got {self.lr}")
+        if self.max_tokens <= 0:
+            raise ConfigError(f"{where}.max_tokens: must be positive, got {self.max_tokens}")
+        if self.update_freq < 1:
+            raise ConfigError(f"{where}.update_freq: must be >= 1, got {self.update_freq}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"{where}.label_smoothing: must be in [0, 1), got {self.label_smoothing}")
+        if self.warmup_steps < 0 or self.max_steps <= 0:
+            raise ConfigError(f"{where}.max_steps: must be positive (warmup_steps >= 0)")
+        for name in ("valid_every", "save_every", "log_every", "keep_last"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{where}.{name}: must be positive, got {getattr(self, name)}")
+
+
+@dataclass
+class DecodeConfig:
+    beam_size: int = 5
+    length_norm: Literal["avg", "gnmt", "none"] = "avg"
+    alpha: float = 1.0
+    max_len_a: float = 1.2
+    max_len_b: int = 10
+    min_len: int = 1
+    n_best: int = 1
+    no_repeat_ngram: int = 0
+    unk_penalty: float = 0.0
+    max_tokens: int = 4096  # source tokens per decoding batch
+
+    def validate(self, where: str) -> None:
+        if self.beam_size < 1:
+            raise ConfigError(f"{where}.beam_size: must be >= 1, got {self.beam_size}")
+        if not 1 <= self.n_best <= self.beam_size:
+            raise ConfigError(f"{where}.n_best: must be in [1, beam_size]")
+        if self.alpha < 0:
+            raise ConfigError(f"{where}.alpha: must be >= 0")
+
+
+@dataclass
+class ExperimentConfig:
+    run_dir: str = "runs/default"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    source_file: Optional[str] = None  # set by load_config; where relative paths resolve
+
+    @property
+    def run_path(self) -> Path:
+        return resolve_path(self.run_dir, self.source_file)
+
+    @property
+    def data_path(self) -> Path:
+        """Prepared (binarised) data lives here."""
+        return self.run_path / "data"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def resolve_path(path: str, relative_to_file: Optional[str] = None) -> Path:
+    """Expand ``~``/``$VARS``; relative paths are taken from the current directory."""
+    return Path(os.path.expandvars(os.path.expanduser(path)))
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert it (dataclasses, tuples)."""
+    origin = get_origin(tp)
+    args = get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {tp}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: must be one of {', '.join(map(repr, args))}; got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return from_dict(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
+            return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        out = [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        vt = args[1] if args else Any
+        return {str(k): _convert(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types.
+
+    ``where`` is the dotted prefix used in error messages. Each section's ``validate``
+    is called after construction.
+    """
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"{prefix}{unknown[0]}: unknown key (allowed: {', '.join(sorted(names))})"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{where}.{name}" if where else name
+        kwargs[name] = _convert(value, hints[name], key)
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate(where or cls.__name__)
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain-data (JSON/YAML-ready) view of a config dataclass."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> ExperimentConfig:
+    """Load and validate an experiment YAML; errors name the file and the field.
+
+    ``overrides`` are ``section.key=value`` strings (value parsed as YAML), applied
+    before validation, e.g. ``["train.max_steps=100", "model.preset=tiny"]``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    for item in overrides or []:
+        apply_override(data, item)
+    data.pop("source_file", None)
+    try:
+        cfg = from_dict(ExperimentConfig, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    cfg.source_file = str(path)
+    return cfg
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Set ``a.b.c=value`` inside nested dict ``data`` (value parsed as YAML)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)

@@ -1,0 +1,403 @@
+"""Transformer encoder-decoder with an incremental-decoding state.
+
+Shapes: tokens ``(batch, len)``; hidden states ``(batch, len, d_model)``; attention heads
+``(batch, heads, len, d_head)``; during beam search hypotheses are flattened as
+``(batch * beam, ...)`` with the beams of one sentence adjacent.
+
+Two ways to run the decoder:
+
+* ``decode(tgt_in, enc)`` — the whole target prefix at once, causal (training, scoring).
+* ``start_state(enc, beam)`` then ``decode_step(tokens, state)`` — one token per call with
+  cached self-attention keys/values; cross-attention keys/values are projected once per
+  *source sentence* and shared by its beams (the beam dimension is folded into the query
+  length, so nothing is copied per beam).
+
+The architecture can express Hugging Face's MarianMT (post-norm, sinusoidal positions
+with sin/cos halves, scaled embeddings, swish, final-logits bias, pad as decoder start).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mt.config import ModelConfig
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def sinusoidal_table(n_positions: int, dim: int) -> Tensor:
+    """``(n_positions, dim)``: ``sin`` in the first half, ``cos`` in the second (Marian layout).
+
+    Frequency ``i`` is ``10000 ** (-2i / dim)``; positions start at 0.
+    """
+    half = dim // 2
+    pos = torch.arange(n_positions, dtype=torch.float64)[:, None]
+    freq = torch.pow(10000.0, -2.0 * torch.arange(half, dtype=torch.float64) / dim)[None, :]
+    table = torch.zeros(n_positions, dim, dtype=torch.float64)
+    table[:, :half] = torch.sin(pos * freq)
+    table[:, half : 2 * half] = torch.cos(pos * freq)
+    return table.float()
+
+
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "swish": F.silu}
+
+
+class Attention(nn.Module):
+    """Multi-head attention through ``scaled_dot_product_attention``.
+
+    Self-attention uses one fused ``(3 * d_model, d_model)`` projection; cross-attention
+    projects queries from the decoder and a fused key/value pair from the encoder memory.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float, cross: bool) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.d_head = d_model // n_heads
+        self.dropout = dropout
+        self.cross = cross
+        if cross:
+            self.q_proj = nn.Linear(d_model, d_model)
+            self.kv_proj = nn.Linear(d_model, 2 * d_model)
+        else:
+            self.qkv_proj = nn.Linear(d_model, 3 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        """``(batch, len, d_model)`` → ``(batch, heads, len, d_head)``."""
+        b, t, _ = x.shape
+        return x.view(b, t, self.n_heads, self.d_head).transpose(1, 2)
+
+    def _merge(self, x: Tensor) -> Tensor:
+        """``(batch, heads, len, d_head)`` → ``(batch, len, d_model)``."""
+        b, h, t, d = x.shape
+        return x.transpose(1, 2).reshape(b, t, h * d)
+
+    def project_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """Cross-attention keys and values, each ``(batch, heads, src_len, d_head)``."""
+        k, v = self.kv_proj(memory).chunk(2, dim=-1)
+        return self._heads(k), self._heads(v)
+
+    def _sdpa(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool) -> Tensor:
+        p = self.dropout if self.training else 0.0
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
+
+    def self_attention(self, x: Tensor, mask: Tensor | None, causal: bool) -> Tensor:
+        """Full-sequence self-attention. ``x``: ``(batch, len, d_model)``; ``mask``:
+        ``(batch, 1, 1, len)`` bool, True where attending is allowed."""
+        q, k, v = (self._heads(t) for t in self.qkv_proj(x).chunk(3, dim=-1))
+        return self.out_proj(self._merge(self._sdpa(q, k, v, mask, causal)))
+
+    def self_attention_step(self, x: Tensor, cache: "LayerCache") -> Tensor:
+        """One decoding step. ``x``: ``(n, 1, d_model)``; appends this step's key/value to
+        ``cache`` (``(n, heads, t, d_head)``) and attends over all of it."""
+        q, k, v = (self._heads(t) for t in self.qkv_proj(x).chunk(3, dim=-1))
+        cache.append(k, v)
+        return self.out_proj(self._merge(self._sdpa(q, cache.k, cache.v, None, False)))
+
+    def cross_attention(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+        """``x``: ``(batch * group, tgt_len, d_model)``; ``k``/``v``: ``(batch, heads, src_len,
+        d_head)``; ``mask``: ``(batch, 1, 1, src_len)``.
+
+        ``group`` = rows of ``x`` per source sentence (the beam size while decoding, 1 in
+        training). The group is folded into the query length so ``k``/``v`` are never copied.
+        """
+        n, t, _ = x.shape
+        b = k.shape[0]
+        group = n // b
+        q = self._heads(self.q_proj(x))  # (b*group, h, t, dh)
+        if group > 1:
+            q = q.view(b, group, self.n_heads, t, self.d_head).transpose(1, 2)
+            q = q.reshape(b, self.n_heads, group * t, self.d_head)
+        out = self._sdpa(q, k, v, mask, False)  # (b, h, group*t, dh)
+        if group > 1:
+            out = out.view(b, self.n_heads, group, t, self.d_head).transpose(1, 2)
+            out = out.reshape(n, self.n_heads, t, self.d_head)
+        return self.out_proj(self._merge(out))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, ffn_dim: int, activation: str, act_dropout: float) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, d_model)
+        self.act = ACTIVATIONS[activation]
+        self.act_dropout = nn.Dropout(act_dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act_dropout(self.act(self.fc1(x))))
+
+
+class Sublayer(nn.Module):
+    """Residual wrapper with the pre/post LayerNorm switch:
+    pre: ``x + drop(f(norm(x)))``; post: ``norm(x + drop(f(x)))``."""
+
+    def __init__(self, d_model: int, dropout: float, pre_norm: bool) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def forward(self, x: Tensor, fn) -> Tensor:
+        if self.pre_norm:
+            return x + self.dropout(fn(self.norm(x)))
+        return self.norm(x + self.dropout(fn(x)))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        pre = cfg.norm == "pre"
+        self.self_attn = Attention(cfg.d_model, cfg.n_heads, cfg.attn_dropout, cross=False)
+        self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation, cfg.act_dropout)
+        self.attn_block = Sublayer(cfg.d_model, cfg.dropout, pre)
+        self.ffn_block = Sublayer(cfg.d_model, cfg.dropout, pre)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        x = self.attn_block(x, lambda h: self.self_attn.self_attention(h, mask, causal=False))
+        return self.ffn_block(x, self.ffn)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        pre = cfg.norm == "pre"
+        self.self_attn = Attention(cfg.d_model, cfg.n_heads, cfg.attn_dropout, cross=False)
+        self.cross_attn = Attention(cfg.d_model, cfg.n_heads, cfg.attn_dropout, cross=True)
+        self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation, cfg.act_dropout)
+        self.self_block = Sublayer(cfg.d_model, cfg.dropout, pre)
+        self.cross_block = Sublayer(cfg.d_model, cfg.dropout, pre)
+        self.ffn_block = Sublayer(cfg.d_model, cfg.dropout, pre)
+
+    def forward(self, x: Tensor, k: Tensor, v: Tensor, src_mask: Tensor) -> Tensor:
+        x = self.self_block(x, lambda h: self.self_attn.self_attention(h, None, causal=True))
+        x = self.cross_block(x, lambda h: self.cross_attn.cross_attention(h, k, v, src_mask))
+        return self.ffn_block(x, self.ffn)
+
+    def step(self, x: Tensor, cache: "LayerCache", src_mask: Tensor) -> Tensor:
+        x = self.self_block(x, lambda h: self.self_attn.self_attention_step(h, cache))
+        x = self.cross_block(
+            x, lambda h: self.cross_attn.cross_attention(h, cache.cross_k, cache.cross_v, src_mask)
+        )
+        return self.ffn_block(x, self.ffn)
+
+
+# --------------------------------------------------------------------------- decoding state
+
+
+class LayerCache:
+    """Keys/values of one decoder layer.
+
+    ``k``/``v``: self-attention, ``(n, heads, steps, d_head)`` with ``n = batch * beam``.
+    ``cross_k``/``cross_v``: cross-attention, ``(batch, heads, src_len, d_head)``.
+    """
+
+    def __init__(self, cross_k: Tensor, cross_v: Tensor) -> None:
+        self.cross_k = cross_k
+        self.cross_v = cross_v
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+
+    def append(self, k: Tensor, v: Tensor) -> None:
+        if self.k is None:
+            self.k, self.v = k, v
+        else:
+            self.k = torch.cat([self.k, k], dim=2)
+            self.v = torch.cat([self.v, v], dim=2)
+
+
+@dataclass
+class EncoderOut:
+    """``memory``: ``(batch, src_len, d_model)``; ``pad_mask``: ``(batch, src_len)``, True at padding."""
+
+    memory: Tensor
+    pad_mask: Tensor
+
+    @property
+    def attn_mask(self) -> Tensor:
+        """``(batch, 1, 1, src_len)`` bool, True where attending is allowed."""
+        return (~self.pad_mask)[:, None, None, :]
+
+
+class DecoderState:
+    """Everything the decoder needs between steps for ``batch`` sentences × ``beam`` rows each.
+
+    ``reorder`` follows beam search's choice of parent hypotheses; ``select_sentences``
+    drops finished sentences so later steps do less work.
+    """
+
+    def __init__(self, layers: list[LayerCache], src_mask: Tensor, beam: int) -> None:
+        self.layers = layers
+        self.src_mask = src_mask  # (batch, 1, 1, src_len)
+        self.beam = beam
+        self.step = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.src_mask.shape[0]
+
+    def reorder(self, rows: Tensor) -> None:
+        """Self-attention caches take rows ``rows`` (``(batch * beam,)`` indices into the
+        current rows); used after each beam step with the parents of the surviving hypotheses."""
+        for layer in self.layers:
+            if layer.k is not None:
+                layer.k = layer.k.index_select(0, rows)
+                layer.v = layer.v.index_select(0, rows)
+
+    def select_sentences(self, keep: Tensor) -> None:
+        """Keep sentences ``keep`` (``(batch',)`` indices), with all their beam rows."""
+        rows = (keep[:, None] * self.beam + torch.arange(self.beam, device=keep.device)).reshape(-1)
+        for layer in self.layers:
+            layer.cross_k = layer.cross_k.index_select(0, keep)
+            layer.cross_v = layer.cross_v.index_select(0, keep)
+        self.src_mask = self.src_mask.index_select(0, keep)
+        self.reorder(rows)
+
+
+# --------------------------------------------------------------------------- model
+
+
+class Transformer(nn.Module):
+    """Encoder-decoder transformer; see the module docstring for the two decoding modes."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        cfg = cfg.resolved()
+        if cfg.vocab_size <= 0:
+            raise ValueError("model.vocab_size must be set (take it from the SentencePiece model)")
+        self.cfg = cfg
+        d = cfg.d_model
+        self.embed_scale = math.sqrt(d) if cfg.scale_embedding else 1.0
+        self.src_embed = nn.Embedding(cfg.vocab_size, d, padding_idx=cfg.pad_id)
+        self.tgt_embed = (
+            self.src_embed if cfg.share_embeddings else nn.Embedding(cfg.vocab_size, d, padding_idx=cfg.pad_id)
+        )
+        if cfg.positions == "learned":
+            self.src_pos = nn.Embedding(cfg.max_positions, d)
+            self.tgt_pos = nn.Embedding(cfg.max_positions, d)
+        else:
+            self.register_buffer("pos_table", sinusoidal_table(cfg.max_positions, d), persistent=False)
+        if cfg.layernorm_embedding:
+            self.src_embed_norm = nn.LayerNorm(d)
+            self.tgt_embed_norm = nn.LayerNorm(d)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.encoder_layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.enc_layers))
+        self.decoder_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.dec_layers))
+        pre = cfg.norm == "pre"
+        self.encoder_norm = nn.LayerNorm(d) if pre else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(d) if pre else nn.Identity()
+        if not cfg.tie_output:
+            self.output_proj = nn.Linear(d, cfg.vocab_size, bias=False)
+        if cfg.final_logits_bias:
+            self.register_buffer("final_logits_bias", torch.zeros(cfg.vocab_size))
+        self.reset_parameters()
+
+    @property
+    def decoder_start_id(self) -> int:
+        return self.cfg.bos_id if self.cfg.decoder_start_id is None else self.cfg.decoder_start_id
+
+    def reset_parameters(self) -> None:
+        """Xavier-uniform projections, N(0, d^-1/2) embeddings (so scaled embeddings have unit
+        variance), zero biases."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        for emb in {id(e): e for e in (self.src_embed, self.tgt_embed)}.values():
+            nn.init.normal_(emb.weight, mean=0.0, std=self.cfg.d_model**-0.5)
+            nn.init.zeros_(emb.weight[self.cfg.pad_id])
+
+    # ---- embeddings
+
+    def _positions(self, start: int, length: int, which: str) -> Tensor:
+        if start + length > self.cfg.max_positions:
+            raise ValueError(
+                f"sequence of {start + length} positions exceeds model.max_positions={self.cfg.max_positions}"
+            )
+        if self.cfg.positions == "learned":
+            table = self.src_pos if which == "src" else self.tgt_pos
+            return table.weight[start : start + length]
+        return self.pos_table[start : start + length]
+
+    def _embed(self, tokens: Tensor, start: int, which: str) -> Tensor:
+        """``(batch, len)`` → ``(batch, len, d_model)``."""
+        emb = self.src_embed if which == "src" else self.tgt_embed
+        x = emb(tokens) * self.embed_scale + self._positions(start, tokens.shape[1], which)
+        if self.cfg.layernorm_embedding:
+            x = (self.src_embed_norm if which == "src" else self.tgt_embed_norm)(x)
+        return self.dropout(x)
+
+    def output_logits(self, h: Tensor) -> Tensor:
+        """``(..., d_model)`` → ``(..., vocab)``."""
+        weight = self.tgt_embed.weight if self.cfg.tie_output else self.output_proj.weight
+        logits = F.linear(h, weight)
+        if self.cfg.final_logits_bias:
+            logits = logits + self.final_logits_bias
+        return logits
+
+    # ---- full-sequence passes
+
+    def encode(self, src: Tensor) -> EncoderOut:
+        """``src``: ``(batch, src_len)`` token ids, right-padded with ``pad_id``."""
+        pad_mask = src.eq(self.cfg.pad_id)
+        x = self._embed(src, 0, "src")
+        mask = (~pad_mask)[:, None, None, :]
+        for layer in self.encoder_layers:
+            x = layer(x, mask)
+        return EncoderOut(self.encoder_norm(x), pad_mask)
+
+    def decode(self, tgt_in: Tensor, enc: EncoderOut) -> Tensor:
+        """Teacher-forced decoder. ``tgt_in``: ``(batch, tgt_len)`` starting with the decoder
+        start token → logits ``(batch, tgt_len, vocab)``."""
+        x = self._embed(tgt_in, 0, "tgt")
+        mask = enc.attn_mask
+        for layer in self.decoder_layers:
+            k, v = layer.cross_attn.project_kv(enc.memory)
+            x = layer(x, k, v, mask)
+        return self.output_logits(self.decoder_norm(x))
+
+    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        """``(batch, src_len)``, ``(batch, tgt_len)`` → logits ``(batch, tgt_len, vocab)``."""
+        return self.decode(tgt_in, self.encode(src))
+
+    # ---- incremental decoding
+
+    def start_state(self, enc: EncoderOut, beam: int = 1) -> DecoderState:
+        """Project cross-attention keys/values once per source sentence; ``beam`` rows per
+        sentence will share them."""
+        layers = [LayerCache(*layer.cross_attn.project_kv(enc.memory)) for layer in self.decoder_layers]
+        return DecoderState(layers, enc.attn_mask, beam)
+
+    def decode_step(self, tokens: Tensor, state: DecoderState) -> Tensor:
+        """Feed one token per row. ``tokens``: ``(batch * beam,)`` → logits ``(batch * beam, vocab)``.
+
+        Rows are ordered sentence-major (the beams of sentence 0 first). Advances
+        ``state.step`` and extends its self-attention caches.
+        """
+        x = self._embed(tokens[:, None], state.step, "tgt")
+        for layer, cache in zip(self.decoder_layers, state.layers):
+            x = layer.step(x, cache, state.src_mask)
+        state.step += 1
+        return self.output_logits(self.decoder_norm(x[:, 0]))
+
+    # ---- accounting
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_token(self, src_len: int, tgt_len: int) -> float:
+        """Approximate training FLOPs (forward + backward = 3 × forward) per target token,
+        counting matmuls only (2 FLOPs per multiply-add)."""
+        c = self.cfg
+        d, f = c.d_model, c.ffn_dim
+        enc_layer = 2 * (4 * d * d + 2 * d * f) + 2 * 2 * src_len * d
+        dec_layer = 2 * (8 * d * d + 2 * d * f) + 2 * 2 * (tgt_len + src_len) * d
+        per_src_tok = c.enc_layers * enc_layer
+        per_tgt_tok = c.dec_layers * dec_layer + 2 * d * c.vocab_size
+        return 3.0 * (per_tgt_tok + per_src_tok * src_len / max(tgt_len, 1))
