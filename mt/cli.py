@@ -26,15 +26,27 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from mt.config import load_config
     from mt.data.prepare import prepare
 
+    from mt.data import DataError
+
     cfg = load_config(args.config, args.overrides)
-    prepare(cfg, data_dir=args.data_dir, force=args.force)
+    try:
+        prepare(cfg, data_dir=args.data_dir, force=args.force)
+    except DataError as e:
+        print(f"mt prepare: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
     from mt.data.fetch import fetch_dataset
 
-    path = fetch_dataset(args.name, data_dir=args.data_dir, base_url=args.base_url)
+    from mt.data import DataError
+
+    try:
+        path = fetch_dataset(args.name, data_dir=args.data_dir, base_url=args.base_url)
+    except DataError as e:
+        print(f"mt data fetch: error: {e}", file=sys.stderr)
+        return 2
     print(path)
     return 0
 
@@ -183,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from mt.config import ConfigError
+    from mt.runtime import tune_malloc
 
+    tune_malloc()
     try:
         return args.func(args)
     except (ConfigError, FileNotFoundError) as e:

@@ -1,0 +1,45 @@
+"""Config loading: errors name the file and the dotted field."""
+
+import pytest
+
+from mt.config import ConfigError, load_config
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "exp.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_valid_config_and_overrides(tmp_path):
+    p = _write(tmp_path, "run_dir: runs/x\nmodel: {preset: tiny}\ntrain: {lr: 0.001}\n")
+    cfg = load_config(p, ["train.max_steps=7", "decode.beam_size=4"])
+    assert cfg.train.max_steps == 7 and cfg.train.lr == 0.001 and cfg.decode.beam_size == 4
+    assert cfg.model.resolved().d_model == 64
+
+
+@pytest.mark.parametrize(
+    "text, field",
+    [
+        ("train: {lr: -1}\n", "train.lr"),
+        ("train: {lr: fast}\n", "train.lr"),
+        ("train: {learning_rate: 1}\n", "learning_rate"),
+        ("model: {preset: small, n_heads: 5}\n", "n_heads"),
+        ("model: {preset: gigantic}\n", "model.preset"),
+        ("decode: {beam_size: 0}\n", "beam_size"),
+        ("data: {clean: {invalid_utf8: ignore}}\n", "invalid_utf8"),
+        ("bogus_section: 1\n", "bogus_section"),
+    ],
+)
+def test_bad_values_name_file_and_field(tmp_path, text, field):
+    p = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert field in str(err.value) and str(p) in str(err.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(_write(tmp_path, "train: {lr: [1,\n"))
