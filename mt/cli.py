@@ -24,9 +24,8 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from mt.config import load_config
-    from mt.data.prepare import prepare
-
     from mt.data import DataError
+    from mt.data.prepare import prepare
 
     cfg = load_config(args.config, args.overrides)
     try:
@@ -38,9 +37,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from mt.data.fetch import fetch_dataset
-
     from mt.data import DataError
+    from mt.data.fetch import fetch_dataset
 
     try:
         path = fetch_dataset(args.name, data_dir=args.data_dir, base_url=args.base_url)

@@ -41,6 +41,11 @@ class CorpusConfig:
     ``datasets`` name or local path in ``path``, with ``split``; translation-style rows
     ``{"translation": {"de": .., "en": ..}}`` or flat columns).
     Relative paths resolve against ``data.data_dir``.
+
+    TSV fields are 0-based column numbers (default ``0`` and ``1``) or, when the file has a
+    header line (``header: true``), column names. JSONL/HF fields default to the language
+    codes (``{"de": .., "en": ..}`` or ``{"translation": {"de": .., "en": ..}}``).
+    ``streaming`` (HF only): ``null`` streams hub datasets and loads local ones.
     """
 
     format: Literal["text", "tsv", "jsonl", "hf"] = "text"
@@ -49,21 +54,43 @@ class CorpusConfig:
     path: Optional[str] = None
     src_field: Optional[str] = None
     tgt_field: Optional[str] = None
+    header: bool = False  # tsv: first line names the columns
     split: str = "train"
     hf_config: Optional[str] = None
-    streaming: bool = False
+    streaming: Optional[bool] = None
 
     def validate(self, where: str) -> None:
         if self.format == "text":
             if not self.src or not self.tgt:
                 raise ConfigError(f"{where}: format 'text' needs both 'src' and 'tgt' file paths")
-        elif not self.path:
-            raise ConfigError(f"{where}: format '{self.format}' needs 'path'")
+            if self.path:
+                raise ConfigError(f"{where}.path: not used by format 'text' (use src/tgt)")
+        else:
+            if not self.path:
+                raise ConfigError(f"{where}.path: format '{self.format}' needs 'path'")
+            if self.src or self.tgt:
+                name = "src" if self.src else "tgt"
+                raise ConfigError(f"{where}.{name}: not used by format '{self.format}' (use path)")
+        if self.format == "tsv" and not self.header:
+            for name in ("src_field", "tgt_field"):
+                value = getattr(self, name)
+                if value is not None and not str(value).isdigit():
+                    raise ConfigError(
+                        f"{where}.{name}: a TSV without header takes a 0-based column number, got {value!r}"
+                    )
 
 
 @dataclass
 class CleanConfig:
-    """Filters applied to the training bitext (valid/test are only normalised)."""
+    """Filters applied to the training bitext (valid/test are only normalised).
+
+    ``normalize_punct``: Moses punctuation normalisation for all languages (``true``/``false``)
+    or per language (``{de: true, en: false}``; languages not listed get ``true``).
+    ``unicode_form``: Unicode normalisation applied before everything else (``NFKC`` folds
+    full-width forms and ligatures). ``control_chars``: ``strip`` removes C0/C1 control
+    characters from a line, ``drop`` drops the pair. ``invalid_utf8``: ``drop`` the pair
+    (counted) or stop with an ``error`` naming file and line.
+    """
 
     min_tokens: int = 1
     max_tokens: int = 250  # whitespace tokens per side
@@ -71,36 +98,66 @@ class CleanConfig:
     dedup: bool = True
     drop_identical: bool = True
     invalid_utf8: Literal["drop", "error"] = "drop"
-    normalize_punct: bool = True  # Moses punctuation normalisation (sacremoses)
+    control_chars: Literal["strip", "drop"] = "strip"
+    normalize_punct: Union[bool, dict[str, bool]] = True  # Moses punctuation normalisation (sacremoses)
+    unicode_form: Literal["NFKC", "NFC", "none"] = "NFKC"
 
     def validate(self, where: str) -> None:
-        if self.min_tokens < 0 or self.max_tokens < max(1, self.min_tokens):
+        if self.min_tokens < 0:
+            raise ConfigError(f"{where}.min_tokens: must be >= 0, got {self.min_tokens}")
+        if self.max_tokens < max(1, self.min_tokens):
             raise ConfigError(f"{where}.max_tokens: must be >= min_tokens and >= 1")
         if self.max_ratio < 1.0:
             raise ConfigError(f"{where}.max_ratio: must be >= 1.0, got {self.max_ratio}")
 
+    def punct_for(self, lang: str) -> bool:
+        """Whether Moses punctuation normalisation applies to ``lang``."""
+        if isinstance(self.normalize_punct, dict):
+            return self.normalize_punct.get(lang, True)
+        return self.normalize_punct
+
 
 @dataclass
 class SpmConfig:
-    """SentencePiece settings. Ids 0..3 are always pad, unk, bos, eos."""
+    """SentencePiece settings. Ids 0..3 are always pad, unk, bos, eos.
+
+    ``joint``: one model for both languages (needed for ``model.share_embeddings``) or one
+    per language. ``byte_fallback`` spells characters outside the vocabulary as UTF-8 byte
+    pieces, so decoding gives back every input exactly instead of ``⁇``.
+    ``num_threads``: 0 = all CPU cores (training and batch encoding).
+    """
 
     model_type: Literal["unigram", "bpe"] = "unigram"
     vocab_size: int = 8000
     joint: bool = True
     character_coverage: float = 1.0
+    byte_fallback: bool = True
     user_symbols: list[str] = field(default_factory=lambda: ["<bt>"])
     input_sentence_size: int = 2_000_000
     seed: int = 1
+    num_threads: int = 0
 
     def validate(self, where: str) -> None:
         if self.vocab_size < 16:
             raise ConfigError(f"{where}.vocab_size: must be >= 16, got {self.vocab_size}")
         if not 0.9 <= self.character_coverage <= 1.0:
             raise ConfigError(f"{where}.character_coverage: must be in [0.9, 1.0]")
+        for i, sym in enumerate(self.user_symbols):
+            if not sym or any(c.isspace() for c in sym):
+                raise ConfigError(f"{where}.user_symbols.{i}: must be non-empty without spaces, got {sym!r}")
+        if self.input_sentence_size < 0 or self.num_threads < 0:
+            name = "input_sentence_size" if self.input_sentence_size < 0 else "num_threads"
+            raise ConfigError(f"{where}.{name}: must be >= 0")
 
 
 @dataclass
 class DataConfig:
+    """The ``data`` section: what ``mt prepare`` reads, cleans and binarises.
+
+    ``valid`` is the tuning set; ``test`` maps names (used in file names, e.g. ``test2016``)
+    to corpora. ``target_lang_tag`` prepends ``<2xx>`` (xx = ``tgt_lang``) to every source.
+    """
+
     src_lang: str = "de"
     tgt_lang: str = "en"
     data_dir: Optional[str] = None  # default: $MT_DATA_DIR, else the download cache
@@ -117,6 +174,15 @@ class DataConfig:
             raise ConfigError(f"{where}.train: a training corpus is required")
         if self.src_lang == self.tgt_lang:
             raise ConfigError(f"{where}.tgt_lang: must differ from src_lang ({self.src_lang!r})")
+        for name in ("src_lang", "tgt_lang"):
+            lang = getattr(self, name)
+            if not lang or not all(c.isalnum() or c in "-_" for c in lang):
+                raise ConfigError(f"{where}.{name}: expected a language code like 'de', got {lang!r}")
+        for name in self.test:
+            if name in ("train", "valid") or not name or not all(c.isalnum() or c in "-_" for c in name):
+                raise ConfigError(
+                    f"{where}.test.{name}: test set names must be letters/digits/-/_ and not train/valid"
+                )
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -182,18 +248,25 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    """The ``train`` section (``mt train``); see ``mt/train/trainer.py``.
+
+    Batches hold ``max_tokens`` padded source+target tokens per process; one optimizer
+    update sums ``update_freq`` batches on each of the ``world_size`` processes, and the
+    loss is normalised by the target tokens of that whole update.
+    """
+
     seed: int = 1
     max_tokens: int = 4096  # source+target-padded tokens per batch per process, see batching
     update_freq: int = 1  # gradient accumulation
     lr: float = 7e-4
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-9
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # AdamW decoupled decay, matrices only (not biases/norms)
     warmup_steps: int = 1000
     schedule: Literal["inverse_sqrt", "linear", "cosine", "constant"] = "inverse_sqrt"
     min_lr: float = 0.0
     label_smoothing: float = 0.1
-    clip_norm: float = 1.0
+    clip_norm: float = 1.0  # 0 = no clipping
     max_steps: int = 100_000
     max_epochs: int = 1000
     max_time_minutes: Optional[float] = None  # wall-clock budget, validation included
@@ -202,6 +275,7 @@ class TrainConfig:
     compile: bool = False
     threads: Optional[int] = None  # torch intra-op threads on CPU
     valid_every: int = 500
+    valid_bleu: bool = True  # decode a valid subset for BLEU/chrF (else loss only)
     valid_bleu_sentences: int = 0  # 0 = all of valid
     valid_beam: int = 1
     best_metric: Literal["bleu", "loss", "chrf"] = "bleu"
@@ -209,21 +283,43 @@ class TrainConfig:
     save_every: int = 500
     keep_last: int = 5
     log_every: int = 50
+    peak_tflops: Optional[float] = None  # hardware peak for MFU; None = table (GPU) or probe (CPU)
+    progress: Literal["auto", "on", "off"] = "auto"  # tqdm bar; auto = only on a terminal
 
     def validate(self, where: str) -> None:
         if self.lr <= 0:
             raise ConfigError(f"{where}.lr: must be positive, got {self.lr}")
+        if not 0.0 <= self.min_lr <= self.lr:
+            raise ConfigError(f"{where}.min_lr: must be in [0, lr={self.lr}], got {self.min_lr}")
         if self.max_tokens <= 0:
             raise ConfigError(f"{where}.max_tokens: must be positive, got {self.max_tokens}")
         if self.update_freq < 1:
             raise ConfigError(f"{where}.update_freq: must be >= 1, got {self.update_freq}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"{where}.label_smoothing: must be in [0, 1), got {self.label_smoothing}")
-        if self.warmup_steps < 0 or self.max_steps <= 0:
-            raise ConfigError(f"{where}.max_steps: must be positive (warmup_steps >= 0)")
-        for name in ("valid_every", "save_every", "log_every", "keep_last"):
+        if self.warmup_steps < 0:
+            raise ConfigError(f"{where}.warmup_steps: must be >= 0, got {self.warmup_steps}")
+        if self.max_steps <= 0 or self.max_epochs <= 0:
+            name = "max_steps" if self.max_steps <= 0 else "max_epochs"
+            raise ConfigError(f"{where}.{name}: must be positive, got {getattr(self, name)}")
+        for i, beta in enumerate(self.betas):
+            if not 0.0 <= beta < 1.0:
+                raise ConfigError(f"{where}.betas[{i}]: must be in [0, 1), got {beta}")
+        if self.eps <= 0:
+            raise ConfigError(f"{where}.eps: must be positive, got {self.eps}")
+        for name in ("weight_decay", "clip_norm", "patience", "valid_bleu_sentences"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{where}.{name}: must be >= 0, got {getattr(self, name)}")
+        for name in ("valid_every", "save_every", "log_every", "keep_last", "valid_beam"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{where}.{name}: must be positive, got {getattr(self, name)}")
+        for name in ("max_time_minutes", "threads", "peak_tflops"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{where}.{name}: must be positive (or null), got {value}")
+        dev = self.device
+        if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise ConfigError(f"{where}.device: expected auto, cpu, cuda, cuda:N or mps; got {dev!r}")
 
 
 @dataclass
