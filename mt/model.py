@@ -85,7 +85,33 @@ class Attention(nn.Module):
 
     def _sdpa(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool) -> Tensor:
         p = self.dropout if self.training else 0.0
+        if self.training and q.device.type == "cpu":
+            # CPU training: for NMT's short sentences SDPA's CPU kernels are slow in bf16
+            # (flash backward ~5x, "math" ~2x slower than this); written out, a whole
+            # training step is ~8% faster (mt/train, bench/train_speed.py).
+            scores = torch.matmul(q, k.transpose(-1, -2)) * (self.d_head**-0.5)  # (b, h, tq, tk)
+            if causal:
+                future = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).triu_(1)
+                scores = scores.masked_fill(future, float("-inf"))
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            probs = scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
+            return torch.matmul(F.dropout(probs, p) if p else probs, v)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
+
+    def _attend_step(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """Attention for incremental decoding (a few queries per row, no dropout), written
+        out as matmul → softmax → matmul instead of ``scaled_dot_product_attention``.
+
+        Why: on CPU with several threads, SDPA's fused kernel splits its work by
+        ``batch * heads``, so one sentence's result changes in the last bits with the batch
+        it is decoded in; the plain matmuls compute every ``(batch, head)`` alike, which keeps
+        decoding batch-invariant (see ``mt/decode/shapes.py``). For short queries it is no slower.
+        """
+        scores = torch.matmul(q, k.transpose(-1, -2)) * (self.d_head**-0.5)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return torch.matmul(scores.softmax(dim=-1), v)
 
     def self_attention(self, x: Tensor, mask: Tensor | None, causal: bool) -> Tensor:
         """Full-sequence self-attention. ``x``: ``(batch, len, d_model)``; ``mask``:
@@ -98,14 +124,15 @@ class Attention(nn.Module):
         ``cache`` (``(n, heads, t, d_head)``) and attends over all of it."""
         q, k, v = (self._heads(t) for t in self.qkv_proj(x).chunk(3, dim=-1))
         cache.append(k, v)
-        return self.out_proj(self._merge(self._sdpa(q, cache.k, cache.v, None, False)))
+        return self.out_proj(self._merge(self._attend_step(q, cache.k, cache.v, None)))
 
-    def cross_attention(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+    def cross_attention(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor, incremental: bool = False) -> Tensor:
         """``x``: ``(batch * group, tgt_len, d_model)``; ``k``/``v``: ``(batch, heads, src_len,
         d_head)``; ``mask``: ``(batch, 1, 1, src_len)``.
 
         ``group`` = rows of ``x`` per source sentence (the beam size while decoding, 1 in
         training). The group is folded into the query length so ``k``/``v`` are never copied.
+        ``incremental``: one decoding step (uses :meth:`_attend_step`).
         """
         n, t, _ = x.shape
         b = k.shape[0]
@@ -114,7 +141,7 @@ class Attention(nn.Module):
         if group > 1:
             q = q.view(b, group, self.n_heads, t, self.d_head).transpose(1, 2)
             q = q.reshape(b, self.n_heads, group * t, self.d_head)
-        out = self._sdpa(q, k, v, mask, False)  # (b, h, group*t, dh)
+        out = self._attend_step(q, k, v, mask) if incremental else self._sdpa(q, k, v, mask, False)  # (b, h, group*t, dh)
         if group > 1:
             out = out.view(b, self.n_heads, group, t, self.d_head).transpose(1, 2)
             out = out.reshape(n, self.n_heads, t, self.d_head)
@@ -182,7 +209,7 @@ class DecoderLayer(nn.Module):
     def step(self, x: Tensor, cache: "LayerCache", src_mask: Tensor) -> Tensor:
         x = self.self_block(x, lambda h: self.self_attn.self_attention_step(h, cache))
         x = self.cross_block(
-            x, lambda h: self.cross_attn.cross_attention(h, cache.cross_k, cache.cross_v, src_mask)
+            x, lambda h: self.cross_attn.cross_attention(h, cache.cross_k, cache.cross_v, src_mask, incremental=True)
         )
         return self.ffn_block(x, self.ffn)
 
@@ -195,17 +222,21 @@ class LayerCache:
 
     ``k``/``v``: self-attention, ``(n, heads, steps, d_head)`` with ``n = batch * beam``.
     ``cross_k``/``cross_v``: cross-attention, ``(batch, heads, src_len, d_head)``.
+
+    Everything is stored contiguous: ``index_select`` (reorder / select_sentences) returns
+    contiguous tensors, and a matmul's kernel — hence the last bits of its result — depends
+    on the memory layout, so a layout that never changes keeps decoding batch-invariant.
     """
 
     def __init__(self, cross_k: Tensor, cross_v: Tensor) -> None:
-        self.cross_k = cross_k
-        self.cross_v = cross_v
+        self.cross_k = cross_k.contiguous()
+        self.cross_v = cross_v.contiguous()
         self.k: Tensor | None = None
         self.v: Tensor | None = None
 
     def append(self, k: Tensor, v: Tensor) -> None:
         if self.k is None:
-            self.k, self.v = k, v
+            self.k, self.v = k.contiguous(), v.contiguous()
         else:
             self.k = torch.cat([self.k, k], dim=2)
             self.v = torch.cat([self.v, v], dim=2)

@@ -1,0 +1,176 @@
+"""Decoding speed: mt vs Hugging Face ``generate`` vs CTranslate2, on the same weights.
+
+A randomly initialised MarianMT of the given size is built locally (nothing downloaded),
+imported into mt (``mt.marian.import_marian``) and converted to CTranslate2 (float32 and
+int8). EOS is made impossible (its final-logits bias is -1e4) so every system produces
+exactly ``--tgt-len`` target tokens (the last one a forced EOS) and the comparison is per
+token of identical work. With ``--model-dir`` a trained mt model is timed too (its own
+output lengths; not comparable to the others token for token).
+
+    .venv/bin/python bench/decode_speed.py --threads 2            # reference size
+    .venv/bin/python bench/decode_speed.py --d-model 256 --layers 3 --ffn 1024   # quick
+
+Reports sentences/s, target tokens/s and the ratio to HF (same search, same batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def build_hf(args):
+    import transformers
+
+    cfg = transformers.MarianConfig(
+        vocab_size=args.vocab, d_model=args.d_model, encoder_layers=args.layers, decoder_layers=args.layers,
+        encoder_attention_heads=args.heads, decoder_attention_heads=args.heads, encoder_ffn_dim=args.ffn,
+        decoder_ffn_dim=args.ffn, max_position_embeddings=512, pad_token_id=args.vocab - 1, eos_token_id=0,
+        decoder_start_token_id=args.vocab - 1, activation_function="swish", scale_embedding=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.MarianMTModel(cfg).eval()
+    with torch.no_grad():
+        model.final_logits_bias[0, 0] = -1e4  # never EOS: all systems decode the full length
+    return model
+
+
+def save_for_ct2(hf, out: Path) -> None:
+    """``save_pretrained`` plus a MarianTokenizer (CTranslate2's converter reads the vocabulary
+    from it); the SentencePiece models are tiny dummies, only ``vocab.json`` matters."""
+    import sentencepiece as spm
+
+    hf.save_pretrained(out)
+    corpus = out / "spm.txt"
+    corpus.write_text("\n".join(f"word{i} other{i % 7} thing" for i in range(300)) + "\n")
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(out / "sp"), vocab_size=40, minloglevel=2)
+    for name in ("source.spm", "target.spm"):
+        (out / name).write_bytes((out / "sp.model").read_bytes())
+    v = hf.config.vocab_size
+    vocab = {"</s>": 0, "<unk>": 1, **{f"tok{i}": i for i in range(2, v - 1)}, "<pad>": v - 1}
+    (out / "vocab.json").write_text(json.dumps(vocab))
+    from transformers import MarianTokenizer
+
+    MarianTokenizer(str(out / "source.spm"), str(out / "target.spm"), str(out / "vocab.json")).save_pretrained(out)
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up (allocations, kernel selection)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--d-model", type=int, default=512)
+    p.add_argument("--layers", type=int, default=6)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--ffn", type=int, default=2048)
+    p.add_argument("--vocab", type=int, default=8000)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--src-len", type=int, default=25)
+    p.add_argument("--tgt-len", type=int, default=30, help="target tokens per sentence, final EOS included")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=2, help="timed runs per system (best is reported)")
+    p.add_argument("--beams", default="5,1")
+    p.add_argument("--model-dir", default=None, help="also time this trained mt model dir")
+    p.add_argument("--skip", default="", help="comma list of systems to skip: hf,ct2,int8")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    skip = set(filter(None, args.skip.split(",")))
+
+    from mt.decode.options import DecodeOptions
+    from mt.decode.translator import generate
+    from mt.marian import import_marian
+
+    hf = build_hf(args)
+    ours = import_marian(hf)
+    n_params = sum(p.numel() for p in ours.parameters())
+    g = torch.Generator().manual_seed(1)
+    pad, eos = args.vocab - 1, 0
+    src_ids = torch.randint(2, args.vocab - 1, (args.batch, args.src_len), generator=g)
+    src = torch.cat([src_ids, torch.full((args.batch, 1), eos)], dim=1)
+    n_tok = args.batch * args.tgt_len
+    rows = []
+
+    def add(system: str, beam: int, seconds: float, tokens: int = n_tok, sentences: int = args.batch) -> None:
+        rows.append({"system": system, "beam": beam, "seconds": round(seconds, 3),
+                     "sent_per_s": round(sentences / seconds, 2), "tok_per_s": round(tokens / seconds, 1)})  # fmt: skip
+
+    beams = [int(b) for b in args.beams.split(",")]
+    for beam in beams:
+        opts = DecodeOptions(beam=beam, min_len=0, max_len_a=0.0, max_len_b=args.tgt_len - 1)
+        out = generate(ours, src, opts)
+        assert all(len(h[0].tokens) == args.tgt_len - 1 for h in out), "mt output length"
+        add("mt fp32", beam, timed(lambda: generate(ours, src, opts), args.repeats))
+        if "int8" not in skip:
+            from mt.decode.quantize import quantize_int8
+
+            q = quantize_int8(ours)
+            add("mt int8", beam, timed(lambda: generate(q, src, opts), args.repeats))
+        if "hf" not in skip:
+            kw = dict(input_ids=src, attention_mask=src.ne(pad), num_beams=beam, do_sample=False,
+                      max_new_tokens=args.tgt_len, min_new_tokens=args.tgt_len, bad_words_ids=[[pad]],
+                      forced_eos_token_id=eos, length_penalty=1.0)  # fmt: skip
+            with torch.inference_mode():
+                ref = hf.generate(**kw)
+            assert ref.shape[1] == args.tgt_len + 1, f"HF output length {ref.shape}"
+            add("HF generate fp32", beam, timed(lambda: hf.generate(**kw), args.repeats))
+
+    if "ct2" not in skip:
+        try:
+            import ctranslate2
+        except ImportError:
+            print("ctranslate2 not installed: skipping (pip install 'mt[bench]')")
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                hf_dir = Path(tmp) / "hf"
+                save_for_ct2(hf, hf_dir)
+                batch_tokens = [[f"tok{i}" if i > 1 else "<unk>" for i in row] + ["</s>"] for row in src_ids.tolist()]
+                for quant in ("float32", "int8"):
+                    out_dir = Path(tmp) / f"ct2_{quant}"
+                    ctranslate2.converters.TransformersConverter(str(hf_dir)).convert(str(out_dir), quantization=quant)
+                    tr = ctranslate2.Translator(str(out_dir), device="cpu", inter_threads=1, intra_threads=args.threads)
+                    for beam in beams:
+                        def run(tr=tr, beam=beam):
+                            return tr.translate_batch(batch_tokens, beam_size=beam, max_decoding_length=args.tgt_len,
+                                                      min_decoding_length=args.tgt_len, max_batch_size=args.batch)  # fmt: skip
+                        lens = [len(r.hypotheses[0]) for r in run()]
+                        add(f"CTranslate2 {quant}", beam, timed(run, args.repeats), tokens=sum(lens) + len(lens))
+
+    if args.model_dir:
+        from mt.decode.translator import load_translator
+
+        t = load_translator(args.model_dir, "cpu", threads=args.threads)
+        cfg = t.model.cfg
+        msrc = torch.randint(4, cfg.vocab_size, (args.batch, args.src_len), generator=g)
+        msrc = torch.cat([msrc, torch.full((args.batch, 1), cfg.eos_id)], dim=1)
+        for beam in beams:
+            opts = DecodeOptions(beam=beam)
+            hyps = generate(t.model, msrc, opts)
+            toks = sum(len(h[0].tokens) + 1 for h in hyps)
+            add(f"mt fp32 ({Path(args.model_dir).name}, own lengths)", beam, timed(lambda: generate(t.model, msrc, opts), args.repeats), tokens=toks)
+
+    hf_speed = {r["beam"]: r["tok_per_s"] for r in rows if r["system"] == "HF generate fp32"}
+    print(f"model: {n_params / 1e6:.1f}M params (d{args.d_model}, {args.layers}+{args.layers}, ffn {args.ffn}, "
+          f"vocab {args.vocab}); batch {args.batch} x {args.src_len} source tokens, {args.tgt_len} target tokens; "
+          f"{args.threads} threads; torch {torch.__version__}")  # fmt: skip
+    print(f"| {'system':<40} | beam | sent/s | tok/s | × HF |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        ratio = r["tok_per_s"] / hf_speed[r["beam"]] if r["beam"] in hf_speed else float("nan")
+        print(f"| {r['system']:<40} | {r['beam']} | {r['sent_per_s']:.1f} | {r['tok_per_s']:.0f} | {ratio:.2f} |")
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Sampling-based generation for back-translation: top-k / top-p / temperature sampling and
+"beam + noise" (Edunov et al. 2018, *Understanding Back-Translation at Scale*).
+
+Every random draw goes through one ``torch.Generator`` so a run is reproducible for a
+seed (for a fixed batching: unlike search, the random stream is consumed batch by batch).
+
+Scores of sampled outputs are the model's log-probabilities of the chosen tokens (before
+temperature / top-k / top-p reshaping, after the decoding constraints), normalised like
+beam search's (see :mod:`mt.decode.lengths`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from mt.decode.lengths import normalize
+from mt.decode.options import DecodeOptions, Hypothesis
+from mt.decode.search import NEG_INF, Limits, constrain_, step_log_probs
+from mt.decode.shapes import keep_sentences, pad_source
+from mt.model import Transformer
+
+
+def restrict_(logp: Tensor, topk: int = 0, topp: float = 1.0) -> Tensor:
+    """Keep the ``topk`` most likely tokens and/or the smallest set whose probability reaches
+    ``topp`` (nucleus); ``logp``: ``(rows, vocab)`` log-probs, others set to -inf in place.
+    The most likely token always survives."""
+    if topk > 0 and topk < logp.shape[-1]:
+        kth = logp.topk(topk, dim=-1).values[:, -1:]
+        logp.masked_fill_(logp < kth, NEG_INF)
+    if topp < 1.0:
+        sorted_lp, order = logp.sort(dim=-1, descending=True)
+        probs = sorted_lp.softmax(dim=-1)
+        # drop a token when the tokens before it already reach topp
+        drop_sorted = (probs.cumsum(dim=-1) - probs) >= topp
+        drop = torch.zeros_like(drop_sorted).scatter_(1, order, drop_sorted)
+        logp.masked_fill_(drop, NEG_INF)
+    return logp
+
+
+@torch.inference_mode()
+def sample(model: Transformer, src: Tensor, opts: DecodeOptions, generator: torch.Generator) -> list[list[Hypothesis]]:
+    """``opts.n_best`` independent samples per sentence of ``src`` ``(batch, src_len)``.
+
+    ``opts.sampling``: ``topk`` restricts to ``opts.topk`` tokens, ``topp`` to the nucleus of
+    mass ``opts.topp``; both divide log-probs by ``opts.temperature`` first. The samples of a
+    sentence share its cross-attention keys/values (``start_state(enc, beam=n)``).
+    Returned per sentence sorted by score, best first.
+    """
+    cfg = model.cfg
+    n = opts.n_best
+    src, n_real = pad_source(src, cfg.pad_id, n, cfg.max_positions)
+    b0, dev = src.shape[0], src.device
+    limits = Limits.for_source(src, model, opts)
+    state = model.start_state(model.encode(src), beam=n)
+    t_max = int(limits.max_len.max())
+    out = torch.full((b0 * n, t_max + 1), cfg.pad_id, dtype=torch.long, device=dev)
+    log_prob = torch.zeros(b0 * n, device=dev)
+    length = torch.zeros(b0 * n, dtype=torch.long, device=dev)
+    row_done = torch.zeros(b0 * n, dtype=torch.bool, device=dev)
+    sent = torch.arange(b0, device=dev)
+    offsets = torch.arange(n, device=dev)
+    hist = torch.full((b0 * n, 1), model.decoder_start_id, dtype=torch.long, device=dev)
+    topk = opts.topk if opts.sampling == "topk" else 0
+    topp = opts.topp if opts.sampling == "topp" else 1.0
+    for step in range(t_max + 1):
+        rows = (sent[:, None] * n + offsets).view(-1)  # original row of each decoded row
+        lprobs = step_log_probs(model, hist[:, -1], state)
+        constrain_(lprobs, hist[:, 1:], step, limits.min_len[sent].repeat_interleave(n),
+                   limits.max_len[sent].repeat_interleave(n), model, opts)  # fmt: skip
+        shaped = restrict_(lprobs / opts.temperature, topk, topp)
+        tok = torch.multinomial(shaped.softmax(dim=-1), 1, generator=generator).squeeze(1)
+        live = ~row_done[rows]
+        out[rows[live], step] = tok[live]
+        log_prob[rows[live]] += lprobs.gather(1, tok[:, None]).squeeze(1)[live]
+        ended = live & tok.eq(cfg.eos_id)
+        length[rows[ended]] = step + 1
+        row_done[rows[ended]] = True
+        hist = torch.cat([hist, tok[:, None]], dim=1)
+        alive = ~row_done[rows].view(-1, n).all(dim=1)  # (b,) sentences with a sample running
+        if not bool(alive.any()):
+            break
+        keep = keep_sentences(alive, n)
+        if keep.numel() < sent.numel():
+            state.select_sentences(keep)
+            hist = hist.index_select(0, (keep[:, None] * n + offsets).view(-1))
+            sent = sent[keep]
+    score = normalize(log_prob, length, opts.length_norm, opts.alpha)
+    results = []
+    for i in range(n_real):
+        hyps = [
+            Hypothesis("", out[r, : length[r] - 1].tolist(), float(score[r]), float(log_prob[r]))
+            for r in range(i * n, (i + 1) * n)
+        ]
+        results.append(sorted(hyps, key=lambda h: -h.score))
+    return results
+
+
+def add_noise(
+    words: list[str],
+    generator: torch.Generator,
+    p_drop: float = 0.1,
+    p_blank: float = 0.1,
+    max_shift: int = 3,
+    filler: str = "<blank>",
+) -> list[str]:
+    """Edunov et al. (2018) "beam + noise" on one output: delete each word with probability
+    ``p_drop``, replace it by ``filler`` with probability ``p_blank``, then shuffle locally so
+    no word moves more than ``max_shift`` positions (sort by ``i + U(0, max_shift + 1)``,
+    Lample et al. 2018). Works on whitespace words, as in the paper."""
+    if not words:
+        return words
+    u = torch.rand(len(words), generator=generator).tolist()
+    kept = [filler if p_drop <= x < p_drop + p_blank else w for w, x in zip(words, u) if x >= p_drop]
+    keys = torch.arange(len(kept), dtype=torch.float) + torch.rand(len(kept), generator=generator) * (max_shift + 1)
+    return [kept[i] for i in keys.argsort(stable=True).tolist()]

@@ -1,0 +1,207 @@
+"""Text in, text out: :class:`Translator` and the ``mt translate`` command.
+
+``Translator.translate`` normalises and encodes with the model's ``TextPipeline``, sorts
+sentences by source length, cuts them into batches of at most ``opts.max_tokens`` padded
+source tokens, decodes (:mod:`mt.decode.search` / :mod:`mt.decode.sampling`), restores the
+input order and detokenises. Because decoding is batch-invariant
+(:mod:`mt.decode.shapes`), a sentence's output does not depend on the batching.
+
+Edge cases:
+
+* an empty (or whitespace-only) input line gives one empty hypothesis with score 0; the
+  model is not run for it;
+* a source longer than the model can take (``max_positions - 1`` subwords, one position
+  being the appended EOS) is truncated to that length, with a ``UserWarning`` naming how many
+  sentences were cut.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from typing import Callable, Optional
+
+import torch
+
+from mt.data.batching import make_source
+from mt.decode.options import DecodeOptions, Hypothesis
+from mt.decode.sampling import add_noise, sample
+from mt.decode.search import beam_search, greedy_search
+from mt.model import Transformer
+
+__all__ = ["DecodeOptions", "Hypothesis", "Translator", "generate", "translate_cli"]
+
+
+def generate(
+    model: Transformer, src: torch.Tensor, opts: DecodeOptions, generator: Optional[torch.Generator] = None
+) -> list[list[Hypothesis]]:
+    """Token-level generation for ``src`` ``(batch, src_len)`` (built by ``make_source``) by
+    ``opts.sampling`` / ``opts.beam``; hypotheses have ``text == ""``."""
+    if opts.sampling in ("topk", "topp"):
+        if generator is None:
+            generator = torch.Generator(device=src.device).manual_seed(opts.seed)
+        return sample(model, src, opts, generator)
+    if opts.beam == 1:
+        return greedy_search(model, src, opts)
+    return beam_search(model, src, opts)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Translator:
+    """Translate raw text with ``model`` (a :class:`mt.model.Transformer`) and ``text``
+    (its ``mt.data.text.TextPipeline``) on ``device``."""
+
+    def __init__(self, model: Transformer, text, device: str | torch.device = "cpu") -> None:
+        self.device = resolve_device(device)
+        self.model = model
+        self.text = text
+        if next(model.parameters()).device != self.device:
+            self.model.to(self.device)
+
+    @property
+    def max_source_tokens(self) -> int:
+        """Longest source (subwords, EOS excluded) the model's positions allow."""
+        return self.model.cfg.max_positions - 1
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Normalise + SentencePiece; overlong sources truncated with a warning."""
+        ids = self.text.encode_source(list(texts))
+        limit = self.max_source_tokens
+        n_long = sum(len(x) > limit for x in ids)
+        if n_long:
+            warnings.warn(
+                f"{n_long} source sentence(s) longer than {limit} subwords (model.max_positions - 1) "
+                "were truncated before translation",
+                UserWarning,
+                stacklevel=3,
+            )
+            ids = [x[:limit] for x in ids]
+        return ids
+
+    def translate_ids(
+        self,
+        src_ids: list[list[int]],
+        opts: DecodeOptions,
+        progress: Optional[Callable[[int], None]] = None,
+    ) -> list[list[Hypothesis]]:
+        """Decode bare source ids (no EOS) in length-sorted token-budget batches; output in
+        input order. ``progress(n)`` is called after each batch with its sentence count."""
+        cfg = self.model.cfg
+        results: list[list[Hypothesis]] = [[Hypothesis("", [], 0.0, 0.0)] for _ in src_ids]
+        todo = sorted((i for i, x in enumerate(src_ids) if x), key=lambda i: -len(src_ids[i]))
+        generator = torch.Generator(device=self.device).manual_seed(opts.seed)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for batch in self._batches(todo, src_ids, opts.max_tokens):
+                src = make_source([src_ids[i] for i in batch], cfg.pad_id, cfg.eos_id).to(self.device)
+                for i, hyps in zip(batch, generate(self.model, src, opts, generator)):
+                    results[i] = hyps
+                if progress is not None:
+                    progress(len(batch))
+        finally:
+            self.model.train(was_training)
+        return results
+
+    @staticmethod
+    def _batches(order: list[int], src_ids: list[list[int]], max_tokens: int) -> list[list[int]]:
+        """Cut length-sorted (longest first) ``order`` so ``sentences * (longest + 1)`` stays
+        within ``max_tokens`` (a single sentence is always allowed)."""
+        batches: list[list[int]] = []
+        current: list[int] = []
+        longest = 0
+        for i in order:
+            n = len(src_ids[i]) + 1
+            if current and max(longest, n) * (len(current) + 1) > max_tokens:
+                batches.append(current)
+                current, longest = [], 0
+            current.append(i)
+            longest = max(longest, n)
+        if current:
+            batches.append(current)
+        return batches
+
+    def translate(
+        self,
+        texts: list[str],
+        opts: Optional[DecodeOptions] = None,
+        progress: Optional[Callable[[int], None]] = None,
+    ) -> list[list[Hypothesis]]:
+        """Translate raw sentences; per input, its n-best list (best first), detokenised."""
+        opts = opts or DecodeOptions()
+        results = self.translate_ids(self.encode(texts), opts, progress)
+        flat = [h for hyps in results for h in hyps if h.tokens]
+        for h, s in zip(flat, self.text.decode_target([h.tokens for h in flat])):
+            h.text = s
+        if opts.sampling == "beam_noise":
+            noise_gen = torch.Generator().manual_seed(opts.seed)
+            for hyps in results:
+                for h in hyps:
+                    h.text = " ".join(add_noise(h.text.split(), noise_gen))
+        return results
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def load_translator(model_dir: str, device: str = "auto", int8: bool = False, threads: Optional[int] = None) -> Translator:
+    """Load a model directory (``mt.modelio.load_model``) into a :class:`Translator`."""
+    from mt.modelio import load_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    loaded = load_model(model_dir, device="cpu" if int8 else dev)
+    model = loaded.model
+    if int8:
+        if dev.type != "cpu":
+            raise ValueError("--int8 is CPU-only (dynamic quantisation); use --device cpu")
+        from mt.decode.quantize import quantize_int8
+
+        model = quantize_int8(model)
+    return Translator(model, loaded.text, dev)
+
+
+def _read_lines(path: str) -> list[str]:
+    if path == "-":
+        return [line.rstrip("\n") for line in sys.stdin]
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def format_nbest(index: int, hyps: list[Hypothesis]) -> list[str]:
+    """TSV lines ``index<TAB>score<TAB>text`` (score with 4 decimals)."""
+    return [f"{index}\t{h.score:.4f}\t{h.text}" for h in hyps]
+
+
+def translate_cli(args: argparse.Namespace) -> int:
+    """``mt translate``: stdin/file in, detokenised text (or n-best TSV) out."""
+    opts = DecodeOptions.from_args(args, n_best=args.n_best)
+    translator = load_translator(args.model, args.device, args.int8, args.threads)
+    lines = _read_lines(args.input)
+    bar = None
+    if args.input != "-":
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(lines), unit="sent", desc="translate", file=sys.stderr, disable=None)
+    results = translator.translate(lines, opts, progress=bar.update if bar else None)
+    if bar is not None:
+        bar.close()
+    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
+    try:
+        for i, hyps in enumerate(results):
+            if opts.n_best > 1:
+                out.write("\n".join(format_nbest(i, hyps)) + "\n")
+            else:
+                out.write(hyps[0].text + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+

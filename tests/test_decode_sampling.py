@@ -1,0 +1,64 @@
+import torch
+
+from mt.decode.options import DecodeOptions
+from mt.decode.sampling import add_noise, restrict_
+from mt.decode.search import greedy_search
+from mt.decode.translator import Translator, generate
+from _decode_support import IntText, forced_log_prob, random_sources, src_tensor, toy_model
+
+IDS = random_sources(10, seed=7)
+
+
+def _tokens(results):
+    return [[h.tokens for h in hyps] for hyps in results]
+
+
+def test_sampling_reproducible_for_a_seed():
+    model = toy_model()
+    for mode in ("topk", "topp"):
+        opts = DecodeOptions(sampling=mode, n_best=3, topk=5, topp=0.8, temperature=1.2, seed=4)
+        a = generate(model, src_tensor(IDS), opts)
+        b = generate(model, src_tensor(IDS), opts)
+        c = generate(model, src_tensor(IDS), opts.replace(seed=5))
+        assert _tokens(a) == _tokens(b)
+        assert _tokens(a) != _tokens(c)
+        assert len({tuple(h.tokens) for hyps in a for h in hyps}) > len(IDS)  # samples differ
+        for src, hyps in zip(IDS, a):  # scores are the model's log-probs of the samples
+            scores = [h.score for h in hyps]
+            assert scores == sorted(scores, reverse=True)
+            h = hyps[0]
+            assert abs(h.log_prob - forced_log_prob(model, src, h.tokens)) < 1e-4
+
+
+def test_top1_sampling_is_greedy():
+    model = toy_model()
+    sampled = generate(model, src_tensor(IDS), DecodeOptions(sampling="topk", topk=1, n_best=1))
+    greedy = greedy_search(model, src_tensor(IDS), DecodeOptions(beam=1))
+    assert _tokens(sampled) == _tokens(greedy)
+
+
+def test_restrict_topk_topp():
+    lp = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.isfinite(restrict_(lp.clone(), topk=2)).tolist() == [[True, True, False, False]]
+    assert torch.isfinite(restrict_(lp.clone(), topp=0.8)).tolist() == [[True, True, False, False]]
+    assert torch.isfinite(restrict_(lp.clone(), topp=0.81)).tolist() == [[True, True, True, False]]
+    assert torch.isfinite(restrict_(lp.clone(), topp=0.1)).tolist() == [[True, False, False, False]]
+
+
+def test_beam_noise():
+    words = [f"w{i}" for i in range(200)]
+    a = add_noise(words, torch.Generator().manual_seed(1))
+    assert a == add_noise(words, torch.Generator().manual_seed(1))
+    dropped = 200 - len(a)
+    assert 5 < dropped < 40 and 5 < a.count("<blank>") < 40
+    kept = [w for w in a if w != "<blank>"]
+    pos = {w: i for i, w in enumerate(kept)}
+    order = sorted(pos, key=lambda w: int(w[1:]))
+    assert all(abs(pos[w] - i) <= 3 for i, w in enumerate(order))  # local shuffle only
+    tr = Translator(toy_model(), IntText())
+    texts = [" ".join(map(str, x)) for x in IDS]
+    clean = tr.translate(texts, DecodeOptions(beam=3))
+    noisy = tr.translate(texts, DecodeOptions(beam=3, sampling="beam_noise", seed=3))
+    assert [h[0].tokens for h in clean] == [h[0].tokens for h in noisy]  # same search
+    assert [h[0].text for h in clean] != [h[0].text for h in noisy]
+    assert [h[0].text for h in noisy] == [h[0].text for h in tr.translate(texts, DecodeOptions(beam=3, sampling="beam_noise", seed=3))]

@@ -1,0 +1,143 @@
+import argparse
+import io
+import json
+import sys
+import warnings
+
+import pytest
+import torch
+
+from mt.cli import build_parser
+from mt.config import ModelConfig
+from mt.decode.options import DecodeOptions
+from mt.decode.translator import Translator
+from mt.model import Transformer
+from _decode_support import IntText, random_sources, toy_model
+
+
+def test_translate_restores_order_and_detokenises():
+    tr = Translator(toy_model(), IntText())
+    ids = random_sources(9, seed=2)
+    texts = [" ".join(map(str, x)) for x in ids]
+    out = tr.translate(texts, DecodeOptions(beam=2, max_tokens=20))
+    alone = [tr.translate([t], DecodeOptions(beam=2))[0][0] for t in texts]
+    assert [h[0].tokens for h in out] == [a.tokens for a in alone]
+    assert all(h[0].text == " ".join(map(str, h[0].tokens)) for h in out)
+
+
+def test_empty_input_gives_empty_translation():
+    tr = Translator(toy_model(), IntText())
+    out = tr.translate(["", "5 6 7", "   "], DecodeOptions(beam=3, n_best=2))
+    assert out[0][0].text == "" and out[0][0].tokens == [] and out[2][0].text == ""
+    assert out[1][0].text != "" and len(out[1]) == 2
+    assert tr.translate([], DecodeOptions()) == []
+
+
+def test_overlong_input_is_truncated_with_warning():
+    model = toy_model(max_positions=24)
+    tr = Translator(model, IntText())
+    long = " ".join(["7"] * 40)
+    with pytest.warns(UserWarning, match="truncated"):
+        out = tr.translate([long, "5 6"], DecodeOptions(beam=2))
+    assert len(out[0][0].tokens) <= 23
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tr.translate(["5 6"], DecodeOptions(beam=2))  # no warning for a normal sentence
+
+
+def test_options_validation_and_from_config():
+    from mt.config import DecodeConfig
+
+    with pytest.raises(ValueError):
+        DecodeOptions(beam=2, n_best=3)
+    with pytest.raises(ValueError):
+        DecodeOptions(length_norm="wu")
+    o = DecodeOptions.from_config(DecodeConfig(beam_size=4, alpha=0.6))
+    assert o.beam == 4 and o.alpha == 0.6
+    args = build_parser().parse_args(["translate", "--model", "x", "--beam", "3", "--n-best", "2"])
+    o = DecodeOptions.from_args(args, n_best=args.n_best)
+    assert o.beam == 3 and o.n_best == 2 and o.sampling == "none"
+
+
+# ---------------------------------------------------------------- CLI with a real model dir
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from mt.data.text import TextPipeline, train_sentencepiece
+    from mt.modelio import save_model
+
+    tmp = tmp_path_factory.mktemp("decode_model")
+    words = ["haus", "baum", "katze", "hund", "rot", "blau", "gross", "klein", "und", "der"]
+    lines = [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(2 + i % 6)) for i in range(200)]
+    (tmp / "corpus.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    spm_path = train_sentencepiece([tmp / "corpus.txt"], tmp / "spm", vocab_size=40, byte_fallback=False, num_threads=1)
+    text = TextPipeline("de", "en", spm_path, spm_path, False, num_threads=1)
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(preset="tiny", vocab_size=text.vocab_size, dropout=0.0))
+    save_model(tmp / "model", model, text)
+    (tmp / "src.txt").write_text("haus baum\n\nkatze und hund\n", encoding="utf-8")
+    (tmp / "ref.txt").write_text("house tree\n\ncat and dog\n", encoding="utf-8")
+    return tmp
+
+
+def _run(argv, stdin=""):
+    from mt.cli import main
+
+    old_in, old_out = sys.stdin, sys.stdout
+    sys.stdin, sys.stdout = io.StringIO(stdin), io.StringIO()
+    try:
+        rc = main(argv)
+        return rc, sys.stdout.getvalue()
+    finally:
+        sys.stdin, sys.stdout = old_in, old_out
+
+
+def test_translate_cli_stdin_and_nbest(model_dir):
+    rc, out = _run(["translate", "--model", str(model_dir / "model"), "--beam", "2", "--threads", "2"], "haus baum\n\nkatze\n")
+    assert rc == 0 and len(out.splitlines()) == 3 and out.splitlines()[1] == ""
+    rc, out = _run(["translate", "--model", str(model_dir / "model"), "--beam", "3", "--n-best", "3",
+                    "-i", str(model_dir / "src.txt")])  # fmt: skip
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert rc == 0 and [r[0] for r in rows] == ["0", "0", "0", "1", "2", "2", "2"]
+    scores = [float(r[1]) for r in rows[:3]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_evaluate_cli_prints_scores_and_json(model_dir, tmp_path):
+    rc, out = _run(["evaluate", "--model", str(model_dir / "model"), "--src", str(model_dir / "src.txt"),
+                    "--ref", str(model_dir / "ref.txt"), "--beam", "2", "--hyp-out", str(tmp_path / "hyp.txt")])  # fmt: skip
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("BLEU = ") and "nrefs:1" in lines[0] and lines[1].startswith("chrF = ")
+    record = json.loads(lines[2])
+    assert {"bleu", "chrf", "bleu_signature", "chrf_signature", "mean_len", "empty"} <= set(record)
+    assert len((tmp_path / "hyp.txt").read_text(encoding="utf-8").splitlines()) == 3
+    rc, out = _run(["evaluate", "--model", str(model_dir / "model"), "--src", str(model_dir / "src.txt"),
+                    "--ref", str(model_dir / "ref.txt"), "--beam-sweep", "1,2"])  # fmt: skip
+    assert rc == 0
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [(r["length_norm"], r["beam"]) for r in rows] == [(m, b) for m in ("avg", "gnmt", "none") for b in (1, 2)]
+
+
+def test_model_dir_missing_file_is_a_clear_error(model_dir, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir / "model", broken)
+    (broken / "model.safetensors").unlink()
+    from mt.cli import main
+
+    rc = main(["translate", "--model", str(broken)])
+    assert rc == 2
+    assert "model.safetensors" in capsys.readouterr().err
+
+
+def test_corpus_scores():
+    from mt.evaluate import corpus_scores
+
+    s = corpus_scores(["the cat sat on the mat"], ["the cat sat on the mat"])
+    assert s["bleu"] == pytest.approx(100.0) and s["chrf"] == pytest.approx(100.0)
+    assert s["bleu_signature"].startswith("nrefs:1") and "nc:6" in s["chrf_signature"]
+    with pytest.raises(ValueError):
+        corpus_scores(["a"], ["a", "b"])
