@@ -182,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=None, help="require this key (or set MT_API_KEY)")
+    # the CLI is the composition root, so it may name the server's knobs (serve/settings.py)
+    from serve.settings import add_arguments as add_server_arguments
+
+    add_server_arguments(p)
     p.set_defaults(func=_cmd_serve)
     return parser
 

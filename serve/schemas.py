@@ -1,0 +1,159 @@
+"""Request/response models of the HTTP API (pydantic), with the limits from ``ServerSettings``.
+
+The limits are baked into the models so that validation and the OpenAPI document (``/docs``)
+agree; :func:`build_schemas` therefore makes the request classes per settings.
+
+Text fields reject control characters other than tab/newline/carriage return and lone
+surrogates (possible through JSON ``\\ud800`` escapes): neither is translatable text, and a
+lone surrogate cannot even be encoded to UTF-8 for SentencePiece.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from serve.settings import ServerSettings
+
+_BAD_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def check_text(value: str) -> str:
+    """Reject control characters and lone surrogates, naming the first one and its offset."""
+    m = _BAD_CHARS.search(value)
+    if m:
+        raise ValueError(f"contains control character U+{ord(m.group()):04X} at offset {m.start()}")
+    return value
+
+
+# ---------------------------------------------------------------------------- responses
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx answer. ``error`` is a one-line message (a string, as LibreTranslate
+    clients expect); ``field`` is the offending request field, e.g. ``texts[3]``."""
+
+    error: str
+    code: str = Field(description="machine-readable kind, e.g. text_too_long, unknown_model, body_too_large")
+    field: Optional[str] = None
+
+
+class Candidate(BaseModel):
+    text: str
+    score: Optional[float] = Field(description="length-normalised log-probability (null if not finite)")
+
+
+class Translation(BaseModel):
+    text: str = Field(description="the best translation")
+    score: Optional[float] = None
+    n_best: Optional[list[Candidate]] = Field(
+        default=None, description="all n_best hypotheses, best first (only when n_best > 1)"
+    )
+
+
+class Timings(BaseModel):
+    queue_ms: float = Field(description="waiting for the batcher (includes waiting for other batches)")
+    decode_ms: float = Field(description="the batched search this request was part of")
+    total_ms: float = Field(description="request received to response ready")
+    batch_texts: int = Field(description="texts in the batched search (this request's included)")
+    batch_requests: int = Field(description="requests merged into that search")
+
+
+class TranslateResponse(BaseModel):
+    model: str
+    translations: list[Translation]
+    timings: Timings
+
+
+class ModelInfo(BaseModel):
+    name: str
+    src_lang: Optional[str] = None
+    tgt_lang: Optional[str] = None
+    parameters: Optional[int] = None
+    default: bool = False
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+
+
+class HealthResponse(BaseModel):
+    status: str
+
+
+class ReadyResponse(BaseModel):
+    status: str
+    models: list[str]
+
+
+class LTTranslateResponse(BaseModel):
+    translatedText: Union[str, list[str]]
+
+
+class LTLanguage(BaseModel):
+    code: str
+    name: str
+    targets: list[str]
+
+
+# ---------------------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True)
+class Schemas:
+    """The request classes for one set of limits."""
+
+    TranslateRequest: type[BaseModel]
+    LTTranslateRequest: type[BaseModel]
+
+
+def build_schemas(settings: ServerSettings) -> Schemas:
+    """Request models whose field limits come from ``settings``."""
+    s = settings
+    Text = Annotated[str, Field(max_length=s.max_chars), AfterValidator(check_text)]
+
+    class TranslateRequest(BaseModel):
+        """Translate ``texts`` with ``model``; the output keeps the input order."""
+
+        # strict: "5" is not a beam size; forbid: a misspelt option is an error, not a no-op
+        model_config = ConfigDict(strict=True, extra="forbid")
+
+        model: Optional[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+            default=None, description="model name from GET /v1/models (default: the first model)"
+        )
+        texts: list[Text] = Field(min_length=1, max_length=s.max_texts, description="source sentences")
+        beam_size: int = Field(default=s.beam_size, ge=1, le=s.max_beam)
+        length_penalty: float = Field(
+            default=s.length_penalty, ge=0.0, le=10.0, allow_inf_nan=False,
+            description="alpha of length normalisation: score / length**alpha",
+        )
+        max_length: Optional[int] = Field(
+            default=None, ge=1, le=s.max_output_length,
+            description="most output tokens (default: 1.2 * source length + 10)",
+        )
+        n_best: int = Field(default=1, ge=1, le=s.max_beam, description="hypotheses per text (<= beam_size)")
+
+        @field_validator("n_best")
+        @classmethod
+        def _n_best_within_beam(cls, value: int, info: ValidationInfo) -> int:
+            beam = info.data.get("beam_size")  # absent when beam_size itself was invalid
+            if beam is not None and value > beam:
+                raise ValueError(f"must not exceed beam_size ({beam}), got {value}")
+            return value
+
+    class LTTranslateRequest(BaseModel):
+        """LibreTranslate's ``POST /translate`` body (JSON or form-encoded)."""
+
+        # extra fields (e.g. 'alternatives', 'secret') are ignored as LibreTranslate does
+        model_config = ConfigDict(strict=True, extra="ignore")
+
+        q: Union[Text, Annotated[list[Text], Field(min_length=1, max_length=s.max_texts)]]
+        source: Annotated[str, Field(min_length=1, max_length=16)] = "auto"
+        target: Annotated[str, Field(min_length=1, max_length=16)]
+        format: Literal["text", "html"] = "text"
+        api_key: Optional[Annotated[str, Field(max_length=256)]] = None
+
+    return Schemas(TranslateRequest=TranslateRequest, LTTranslateRequest=LTTranslateRequest)

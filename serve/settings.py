@@ -1,0 +1,74 @@
+"""Server limits and batching knobs, in one place so the CLI, the app and the tests agree."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything configurable about the server (the models are passed separately).
+
+    Request limits bound the work a single request can cause; they are also written into the
+    OpenAPI schema, so clients see them. ``max_tokens_per_text`` must stay below the model's
+    ``max_positions`` (checked per model at startup).
+    """
+
+    # ---- request limits
+    max_texts: int = 64  # texts per request
+    max_chars: int = 2000  # characters per text
+    max_tokens_per_text: int = 256  # SentencePiece tokens per text (before the appended EOS)
+    max_body_bytes: int = 256 * 1024  # whole request body, checked on Content-Length and streamed
+    max_beam: int = 16
+    max_output_length: int = 512
+    request_timeout_s: float = 30.0  # per request, queueing included -> 504
+
+    # ---- decoding defaults (a request may override them within the limits)
+    beam_size: int = 5
+    length_penalty: float = 1.0  # alpha of 'avg' length normalisation
+
+    # ---- micro-batching
+    max_batch_tokens: int = 2048  # source tokens merged into one batched search
+    max_wait_ms: float = 5.0  # how long the first queued request waits for company
+    max_queue: int = 1024  # queued requests before new ones get 503
+    # torch intra-op threads of the decoding worker (None = torch's default). On a shared or
+    # small machine 1 is often fastest: idle OpenMP threads spin and fight other processes.
+    threads: Optional[int] = None
+
+    # ---- access
+    api_key: Optional[str] = None  # None = open; else required on every route but /health, /ready
+
+    def replace(self, **changes) -> "ServerSettings":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first nonsensical setting."""
+        for name in ("max_texts", "max_chars", "max_tokens_per_text", "max_body_bytes", "max_beam",
+                     "max_output_length", "beam_size", "max_batch_tokens", "max_queue"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"settings.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.beam_size > self.max_beam:
+            raise ValueError(f"settings.beam_size: {self.beam_size} exceeds max_beam={self.max_beam}")
+        if self.request_timeout_s <= 0 or self.max_wait_ms < 0:
+            raise ValueError("settings.request_timeout_s must be > 0 and max_wait_ms >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"settings.threads: must be >= 1, got {self.threads}")
+        if self.api_key is not None and not self.api_key:
+            raise ValueError("settings.api_key: must not be empty (use None for no key)")
+
+
+def add_arguments(parser) -> None:
+    """Add ``--max-texts`` … ``--max-wait-ms`` (one per field but ``api_key``) to an argparse
+    parser; ``serve.app.settings_from_args`` reads them back. Defaults stay None, meaning
+    "the ServerSettings default"."""
+    group = parser.add_argument_group("server limits and batching")
+    for f in dataclasses.fields(ServerSettings):
+        if f.name == "api_key":
+            continue
+        kind = float if isinstance(f.default, float) else int  # threads: None -> int
+        group.add_argument(
+            "--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None, metavar=kind.__name__.upper(),
+            help=f"(default {f.default})",
+        )

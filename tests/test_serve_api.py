@@ -1,0 +1,249 @@
+"""HTTP API contract: responses, limits and their errors, API key, LibreTranslate routes, metrics.
+
+Uses a deterministic translator double (so error handling is tested without decoding cost)
+with the real SentencePiece text pipeline of a tiny random model (so token limits are real).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from mt.decode.options import Hypothesis
+from mt.modelio import load_model
+from serve.app import create_app, parse_model_spec
+from serve.devmodel import make_random_model_dir
+from serve.settings import ServerSettings
+
+KEY = "s3cret-key"
+
+
+class Reverser:
+    """Translator double: 'translation' = the text reversed; n_best alternatives get a suffix."""
+
+    def __init__(self, text, delay: float = 0.0) -> None:
+        self.text = text
+        self.meta = {"src_lang": "de", "tgt_lang": "en"}
+        self.delay = delay
+
+    def translate(self, texts, opts):
+        time.sleep(self.delay)
+        return [[Hypothesis(t[::-1] + "~" * i, [], -1.0 - i) for i in range(opts.n_best)] for t in texts]
+
+
+@pytest.fixture(scope="module")
+def text_pipeline(tmp_path_factory):
+    return load_model(make_random_model_dir(tmp_path_factory.mktemp("tiny"))).text
+
+
+SETTINGS = ServerSettings(max_texts=8, max_chars=300, max_tokens_per_text=40, max_body_bytes=64 * 1024)
+
+
+@pytest.fixture(scope="module")
+def client(text_pipeline):
+    with TestClient(create_app({"de-en": Reverser(text_pipeline)}, SETTINGS)) as c:
+        yield c
+
+
+def ok(client: TestClient) -> None:
+    """The server still answers a valid request correctly (asserted after every bad one)."""
+    r = client.post("/v1/translate", json={"texts": ["abc", "Hallo"]})
+    assert r.status_code == 200, r.text
+    assert [t["text"] for t in r.json()["translations"]] == ["cba", "ollaH"]
+
+
+def test_translate_response_shape_and_order(client):
+    r = client.post("/v1/translate", json={"model": "de-en", "texts": ["eins", "zwei", "drei"], "beam_size": 3,
+                                           "n_best": 2, "length_penalty": 0.6, "max_length": 20})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "de-en"
+    assert [t["text"] for t in body["translations"]] == ["snie", "iewz", "ierd"]
+    assert body["translations"][0]["n_best"] == [{"text": "snie", "score": -1.0}, {"text": "snie~", "score": -2.0}]
+    t = body["timings"]
+    assert t["total_ms"] >= t["decode_ms"] >= 0 and t["batch_texts"] >= 3 and t["batch_requests"] >= 1
+
+
+def test_models_health_ready(client):
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json() == {"status": "ready", "models": ["de-en"]}
+    models = client.get("/v1/models").json()["models"]
+    assert models == [{"name": "de-en", "src_lang": "de", "tgt_lang": "en", "parameters": None, "default": True}]
+
+
+JSON = {"content-type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    "body, status, code, field",
+    [
+        ({"texts": ["a"] * 9}, 422, "too_many_items", "texts"),
+        ({"texts": ["a"] * 10_000}, 422, "too_many_items", "texts"),
+        ({"texts": []}, 422, "empty_list", "texts"),
+        ({}, 422, "missing_field", "texts"),
+        ({"texts": "abc"}, 422, "wrong_type", "texts"),
+        ({"texts": ["ok", 5]}, 422, "wrong_type", "texts[1]"),
+        ({"texts": ["ok", None]}, 422, "wrong_type", "texts[1]"),
+        ({"texts": ["x" * 301]}, 422, "text_too_long", "texts[0]"),
+        ({"texts": ["ok", "ab " * 60]}, 422, "text_too_long", "texts[1]"),  # < 300 chars, > 40 tokens
+        ({"texts": ["a\x00b"]}, 422, "invalid_control_character", "texts[0]"),
+        ({"texts": ["bell\x07"]}, 422, "invalid_control_character", "texts[0]"),
+        ({"texts": ["x"], "beam_size": -1}, 422, "invalid_value", "beam_size"),
+        ({"texts": ["x"], "beam_size": 0}, 422, "invalid_value", "beam_size"),
+        ({"texts": ["x"], "beam_size": 17}, 422, "invalid_value", "beam_size"),
+        ({"texts": ["x"], "beam_size": "5"}, 422, "wrong_type", "beam_size"),
+        ({"texts": ["x"], "beam_size": 2.5}, 422, "wrong_type", "beam_size"),
+        ({"texts": ["x"], "beam_size": True}, 422, "wrong_type", "beam_size"),
+        ({"texts": ["x"], "n_best": 3, "beam_size": 2}, 422, "invalid_value", "n_best"),
+        ({"texts": ["x"], "length_penalty": -1}, 422, "invalid_value", "length_penalty"),
+        ({"texts": ["x"], "max_length": 0}, 422, "invalid_value", "max_length"),
+        ({"texts": ["x"], "beam": 4}, 422, "unknown_field", "beam"),
+        ({"texts": ["x"], "model": "fr-en"}, 404, "unknown_model", "model"),
+        ({"texts": ["x"], "model": ""}, 422, "invalid_value", "model"),
+        ([1, 2], 422, "wrong_type", None),
+    ],
+)
+def test_bad_json_requests_get_4xx_naming_the_field(client, body, status, code, field):
+    r = client.post("/v1/translate", json=body)
+    assert r.status_code == status, r.text
+    err = r.json()
+    assert err["code"] == code and err["field"] == field, err
+    if field:
+        assert err["error"].startswith(field)
+    ok(client)
+
+
+@pytest.mark.parametrize(
+    "raw, status, code",
+    [
+        (b'{"texts": ["a"', 400, "invalid_json"),
+        (b"not json", 400, "invalid_json"),
+        (b'{"texts": ["\xff\xfe"]}', 400, "invalid_utf8"),
+        (b'{"texts": ["\\ud800"]}', 422, "invalid_unicode"),  # lone surrogate via an escape
+        (b'{"texts": ["a"], "length_penalty": NaN}', 422, "invalid_value"),
+        (b'{"texts": ["a"], "length_penalty": Infinity}', 422, "invalid_value"),
+        (b"[" * 100_000, 413, "body_too_large"),
+        (json.dumps({"texts": ["x" * 1_000_000]}).encode(), 413, "body_too_large"),  # a 1 MB string
+    ],
+)
+def test_malformed_bodies(client, raw, status, code):
+    r = client.post("/v1/translate", content=raw, headers=JSON)
+    assert r.status_code == status, r.text
+    assert r.json()["code"] == code
+    ok(client)
+
+
+def test_deeply_nested_json_is_a_4xx(client):
+    r = client.post("/v1/translate", content=b"[" * 50_000 + b"]" * 50_000, headers=JSON)
+    assert r.status_code == 413  # over the 64 KiB limit before any parsing
+    r = client.post("/v1/translate", content=b"[" * 20_000 + b"]" * 20_000, headers=JSON)
+    assert 400 <= r.status_code < 500, r.text
+    ok(client)
+
+
+def test_declared_content_length_over_limit_is_refused_unread(client):
+    r = client.post("/v1/translate", content=b"{}", headers={**JSON, "content-length": str(10**9)})
+    assert r.status_code == 413 and "1000000000" in r.json()["error"]
+
+
+def test_unknown_route_and_method(client):
+    assert client.get("/nope").json()["code"] == "http_404"
+    assert client.get("/v1/translate").status_code == 405
+
+
+def test_timeout_is_504_and_server_recovers(text_pipeline):
+    app = create_app({"de-en": Reverser(text_pipeline, delay=0.6)}, SETTINGS.replace(request_timeout_s=0.2))
+    with TestClient(app) as c:
+        r = c.post("/v1/translate", json={"texts": ["slow"]})
+        assert r.status_code == 504 and r.json()["code"] == "timeout"
+        time.sleep(0.5)  # let the worker finish the abandoned batch
+        app.state.engines["de-en"].translator.delay = 0.0
+        ok(c)
+
+
+def test_api_key_on_every_route_but_health_and_ready(text_pipeline):
+    app = create_app({"de-en": Reverser(text_pipeline)}, SETTINGS.replace(api_key=KEY))
+    with TestClient(app) as c:
+        assert c.get("/health").status_code == 200
+        assert c.get("/ready").status_code == 200
+        for method, path in [("GET", "/"), ("GET", "/v1/models"), ("POST", "/v1/translate"), ("GET", "/metrics"),
+                             ("GET", "/docs"), ("GET", "/openapi.json"), ("GET", "/languages"), ("POST", "/translate")]:
+            r = c.request(method, path, json={"texts": ["x"]} if method == "POST" else None)
+            assert r.status_code == 401, (path, r.text)
+            assert r.json()["code"] == "unauthorized"
+            r = c.request(method, path, headers={"Authorization": "Bearer wrong" + KEY})
+            assert r.status_code == 401, path
+        body = {"texts": ["abc"]}
+        for headers, params in [({"Authorization": f"Bearer {KEY}"}, None), ({"X-API-Key": KEY}, None),
+                                ({}, {"api_key": KEY})]:
+            r = c.post("/v1/translate", json=body, headers=headers, params=params)
+            assert r.status_code == 200 and r.json()["translations"][0]["text"] == "cba"
+        r = c.post("/translate", data={"q": "abc", "source": "de", "target": "en", "api_key": KEY})
+        assert r.json() == {"translatedText": "cba"}
+        r = c.get("/docs", params={"api_key": KEY})
+        assert r.status_code == 200 and f"/openapi.json?api_key={KEY}" in r.text
+
+
+def test_libretranslate_routes(client):
+    r = client.post("/translate", data={"q": "Hallo", "source": "de", "target": "en"})  # form, like LT clients
+    assert r.json() == {"translatedText": "ollaH"}
+    r = client.post("/translate", json={"q": ["ab", "cd"], "source": "auto", "target": "en"})
+    assert r.json() == {"translatedText": ["ba", "dc"]}
+    r = client.post("/translate", json={"q": '<p class="x">Hallo <b>Welt</b> &amp; du</p>', "source": "de",
+                                        "target": "en", "format": "html"})
+    assert r.json() == {"translatedText": '<p class="x">ollaH <b>tleW</b> ud &amp;</p>'}
+    r = client.post("/translate", json={"q": "x", "source": "fr", "target": "en"})
+    assert r.status_code == 400 and r.json()["code"] == "unsupported_language_pair"
+    r = client.post("/translate", json={"q": "x", "source": "de"})
+    assert r.status_code == 400 and r.json()["field"] == "target"
+    r = client.post("/translate", content=b"q=%FF&source=de&target=en",
+                    headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400 and r.json()["code"] == "invalid_utf8"
+    r = client.post("/translate", content=b"<xml/>", headers={"content-type": "text/xml"})
+    assert r.status_code == 415
+    assert client.get("/languages").json() == [{"code": "de", "name": "German", "targets": ["en"]}]
+    ok(client)
+
+
+def test_metrics_count_requests_and_batches(client):
+    ok(client)
+    client.post("/v1/translate", json={"texts": []})
+    text = client.get("/metrics").text
+    assert 'mt_http_requests_total{method="POST",route="/v1/translate",status="200"}' in text
+    assert 'mt_http_requests_total{method="POST",route="/v1/translate",status="422"}' in text
+    assert "mt_batch_texts_count" in text and "mt_http_request_duration_seconds_bucket" in text
+    assert 'mt_translated_texts_total{model="de-en"}' in text
+
+
+def test_openapi_documents_the_configured_limits(client):
+    spec = client.get("/openapi.json").json()
+    req = spec["components"]["schemas"]["TranslateRequest"]["properties"]
+    assert req["texts"]["maxItems"] == SETTINGS.max_texts
+    assert req["texts"]["items"]["maxLength"] == SETTINGS.max_chars
+    assert req["beam_size"]["maximum"] == SETTINGS.max_beam
+    assert client.get("/docs").status_code == 200
+
+
+def test_index_page_is_served(client):
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert 'id="translate"' in r.text and "/v1/translate" in r.text
+
+
+def test_model_spec_parsing():
+    assert parse_model_spec("de-en=runs/a") == ("de-en", "runs/a")
+    assert parse_model_spec("runs/a") == (None, "runs/a")
+    assert parse_model_spec("runs/a=b") == (None, "runs/a=b")
+
+
+def test_settings_must_fit_the_model(tmp_path):
+    loaded = load_model(make_random_model_dir(tmp_path / "m"))
+    with pytest.raises(ValueError, match="max_positions"):
+        create_app({"x": loaded}, ServerSettings(max_tokens_per_text=loaded.model.cfg.max_positions))
+    with pytest.raises(ValueError, match="beam_size"):
+        create_app({"x": loaded}, ServerSettings(beam_size=20, max_beam=16))
+    with pytest.raises(ValueError, match="no models"):
+        create_app({}, ServerSettings())
