@@ -120,11 +120,14 @@ class Attention(nn.Module):
         return self.out_proj(self._merge(self._sdpa(q, k, v, mask, causal)))
 
     def self_attention_step(self, x: Tensor, cache: "LayerCache") -> Tensor:
-        """One decoding step. ``x``: ``(n, 1, d_model)``; appends this step's key/value to
-        ``cache`` (``(n, heads, t, d_head)``) and attends over all of it."""
-        q, k, v = (self._heads(t) for t in self.qkv_proj(x).chunk(3, dim=-1))
-        cache.append(k, v)
-        return self.out_proj(self._merge(self._attend_step(q, cache.k, cache.v, None)))
+        """One decoding step. ``x``: ``(n, 1, d_model)``; writes this step's key/value into
+        ``cache`` and attends over every step so far (``(n, heads, t, d_head)`` views)."""
+        n = x.shape[0]
+        q, kv = self.qkv_proj(x[:, 0]).split([self.n_heads * self.d_head, 2 * self.n_heads * self.d_head], dim=-1)
+        k, v = cache.append(kv.view(n, 2, self.n_heads, self.d_head))
+        q = q.view(n, self.n_heads, 1, self.d_head)
+        out = self._attend_step(q, k, v, None)  # (n, h, 1, dh): same memory as (n, 1, d_model)
+        return self.out_proj(out.view(n, 1, self.n_heads * self.d_head))
 
     def cross_attention(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor, incremental: bool = False) -> Tensor:
         """``x``: ``(batch * group, tgt_len, d_model)``; ``k``/``v``: ``(batch, heads, src_len,
@@ -220,26 +223,66 @@ class DecoderLayer(nn.Module):
 class LayerCache:
     """Keys/values of one decoder layer.
 
-    ``k``/``v``: self-attention, ``(n, heads, steps, d_head)`` with ``n = batch * beam``.
-    ``cross_k``/``cross_v``: cross-attention, ``(batch, heads, src_len, d_head)``.
+    Self-attention keys and values live in one preallocated buffer ``(2, rows, heads,
+    capacity, d_head)`` (0 = keys, 1 = values); each step writes its slice in place and
+    attention reads views of the filled prefix (:attr:`k`, :attr:`v`: ``(n, heads, steps,
+    d_head)``). Growing by ``torch.cat`` would copy the whole cache every step (and, with
+    glibc's defaults, page-fault fresh memory in); here a step writes ``n * d_model`` floats.
 
-    Everything is stored contiguous: ``index_select`` (reorder / select_sentences) returns
-    contiguous tensors, and a matmul's kernel — hence the last bits of its result — depends
-    on the memory layout, so a layout that never changes keeps decoding batch-invariant.
+    ``capacity`` grows in chunks of :data:`CACHE_CHUNK` steps, and ``rows`` only shrinks by
+    using a prefix of the buffer, so the memory layout (strides) a step's attention sees
+    depends on the step alone, never on the batch: that keeps decoding batch-invariant
+    (a matmul's kernel, hence its last bits, can depend on the layout; ``mt/decode/shapes.py``).
+
+    ``cross_k``/``cross_v``: cross-attention, ``(batch, heads, src_len, d_head)``, contiguous.
     """
 
     def __init__(self, cross_k: Tensor, cross_v: Tensor) -> None:
         self.cross_k = cross_k.contiguous()
         self.cross_v = cross_v.contiguous()
-        self.k: Tensor | None = None
-        self.v: Tensor | None = None
+        self.kv: Tensor | None = None  # (2, rows_allocated, heads, capacity, d_head)
+        self._spare: Tensor | None = None  # same shape: the target of reorder's gather
+        self.rows = 0  # rows in use (a prefix of the buffer's rows)
+        self.length = 0  # steps written
 
-    def append(self, k: Tensor, v: Tensor) -> None:
-        if self.k is None:
-            self.k, self.v = k.contiguous(), v.contiguous()
-        else:
-            self.k = torch.cat([self.k, k], dim=2)
-            self.v = torch.cat([self.v, v], dim=2)
+    @property
+    def k(self) -> Tensor | None:
+        """``(n, heads, steps, d_head)`` view of the keys written so far."""
+        return None if self.kv is None else self.kv[0, : self.rows, :, : self.length]
+
+    @property
+    def v(self) -> Tensor | None:
+        return None if self.kv is None else self.kv[1, : self.rows, :, : self.length]
+
+    def append(self, kv: Tensor) -> tuple[Tensor, Tensor]:
+        """Write one step. ``kv``: ``(n, 2, heads, d_head)`` (this step's key and value per
+        row) → views of all keys and values so far, each ``(n, heads, steps, d_head)``."""
+        n, _, h, dh = kv.shape
+        if self.kv is None:
+            self.rows = n
+            self.kv = kv.new_empty(2, n, h, CACHE_CHUNK, dh)
+        elif self.length == self.kv.shape[3]:  # full: grow by one chunk (rare)
+            grown = self.kv.new_empty(2, self.kv.shape[1], h, self.length + CACHE_CHUNK, dh)
+            grown[:, :, :, : self.length] = self.kv[:, :, :, : self.length]
+            self.kv, self._spare = grown, None
+        self.kv[:, : self.rows, :, self.length] = kv.transpose(0, 1)
+        self.length += 1
+        return self.k, self.v
+
+    def reorder(self, rows: Tensor) -> None:
+        """Rows take rows ``rows`` (``(n',)`` indices, ``n' <= n``) of the filled prefix:
+        one gather into the spare buffer, then the two buffers swap."""
+        if self.kv is None:
+            return
+        if self._spare is None:
+            self._spare = torch.empty_like(self.kv)
+        n, t = rows.shape[0], self.length
+        torch.index_select(self.kv[:, : self.rows, :, :t], 1, rows, out=self._spare[:, :n, :, :t])
+        self.kv, self._spare = self._spare, self.kv
+        self.rows = n
+
+
+CACHE_CHUNK = 32  # self-attention cache capacity grows in steps of this many positions
 
 
 @dataclass
@@ -274,11 +317,13 @@ class DecoderState:
 
     def reorder(self, rows: Tensor) -> None:
         """Self-attention caches take rows ``rows`` (``(batch * beam,)`` indices into the
-        current rows); used after each beam step with the parents of the surviving hypotheses."""
+        current rows); used after each beam step with the parents of the surviving hypotheses.
+        Rows equal to ``0..n-1`` (nothing moves, e.g. greedy search) cost nothing."""
+        n = self.layers[0].rows if self.layers else 0
+        if rows.shape[0] == n and torch.equal(rows, torch.arange(n, device=rows.device)):
+            return
         for layer in self.layers:
-            if layer.k is not None:
-                layer.k = layer.k.index_select(0, rows)
-                layer.v = layer.v.index_select(0, rows)
+            layer.reorder(rows)
 
     def select_sentences(self, keep: Tensor) -> None:
         """Keep sentences ``keep`` (``(batch',)`` indices), with all their beam rows."""
