@@ -190,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _domain_errors() -> tuple[type[Exception], ...]:
+    """Errors that carry a user-facing message (bad data, damaged checkpoint): print, exit 2."""
+    from mt.data import DataError
+    from mt.train.checkpoint import CheckpointError
+
+    return (DataError, CheckpointError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -202,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     tune_malloc()
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, *_domain_errors()) as e:
         print(f"mt {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -37,7 +37,9 @@ def tune_malloc() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # musl and other libcs have no mallopt
         return False
-    ok = mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)  # glibc's maximum on 64-bit
+    # 1 GiB keeps even the (tokens, vocab) logits of a large batch in the heap; glibc before
+    # 2.26-era limits rejects values above 32 MiB, so fall back to that
+    ok = mallopt(_M_MMAP_THRESHOLD, 1 << 30) or mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
     ok &= mallopt(_M_TRIM_THRESHOLD, 1 << 30)
     ok &= mallopt(_M_TOP_PAD, 256 * 1024 * 1024)
     _done = bool(ok)
