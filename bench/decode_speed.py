@@ -83,9 +83,14 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2, help="timed runs per system (best is reported)")
     p.add_argument("--beams", default="5,1")
     p.add_argument("--model-dir", default=None, help="also time this trained mt model dir")
+    p.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc malloc at its defaults")
     p.add_argument("--skip", default="", help="comma list of systems to skip: hf,ct2,int8")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if not args.no_malloc_tuning:
+        from mt.runtime import tune_malloc
+
+        tune_malloc()  # process-wide, so HF and CTranslate2 get it too (fair comparison)
     skip = set(filter(None, args.skip.split(",")))
 
     from mt.decode.options import DecodeOptions

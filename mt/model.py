@@ -8,9 +8,10 @@ Two ways to run the decoder:
 
 * ``decode(tgt_in, enc)`` — the whole target prefix at once, causal (training, scoring).
 * ``start_state(enc, beam)`` then ``decode_step(tokens, state)`` — one token per call with
-  cached self-attention keys/values; cross-attention keys/values are projected once per
-  *source sentence* and shared by its beams (the beam dimension is folded into the query
-  length, so nothing is copied per beam).
+  cached self-attention keys/values (a preallocated buffer written in place, see
+  :class:`LayerCache`); cross-attention keys/values are projected once per *source
+  sentence* and shared by its beams (the beam dimension is folded into the query length,
+  so nothing is copied per beam).
 
 The architecture can express Hugging Face's MarianMT (post-norm, sinusoidal positions
 with sin/cos halves, scaled embeddings, swish, final-logits bias, pad as decoder start).
@@ -122,12 +123,12 @@ class Attention(nn.Module):
     def self_attention_step(self, x: Tensor, cache: "LayerCache") -> Tensor:
         """One decoding step. ``x``: ``(n, 1, d_model)``; writes this step's key/value into
         ``cache`` and attends over every step so far (``(n, heads, t, d_head)`` views)."""
-        n = x.shape[0]
-        q, kv = self.qkv_proj(x[:, 0]).split([self.n_heads * self.d_head, 2 * self.n_heads * self.d_head], dim=-1)
+        n, d = x.shape[0], self.n_heads * self.d_head
+        q, kv = self.qkv_proj(x[:, 0]).split([d, 2 * d], dim=-1)  # (n, d), (n, 2d): k then v
         k, v = cache.append(kv.view(n, 2, self.n_heads, self.d_head))
         q = q.view(n, self.n_heads, 1, self.d_head)
         out = self._attend_step(q, k, v, None)  # (n, h, 1, dh): same memory as (n, 1, d_model)
-        return self.out_proj(out.view(n, 1, self.n_heads * self.d_head))
+        return self.out_proj(out.view(n, 1, d))
 
     def cross_attention(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor, incremental: bool = False) -> Tensor:
         """``x``: ``(batch * group, tgt_len, d_model)``; ``k``/``v``: ``(batch, heads, src_len,
@@ -229,10 +230,13 @@ class LayerCache:
     d_head)``). Growing by ``torch.cat`` would copy the whole cache every step (and, with
     glibc's defaults, page-fault fresh memory in); here a step writes ``n * d_model`` floats.
 
-    ``capacity`` grows in chunks of :data:`CACHE_CHUNK` steps, and ``rows`` only shrinks by
-    using a prefix of the buffer, so the memory layout (strides) a step's attention sees
-    depends on the step alone, never on the batch: that keeps decoding batch-invariant
-    (a matmul's kernel, hence its last bits, can depend on the layout; ``mt/decode/shapes.py``).
+    ``capacity`` grows in chunks of :data:`CACHE_CHUNK` steps and the rows in use are a prefix
+    of the buffer, so the strides a step's attention sees depend on the step alone, never on
+    the batch: that keeps decoding batch-invariant (a matmul's kernel, hence its last bits,
+    can depend on the layout; ``mt/decode/shapes.py``).
+
+    Reordering gathers the filled prefix into a second buffer and swaps the two
+    (:meth:`reorder`), or copies just the rows that change (:meth:`copy_rows`).
 
     ``cross_k``/``cross_v``: cross-attention, ``(batch, heads, src_len, d_head)``, contiguous.
     """
@@ -270,16 +274,23 @@ class LayerCache:
         return self.k, self.v
 
     def reorder(self, rows: Tensor) -> None:
-        """Rows take rows ``rows`` (``(n',)`` indices, ``n' <= n``) of the filled prefix:
-        one gather into the spare buffer, then the two buffers swap."""
+        """Rows take rows ``rows`` (``(n',)`` indices) of the filled prefix: one gather into
+        the spare buffer, then the two buffers swap."""
         if self.kv is None:
             return
-        if self._spare is None:
-            self._spare = torch.empty_like(self.kv)
         n, t = rows.shape[0], self.length
+        if self._spare is None or self._spare.shape[1] < n:
+            self._spare = self.kv.new_empty(2, max(n, self.kv.shape[1]), *self.kv.shape[2:])
         torch.index_select(self.kv[:, : self.rows, :, :t], 1, rows, out=self._spare[:, :n, :, :t])
         self.kv, self._spare = self._spare, self.kv
         self.rows = n
+
+    def copy_rows(self, dst: Tensor, src: Tensor) -> None:
+        """Row ``dst[i]`` takes row ``src[i]`` (every other row stays): cheaper than
+        :meth:`reorder` when few rows change. Sources are read before anything is written."""
+        if self.kv is not None:
+            t = self.length
+            self.kv[:, dst, :, :t] = self.kv[:, src, :, :t]
 
 
 CACHE_CHUNK = 32  # self-attention cache capacity grows in steps of this many positions
@@ -318,16 +329,28 @@ class DecoderState:
     def reorder(self, rows: Tensor) -> None:
         """Self-attention caches take rows ``rows`` (``(batch * beam,)`` indices into the
         current rows); used after each beam step with the parents of the surviving hypotheses.
-        Rows equal to ``0..n-1`` (nothing moves, e.g. greedy search) cost nothing."""
+        Only rows that change are copied when they are few (beam search keeps a
+        hypothesis's first child in its parent's row); ``rows == 0..n-1`` costs nothing."""
         n = self.layers[0].rows if self.layers else 0
-        if rows.shape[0] == n and torch.equal(rows, torch.arange(n, device=rows.device)):
-            return
+        if rows.shape[0] == n:
+            moved = rows.ne(torch.arange(n, device=rows.device)).nonzero().squeeze(1)
+            if 2 * moved.shape[0] <= n:  # copying m rows moves ~2m rows of data, a full gather n
+                if moved.shape[0]:
+                    for layer in self.layers:
+                        layer.copy_rows(moved, rows[moved])
+                return
         for layer in self.layers:
             layer.reorder(rows)
 
-    def select_sentences(self, keep: Tensor) -> None:
-        """Keep sentences ``keep`` (``(batch',)`` indices), with all their beam rows."""
-        rows = (keep[:, None] * self.beam + torch.arange(self.beam, device=keep.device)).reshape(-1)
+    def select_sentences(self, keep: Tensor, rows: Tensor | None = None) -> None:
+        """Keep sentences ``keep`` (``(batch',)`` indices), with all their beam rows.
+
+        ``rows``: ``(batch' * beam,)`` indices into the current rows for the self-attention
+        caches, when beam search moves rows in the same step (one gather instead of a
+        :meth:`reorder` and then another); default: the kept sentences' rows unchanged.
+        """
+        if rows is None:
+            rows = (keep[:, None] * self.beam + torch.arange(self.beam, device=keep.device)).reshape(-1)
         for layer in self.layers:
             layer.cross_k = layer.cross_k.index_select(0, keep)
             layer.cross_v = layer.cross_v.index_select(0, keep)
@@ -411,8 +434,8 @@ class Transformer(nn.Module):
 
     def output_logits(self, h: Tensor) -> Tensor:
         """``(..., d_model)`` → ``(..., vocab)``."""
-        weight = self.tgt_embed.weight if self.cfg.tie_output else self.output_proj.weight
-        logits = F.linear(h, weight)
+        proj = getattr(self, "output_proj", None)  # also set on tied models by quantize_int8
+        logits = proj(h) if proj is not None else F.linear(h, self.tgt_embed.weight)
         if self.cfg.final_logits_bias:
             logits = logits + self.final_logits_bias
         return logits

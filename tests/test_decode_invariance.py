@@ -18,7 +18,7 @@ def _key(hyps):
     return [(h.tokens, h.score, h.log_prob) for h in hyps]
 
 
-@pytest.mark.parametrize("beam", [1, 3, 5])
+@pytest.mark.parametrize("beam", [1, 2, 3, 4, 5])
 def test_one_at_a_time_equals_batched(beam):
     torch.set_num_threads(2)  # the fused attention kernel is only batch-dependent with threads
     model = toy_model()

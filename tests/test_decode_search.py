@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mt.decode.options import DecodeOptions
-from mt.decode.search import beam_search, block_repeated_ngrams_, greedy_search
+from mt.decode.search import _slots_near_parents, beam_search, block_repeated_ngrams_, greedy_search
 from _decode_support import forced_log_prob, random_sources, src_tensor, toy_model
 
 IDS = random_sources(24, seed=5)
@@ -116,3 +116,12 @@ def test_unk_penalty_and_special_tokens():
     assert all(1 not in h[0].tokens for h in penalised)
     for hyps in plain + penalised:  # pad (0) and bos (2) are never generated, eos (3) only at the end
         assert not {0, 2, 3} & set(hyps[0].tokens)
+
+
+def test_slots_near_parents():
+    """Each parent's best child stays in the parent's row; the other children fill the rows
+    left free, in rank order."""
+    parent = torch.tensor([[0, 0, 1, 3, 0], [2, 2, 2, 2, 2], [4, 3, 2, 1, 0]])
+    order = _slots_near_parents(parent)
+    assert order.tolist() == [[0, 2, 1, 3, 4], [1, 2, 0, 3, 4], [4, 3, 2, 1, 0]]
+    assert sorted(order[0].tolist()) == list(range(5))

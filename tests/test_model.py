@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mt.config import ConfigError, ModelConfig, from_dict
-from mt.model import Transformer, sinusoidal_table
+from mt.model import CACHE_CHUNK, Transformer, sinusoidal_table
 
 
 def _model(**kw) -> Transformer:
@@ -59,6 +59,39 @@ def test_select_sentences_and_reorder_follow_rows():
         keep = rows[[0, 1, 4, 5]]
         out = torch.stack([model.decode_step(keep[:, i], state) for i in range(1, tgt.shape[1])], 1)
     torch.testing.assert_close(out, full[[0, 0, 2, 2], 1:], atol=1e-5, rtol=1e-5)
+
+
+def test_cache_follows_rows_through_growth_reorder_and_select():
+    """The preallocated KV cache past one capacity chunk, through every reorder path (full
+    gather, copying the few rows that change, identity) and select_sentences with rows."""
+    model = _model()
+    src, _ = _batch()  # 3 sentences
+    beam, steps = 2, CACHE_CHUNK + 8
+    g = torch.Generator().manual_seed(2)
+    tokens = torch.randint(4, 40, (3 * beam, steps), generator=g)
+    tokens[:, 0] = 2
+    moves = {
+        5: torch.tensor([1, 0, 3, 2, 5, 4]),  # every row moves: one gather
+        12: torch.tensor([0, 0, 2, 3, 4, 5]),  # one row moves: copy_rows
+        20: torch.arange(6),  # nothing moves
+    }
+    with torch.no_grad():
+        state = model.start_state(model.encode(src), beam=beam)
+        sent, hist = torch.arange(3), tokens[:, :0]
+        for t in range(steps):
+            if t in moves:
+                state.reorder(moves[t])
+                hist = hist[moves[t]]
+            if t == CACHE_CHUNK - 2:  # drop sentence 1 and move rows within the kept ones
+                keep, rows = torch.tensor([0, 2]), torch.tensor([1, 1, 4, 5])
+                state.select_sentences(keep, rows=rows)
+                sent, hist = sent[keep], hist[rows]
+            step_tokens = tokens[: hist.shape[0], t]
+            hist = torch.cat([hist, step_tokens[:, None]], dim=1)
+            logits = model.decode_step(step_tokens, state)
+        full = model(src[sent].repeat_interleave(beam, 0), hist)[:, -1]
+    assert state.layers[0].kv.shape[3] == 2 * CACHE_CHUNK  # grew once
+    torch.testing.assert_close(logits, full, atol=1e-5, rtol=1e-5)
 
 
 def test_padding_does_not_change_encoder_states():

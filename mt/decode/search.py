@@ -35,7 +35,7 @@ from torch import Tensor
 
 from mt.decode.lengths import max_output_len, min_output_len, normalize
 from mt.decode.options import DecodeOptions, Hypothesis
-from mt.decode.shapes import keep_sentences, pad_source
+from mt.decode.shapes import keep_sentences, pad_source, sentence_multiple
 from mt.model import Transformer
 
 NEG_INF = float("-inf")
@@ -165,9 +165,14 @@ def beam_search(model: Transformer, src: Tensor, opts: DecodeOptions) -> list[li
     state = model.start_state(model.encode(src), beam=k)
     t_max = int(limits.max_len.max())
 
-    # active hypotheses, rows sentence-major: (b * k, steps so far + 1), decoder start first
-    hist = torch.full((b0 * k, 1), model.decoder_start_id, dtype=torch.long, device=dev)
-    scores = torch.zeros(b0, k, device=dev)
+    # Step 0: all k beams of a sentence hold the same prefix (the decoder start), so when it
+    # keeps the row count a multiple of ROW_MULTIPLE (odd k, see shapes.py) step 0 runs one
+    # row per sentence and the first reorder copies its cache to the k beams. Whether it does
+    # depends on k alone, never on the batch, so decoding stays batch-invariant.
+    width = 1 if sentence_multiple(k) % sentence_multiple(1) == 0 and n_cand <= vocab else k
+    # active hypotheses, rows sentence-major: (b * width, steps so far + 1), decoder start first
+    hist = torch.full((b0 * width, 1), model.decoder_start_id, dtype=torch.long, device=dev)
+    scores = torch.zeros(b0, width, device=dev)
     scores[:, 1:] = NEG_INF  # all beams start identical: only the first may expand at step 0
     sent = torch.arange(b0, device=dev)  # original sentence index of each decoded sentence
     beam_offsets = torch.arange(k, device=dev)
@@ -183,11 +188,11 @@ def beam_search(model: Transformer, src: Tensor, opts: DecodeOptions) -> list[li
 
     for step in range(t_max + 1):
         b = sent.numel()
-        lprobs = step_log_probs(model, hist[:, -1], state)  # (b * k, vocab)
-        rows_min = limits.min_len[sent].repeat_interleave(k)
-        rows_max = limits.max_len[sent].repeat_interleave(k)
+        lprobs = step_log_probs(model, hist[:, -1], state)  # (b * width, vocab)
+        rows_min = limits.min_len[sent].repeat_interleave(width)
+        rows_max = limits.max_len[sent].repeat_interleave(width)
         constrain_(lprobs, hist[:, 1:], step, rows_min, rows_max, model, opts)
-        cand = (scores.view(-1, 1) + lprobs).view(b, k * vocab)
+        cand = lprobs.add_(scores.view(-1, 1)).view(b, width * vocab)  # in place: no temporary
         top_score, top_idx = cand.topk(n_cand, dim=1)  # (b, n_cand), best first
         parent, token = top_idx // vocab, top_idx % vocab
         is_eos = token.eq(cfg.eos_id)
@@ -200,7 +205,7 @@ def beam_search(model: Transformer, src: Tensor, opts: DecodeOptions) -> list[li
             accept = fin_here & (slot < k)
             bi, ri = accept.nonzero(as_tuple=True)
             orig, s = sent[bi], slot[bi, ri]
-            rows = bi * k + parent[bi, ri]
+            rows = bi * width + parent[bi, ri]
             fin_tokens[orig, s, :step] = hist[rows, 1:]
             fin_tokens[orig, s, step] = cfg.eos_id
             logp = top_score[bi, ri]
@@ -217,21 +222,46 @@ def beam_search(model: Transformer, src: Tensor, opts: DecodeOptions) -> list[li
 
         # -- continue: the k best non-EOS candidates (EOS pushed behind every other rank)
         _, pick = torch.topk(is_eos.long() * n_cand + cand_rank, k, dim=1, largest=False)  # (b, k)
+        pick = pick.gather(1, _slots_near_parents(parent.gather(1, pick)))
         scores = top_score.gather(1, pick)
-        rows = (torch.arange(b, device=dev)[:, None] * k + parent.gather(1, pick)).view(-1)
-        hist = torch.cat([hist.index_select(0, rows), token.gather(1, pick).view(-1, 1)], dim=1)
-        state.reorder(rows)
+        rows = (torch.arange(b, device=dev)[:, None] * width + parent.gather(1, pick)).view(-1)  # (b * k,)
+        new_tokens = token.gather(1, pick).view(-1, 1)
+        width = k
 
-        # -- drop finished sentences so the next steps do less work
-        if bool(ended.any()):
-            keep = keep_sentences(alive, k)
-            if keep.numel() < b:
-                state.select_sentences(keep)
-                keep_rows = (keep[:, None] * k + beam_offsets).view(-1)
-                hist, scores, sent = hist.index_select(0, keep_rows), scores[keep], sent[keep]
+        # -- drop finished sentences so the next steps do less work; the cache then makes
+        # one gather for both the parents and the dropped sentences
+        keep = keep_sentences(alive, k) if bool(ended.any()) else None
+        if keep is not None and keep.numel() < b:
+            keep_rows = (keep[:, None] * k + beam_offsets).view(-1)
+            rows, new_tokens, scores, sent = rows[keep_rows], new_tokens[keep_rows], scores[keep], sent[keep]
+            state.select_sentences(keep, rows=rows)
+        else:
+            state.reorder(rows)
+        hist = torch.cat([hist.index_select(0, rows), new_tokens], dim=1)
 
     return _collect(fin_tokens[:n_real], fin_score[:n_real], fin_logp[:n_real], fin_len[:n_real],
                     fin_count[:n_real], opts.n_best)
+
+
+def _slots_near_parents(parent: Tensor) -> Tensor:
+    """Which chosen candidate goes to which beam row, so the KV cache moves as little as possible.
+
+    ``parent``: ``(b, k)`` parent beam of the ``k`` chosen candidates (best first) → ``order``
+    ``(b, k)``: row ``s`` of a sentence takes candidate ``order[:, s]``. The best child of each
+    parent stays in its parent's row (no cache copy); the other children fill the rows whose
+    hypothesis had no child, in rank order. The order of a sentence's beams carries no meaning
+    (every ranking is by score), so this changes nothing but the rows that need copying.
+    """
+    b, k = parent.shape
+    slots = torch.arange(k, device=parent.device)
+    one_hot = parent[:, :, None].eq(slots)  # (b, k candidates, k parents)
+    first = (one_hot.cumsum(1) * one_hot).sum(2).eq(1)  # best child of its parent
+    claimed = (one_hot & first[:, :, None]).any(1)  # (b, k rows): rows kept by a first child
+    # candidates sorted as [first children by parent row, others by rank] pair up with
+    # rows sorted as [claimed rows, free rows], both ascending
+    by_cand = torch.where(first, parent, k + slots).argsort(1)
+    by_row = torch.where(claimed, slots, k + slots).argsort(1)
+    return torch.empty_like(parent).scatter_(1, by_row, by_cand)
 
 
 def _collect(

@@ -25,7 +25,11 @@ order, gives identical tokens *and* identical scores:
 * the number of decoder rows (``batch * beam``) is kept a multiple of :data:`ROW_MULTIPLE`:
   :func:`pad_source` adds dummy sentences (copies of the first) at the start, and
   :func:`keep_sentences` keeps a few already-finished sentences ("zombies", whose further
-  output is ignored) alive when the batch shrinks.
+  output is ignored) alive when the batch shrinks. Beam search's step 0 runs one row per
+  sentence only for odd beam sizes, where ``batch`` itself is a multiple of 4;
+* the self-attention KV cache (``mt.model.LayerCache``) is a preallocated buffer whose
+  strides depend only on the step (capacity grows in fixed chunks; fewer rows use a prefix),
+  so attention over it runs the same kernels whatever the batch.
 
 The cost is small: at most 15 padding positions per source beyond 32, and at most 3 extra sentences.
 """
