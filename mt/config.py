@@ -156,6 +156,9 @@ class DataConfig:
 
     ``valid`` is the tuning set; ``test`` maps names (used in file names, e.g. ``test2016``)
     to corpora. ``target_lang_tag`` prepends ``<2xx>`` (xx = ``tgt_lang``) to every source.
+    ``spm_from``: a directory with a ``text.json`` (prepared data or model) whose SentencePiece
+    model(s) are reused, so several corpora share one vocabulary (back-translation rounds);
+    its languages may be this config's in either order.
     """
 
     src_lang: str = "de"
@@ -168,6 +171,9 @@ class DataConfig:
     clean: CleanConfig = field(default_factory=CleanConfig)
     spm: SpmConfig = field(default_factory=SpmConfig)
     target_lang_tag: bool = False  # prepend <2xx> to sources (multilingual models)
+    # reuse the SentencePiece model(s) of this directory (a prepared data dir or a model dir,
+    # anything with text.json) instead of training new ones; data.spm is then ignored
+    spm_from: Optional[str] = None
 
     def validate(self, where: str) -> None:
         if self.train is None:
@@ -285,6 +291,9 @@ class TrainConfig:
     log_every: int = 50
     peak_tflops: Optional[float] = None  # hardware peak for MFU; None = table (GPU) or probe (CPU)
     progress: Literal["auto", "on", "off"] = "auto"  # tqdm bar; auto = only on a terminal
+    # model directory whose weights initialise a new run (fine-tuning, continued BT rounds);
+    # the architecture must match; optimizer and schedule start fresh; ignored on --resume
+    init_from: Optional[str] = None
 
     def validate(self, where: str) -> None:
         if self.lr <= 0:
@@ -345,13 +354,124 @@ class DecodeConfig:
 
 
 @dataclass
+class BTGenerationConfig:
+    """How the reverse model writes synthetic sources (``backtranslate.generation``).
+
+    ``mode``: ``topk`` (default; sampling from the ``topk`` most likely tokens, Edunov et al.
+    2018), ``topp`` (nucleus), ``beam`` (beam search, ``beam`` wide), ``beam_noise`` (beam
+    search, then word dropout/blanking/local swaps), ``greedy``. Work is cut into shards of
+    ``shard_size`` lines; shard ``k`` is decoded with seed ``seed`` mixed with ``k``, so a
+    resumed or multi-process run writes exactly the lines an uninterrupted one would.
+    """
+
+    mode: Literal["topk", "topp", "beam", "beam_noise", "greedy"] = "topk"
+    topk: int = 10
+    topp: float = 0.9
+    temperature: float = 1.0
+    beam: int = 5
+    seed: int = 1
+    shard_size: int = 5000
+    max_tokens: int = 4096  # padded source tokens per decoding batch
+
+    def validate(self, where: str) -> None:
+        for name in ("topk", "beam", "shard_size", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.topp <= 1.0:
+            raise ConfigError(f"{where}.topp: must be in (0, 1], got {self.topp}")
+        if self.temperature <= 0:
+            raise ConfigError(f"{where}.temperature: must be positive, got {self.temperature}")
+
+
+@dataclass
+class BTFilterConfig:
+    """Filters for monolingual input lines and synthetic pairs (``backtranslate.filter``).
+
+    Lengths are whitespace tokens. Monolingual lines that are empty, longer than
+    ``max_tokens`` or not UTF-8 are dropped before generation; synthetic pairs are dropped
+    when the generated side is empty, a side is longer than ``max_tokens``, the longer side
+    exceeds ``max_ratio`` times the shorter, or (``dedup``) the pair was already kept.
+    """
+
+    max_tokens: int = 250
+    max_ratio: float = 3.0
+    dedup: bool = True
+
+    def validate(self, where: str) -> None:
+        if self.max_tokens < 1:
+            raise ConfigError(f"{where}.max_tokens: must be >= 1, got {self.max_tokens}")
+        if self.max_ratio < 1.0:
+            raise ConfigError(f"{where}.max_ratio: must be >= 1.0, got {self.max_ratio}")
+
+
+@dataclass
+class BacktranslateConfig:
+    """The ``backtranslate`` section (``mt backtranslate``); see ``mt/backtranslate/pipeline.py``.
+
+    The experiment's ``data`` section is the forward direction (source → target, e.g. de→en);
+    the reverse direction swaps it. ``mono_tgt`` (target-language text, back-translated by the
+    reverse model into synthetic sources for the forward model) and ``mono_src`` (source-language
+    text, translated by the forward model for the reverse model from round 2 on) resolve
+    against the data directory like corpora. ``forward_model`` / ``reverse_model``: existing
+    model directories used as the round-0 models instead of training them. ``forward_train`` /
+    ``reverse_train``: ``train`` fields overridden for that direction's training stages.
+    """
+
+    rounds: int = 1
+    mono_tgt: Optional[str] = None
+    mono_src: Optional[str] = None
+    max_mono_lines: int = 0  # first N usable lines of each monolingual file; 0 = all
+    generation: BTGenerationConfig = field(default_factory=BTGenerationConfig)
+    filter: BTFilterConfig = field(default_factory=BTFilterConfig)
+    upsample: int = 1  # the bitext is repeated this many times next to the synthetic pairs
+    tagged: bool = False  # prepend `tag` to synthetic sources (Caswell et al. 2019)
+    tag: str = "<bt>"
+    continue_from_previous: bool = False  # initialise round r's models from round r-1's
+    forward_model: Optional[str] = None
+    reverse_model: Optional[str] = None
+    forward_train: dict[str, Any] = field(default_factory=dict)
+    reverse_train: dict[str, Any] = field(default_factory=dict)
+    eval_beam: Optional[int] = None  # None = decode.beam_size
+    eval_sentences: int = 0  # first N sentences of valid/test; 0 = all (report marks subsets)
+    device: str = "auto"  # generation and evaluation
+
+    def validate(self, where: str) -> None:
+        if self.rounds < 0:
+            raise ConfigError(f"{where}.rounds: must be >= 0, got {self.rounds}")
+        if self.rounds >= 1 and not self.mono_tgt:
+            raise ConfigError(f"{where}.mono_tgt: required for rounds >= 1 (target-language text)")
+        for name in ("max_mono_lines", "eval_sentences"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{where}.{name}: must be >= 0, got {getattr(self, name)}")
+        if self.upsample < 1:
+            raise ConfigError(f"{where}.upsample: must be >= 1, got {self.upsample}")
+        if not self.tag or any(c.isspace() for c in self.tag):
+            raise ConfigError(f"{where}.tag: must be non-empty without spaces, got {self.tag!r}")
+        if self.eval_beam is not None and self.eval_beam < 1:
+            raise ConfigError(f"{where}.eval_beam: must be >= 1 (or null), got {self.eval_beam}")
+        for name in ("forward_train", "reverse_train"):
+            # the same checks as the train section (unknown keys, types, ranges)
+            from_dict(TrainConfig, getattr(self, name), f"{where}.{name}")
+
+
+@dataclass
 class ExperimentConfig:
     run_dir: str = "runs/default"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    backtranslate: Optional[BacktranslateConfig] = None
     source_file: Optional[str] = None  # set by load_config; where relative paths resolve
+
+    def validate(self, where: str) -> None:
+        """Checks across sections."""
+        bt = self.backtranslate
+        if bt is not None and bt.tagged and bt.tag not in self.data.spm.user_symbols and not self.data.spm_from:
+            raise ConfigError(
+                f"backtranslate.tag: {bt.tag!r} must be one of data.spm.user_symbols "
+                f"({self.data.spm.user_symbols}) so it stays one piece"
+            )
 
     @property
     def run_path(self) -> Path:

@@ -67,6 +67,29 @@ def _describe_inputs(corpora: dict[str, ParallelSource]) -> dict[str, Any]:
     return out
 
 
+def _spm_from_files(cfg: ExperimentConfig) -> tuple[Path, Path, dict[str, Any]]:
+    """``data.spm_from``: the (source, target) SentencePiece model files to reuse, by language.
+
+    The directory's ``text.json`` names one model per side; its languages may be this
+    config's in either order (the reverse direction of a back-translation round).
+    """
+    from mt.config import resolve_path
+
+    d = cfg.data
+    assert d.spm_from
+    root = resolve_path(d.spm_from)
+    path = root / "text.json"
+    if not path.is_file():
+        raise DataError(f"data.spm_from: {path} not found (expected a prepared data or model directory)")
+    old = json.loads(path.read_text(encoding="utf-8"))
+    by_lang = {old["src_lang"]: root / old["spm"]["src"], old["tgt_lang"]: root / old["spm"]["tgt"]}
+    for lang in (d.src_lang, d.tgt_lang):
+        if lang not in by_lang:
+            raise DataError(f"data.spm_from: {path} is for {old['src_lang']}-{old['tgt_lang']}, which has no {lang!r}")
+    files = [{"path": str(p), "sha256": sha256_file(p), "bytes": p.stat().st_size} for p in dict.fromkeys(by_lang.values())]
+    return by_lang[d.src_lang], by_lang[d.tgt_lang], {"format": "spm", "files": files}
+
+
 def _fingerprint(inputs: dict[str, Any], cfg: ExperimentConfig) -> str:
     data = to_dict(cfg.data)
     data.pop("data_dir", None)  # where the files are does not change what they are
@@ -222,6 +245,8 @@ def prepare(
     t = time.perf_counter()
     corpora = _corpora(cfg, root)
     inputs = _describe_inputs(corpora)
+    if d.spm_from:  # the reused model is an input: a different one changes every id
+        spm_src, spm_tgt, inputs["spm_from"] = _spm_from_files(cfg)
     fingerprint = _fingerprint(inputs, cfg)
     timings["hash_inputs"] = time.perf_counter() - t
     if not force and is_up_to_date(cfg, fingerprint):
@@ -249,7 +274,9 @@ def prepare(
             byte_fallback=s.byte_fallback, user_symbols=symbols, input_sentence_size=s.input_sentence_size,
             seed=s.seed, num_threads=s.num_threads,
         )
-        if s.joint:
+        if d.spm_from:
+            src_model, tgt_model = spm_src, spm_tgt  # shared vocabulary: not retrained
+        elif s.joint:
             src_model = tgt_model = train_sentencepiece([src_txt, tgt_txt], tmp / "spm.train", **spm_args)
         else:
             src_model = train_sentencepiece([src_txt], tmp / "spm.train.src", **spm_args)

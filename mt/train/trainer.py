@@ -291,6 +291,8 @@ class Trainer:
         self.state = TrainState()
         if resume:
             self._restore(existing)
+        elif tc.init_from:
+            self._init_weights(tc.init_from)
 
         self.ddp_model: nn.Module = self.model
         if tc.compile:
@@ -329,6 +331,20 @@ class Trainer:
         ckpt.set_rng_state(per_rank[self.env.rank] if per_rank and self.env.distributed else c.state["rng"])
         if self.env.is_main:
             print(f"mt train: resumed from {path} (step {self.state.step}, epoch {self.sampler.epoch})", file=sys.stderr)
+
+    def _init_weights(self, model_dir: str) -> None:
+        """Start from the weights of a model directory (``train.init_from``); optimizer,
+        schedule and sampler start fresh, as for any new run."""
+        from mt.modelio import load_model
+
+        loaded = load_model(model_dir)
+        # dropout may differ between runs; everything that shapes the weights must not
+        arch = lambda c: {k: v for k, v in to_dict(c).items() if "dropout" not in k}  # noqa: E731
+        if arch(loaded.model.cfg) != arch(self.model_cfg):
+            raise ConfigError(f"train.init_from: {model_dir} has a different model architecture or vocabulary than this run")
+        self.model.load_state_dict(loaded.model.state_dict())
+        if self.env.is_main:
+            print(f"mt train: initialised weights from {model_dir}", file=sys.stderr)
 
     def _trainer_state(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,114 @@
+"""Filtering synthetic pairs, and the training corpus of a back-translation stage.
+
+A synthetic pair is (generated source, real target). Rules, in order; a dropped pair is
+counted under the first rule that fires, so ``read = kept + sum(dropped)``:
+
+  empty      the generated side is empty (the real side never is: mono lines were cleaned)
+  too_long   a side has more than ``max_tokens`` whitespace tokens
+  ratio      longer side / shorter side > ``max_ratio`` (a hallucination or a truncated output)
+  duplicate  the same pair was already kept (``dedup``)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from mt.backtranslate.generate import read_lines
+from mt.config import BTFilterConfig
+
+RULES = ("empty", "too_long", "ratio", "duplicate")
+
+
+@dataclass
+class FilterReport:
+    read: int = 0
+    kept: int = 0
+    empty: int = 0
+    too_long: int = 0
+    ratio: int = 0
+    duplicate: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+def filter_pairs(pairs: Iterable[tuple[str, str]], cfg: BTFilterConfig, report: FilterReport) -> Iterator[tuple[str, str]]:
+    """Yield the (synthetic, real) pairs that pass the rules; ``report`` counts as they flow."""
+    seen: set[int] = set()  # 64-bit hashes, not strings: memory stays small for millions of pairs
+    for syn, real in pairs:
+        report.read += 1
+        ns, nr = len(syn.split()), len(real.split())
+        rule = None
+        if ns == 0:
+            rule = "empty"
+        elif max(ns, nr) > cfg.max_tokens:
+            rule = "too_long"
+        elif max(ns, nr) > cfg.max_ratio * max(min(ns, nr), 1):
+            rule = "ratio"
+        elif cfg.dedup:
+            key = hash((syn, real))
+            if key in seen:
+                rule = "duplicate"
+            else:
+                seen.add(key)
+        if rule is not None:
+            setattr(report, rule, getattr(report, rule) + 1)
+            continue
+        report.kept += 1
+        yield syn, real
+
+
+def filter_files(synthetic: Path, real: Path, out_syn: Path, out_real: Path, cfg: BTFilterConfig) -> FilterReport:
+    """Filter line-aligned ``synthetic``/``real`` into ``out_syn``/``out_real`` (each atomic)."""
+    report = FilterReport()
+    n_syn, n_real = sum(1 for _ in read_lines(synthetic)), sum(1 for _ in read_lines(real))
+    if n_syn != n_real:
+        raise ValueError(f"{synthetic} has {n_syn} lines but {real} has {n_real}; they must be aligned")
+    tmp_s = out_syn.with_name(f".{out_syn.name}.tmp{os.getpid()}")
+    tmp_r = out_real.with_name(f".{out_real.name}.tmp{os.getpid()}")
+    with open(tmp_s, "w", encoding="utf-8", newline="\n") as fs, open(tmp_r, "w", encoding="utf-8", newline="\n") as fr:
+        for s, r in filter_pairs(zip(read_lines(synthetic), read_lines(real)), cfg, report):
+            fs.write(s + "\n")
+            fr.write(r + "\n")
+    os.replace(tmp_s, out_syn)
+    os.replace(tmp_r, out_real)
+    return report
+
+
+def write_training_corpus(
+    bitext: Iterable[tuple[str, str]],
+    synthetic: list[tuple[Path, Path]],
+    out_src: Path,
+    out_tgt: Path,
+    upsample: int = 1,
+    tag: str | None = None,
+) -> dict[str, int]:
+    """One round's training text: the (cleaned) bitext ``upsample`` times, then each
+    synthetic (source file, target file) pair with ``tag + " "`` prepended to the source.
+
+    The prepare stage that reads this must not deduplicate, or the upsampling is undone.
+    Returns line counts.
+    """
+    bitext = list(bitext)
+    counts = {"bitext": len(bitext), "bitext_upsampled": len(bitext) * upsample, "synthetic": 0}
+    tmp_s = out_src.with_name(f".{out_src.name}.tmp{os.getpid()}")
+    tmp_t = out_tgt.with_name(f".{out_tgt.name}.tmp{os.getpid()}")
+    with open(tmp_s, "w", encoding="utf-8", newline="\n") as fs, open(tmp_t, "w", encoding="utf-8", newline="\n") as ft:
+        for _ in range(upsample):
+            for s, t in bitext:
+                fs.write(s + "\n")
+                ft.write(t + "\n")
+        prefix = f"{tag} " if tag else ""
+        for src_path, tgt_path in synthetic:
+            for s, t in zip(read_lines(src_path), read_lines(tgt_path)):
+                fs.write(prefix + s + "\n")
+                ft.write(t + "\n")
+                counts["synthetic"] += 1
+    os.replace(tmp_s, out_src)
+    os.replace(tmp_t, out_tgt)
+    counts["total"] = counts["bitext_upsampled"] + counts["synthetic"]
+    return counts

@@ -1,0 +1,371 @@
+"""Sharded, resumable generation of synthetic text over large monolingual files.
+
+A monolingual file is first cleaned into ``mono.txt`` (:func:`clean_monolingual`: empty,
+overlong and undecodable lines dropped and counted). Its lines are cut into shards of
+``shard_size`` lines; shard ``k`` is translated on its own and written to
+``shards/shard_<k>.txt`` (one output line per input line) through a temporary file and a
+rename, so a shard file exists only when complete. A killed run therefore resumes at the
+first missing shard, and no line is lost or written twice. Each shard is decoded with its own
+seed (:func:`shard_seed`), and its batches depend only on its own lines, so the output does
+not depend on where a run was interrupted or on how shards were spread over processes
+(bit-identical for the same device type and thread count: floating-point sums differ across
+those, and a sampled token can flip with them).
+
+Spreading the work: shard ``k`` belongs to worker ``i`` of ``n`` when ``k % n == i``. Run::
+
+    python -m mt.backtranslate.generate --model DIR --input mono.txt --out-dir OUT --shard 0/4
+    torchrun --nproc_per_node 4 -m mt.backtranslate.generate --model DIR --input mono.txt --out-dir OUT
+
+(under torchrun the shard is ``RANK/WORLD_SIZE`` and each process uses GPU ``LOCAL_RANK``).
+Whichever worker finds every shard present concatenates them into ``synthetic.txt``. The
+first worker records the generation settings in ``OUT/generation.json``; a worker with
+different settings (or a different input) refuses to add shards to that directory. A killed
+worker may leave a ``.shard_*.tmp<pid>`` file behind; it is never read (and not removed,
+since on a shared directory it may belong to a live worker elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+from mt.config import BTGenerationConfig
+from mt.data.sources import ReadStats, read_monolingual
+
+SHARDS_DIR = "shards"
+SYNTHETIC = "synthetic.txt"
+SETTINGS = "generation.json"
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``path`` via a temporary sibling and a rename: readers see all of it or nothing."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_lines(path: Path) -> Iterator[str]:
+    """Lines of a UTF-8 file written by this module (newline removed)."""
+    with open(path, encoding="utf-8", newline="\n") as f:
+        for line in f:
+            yield line[:-1] if line.endswith("\n") else line
+
+
+def count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"i/n"`` → ``(i, n)`` with ``0 <= i < n``."""
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard: expected i/n like 0/4, got {spec!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--shard: need 0 <= i < n, got {spec!r}")
+    return i, n
+
+
+def shard_seed(seed: int, shard: int) -> int:
+    """A seed per shard: independent streams that do not depend on which process runs it."""
+    return (seed * 1_000_003 + shard) % (2**63 - 1)
+
+
+# --------------------------------------------------------------------------- monolingual input
+
+
+@dataclass
+class MonoStats:
+    """Monolingual lines read and why some were dropped (counts add up to ``read``)."""
+
+    read: int = 0
+    kept: int = 0
+    invalid_utf8: int = 0
+    empty: int = 0
+    too_long: int = 0
+    over_max_lines: int = 0  # usable lines past backtranslate.max_mono_lines
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+def clean_monolingual(src: Path, out: Path, max_tokens: int, max_lines: int = 0) -> MonoStats:
+    """Copy the usable lines of ``src`` to ``out`` (atomically), whitespace-stripped.
+
+    Dropped: undecodable lines (invalid UTF-8), empty ones, ones longer than ``max_tokens``
+    whitespace tokens, and usable lines after the first ``max_lines`` (0 = no limit). The
+    language is NOT checked: text in the wrong language is translated like any other.
+    """
+    stats = MonoStats()
+    read_stats = ReadStats()
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        for line in read_monolingual(src, invalid_utf8="drop", stats=read_stats):
+            stats.read += 1
+            # a stray CR or U+2028 would split the line in two when read back
+            tokens = line.split()
+            if not tokens:
+                stats.empty += 1
+            elif len(tokens) > max_tokens:
+                stats.too_long += 1
+            elif max_lines and stats.kept >= max_lines:
+                stats.over_max_lines += 1
+            else:
+                stats.kept += 1
+                f.write(" ".join(tokens) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, out)
+    stats.invalid_utf8 = read_stats.invalid_utf8
+    stats.read += read_stats.invalid_utf8
+    return stats
+
+
+# --------------------------------------------------------------------------- decoding options
+
+
+def decode_options(gen: BTGenerationConfig, decode_cfg: Any = None):  # -> DecodeOptions
+    """:class:`mt.decode.options.DecodeOptions` for a generation mode; length limits and
+    normalisation come from the experiment's ``decode`` section when given."""
+    from mt.decode.options import DecodeOptions
+
+    base = DecodeOptions.from_config(decode_cfg) if decode_cfg is not None else DecodeOptions()
+    common = dict(n_best=1, seed=gen.seed, max_tokens=gen.max_tokens, temperature=gen.temperature,
+                  topk=gen.topk, topp=gen.topp)  # fmt: skip
+    if gen.mode in ("topk", "topp"):
+        return base.replace(sampling=gen.mode, beam=1, **common)
+    if gen.mode == "greedy":
+        return base.replace(sampling="none", beam=1, **common)
+    return base.replace(sampling="beam_noise" if gen.mode == "beam_noise" else "none", beam=gen.beam, **common)
+
+
+# --------------------------------------------------------------------------- shards
+
+
+def shard_path(out_dir: Path, k: int) -> Path:
+    return out_dir / SHARDS_DIR / f"shard_{k:06d}.txt"
+
+
+def n_shards(n_lines: int, shard_size: int) -> int:
+    return (n_lines + shard_size - 1) // shard_size
+
+
+def missing_shards(out_dir: Path, n_lines: int, shard_size: int) -> list[int]:
+    return [k for k in range(n_shards(n_lines, shard_size)) if not shard_path(out_dir, k).is_file()]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _settings(model_dir: Path, input_path: Path, opts: Any, shard_size: int, n_lines: int) -> dict[str, Any]:
+    """What determines the shards' content; stored once per output directory. Contents, not
+    paths: workers on other machines may see the same files under other names."""
+    return {
+        "model_sha256": _sha256(model_dir / "model.safetensors"),
+        "input_sha256": _sha256(input_path),
+        "input_lines": n_lines,
+        "shard_size": shard_size,
+        "options": dataclasses.asdict(opts),
+    }
+
+
+def check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
+    """Record ``settings`` in a new output directory, or refuse to mix in different ones."""
+    path = out_dir / SETTINGS
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old != settings:
+            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            raise ValueError(
+                f"{out_dir}: holds shards generated with different settings ({', '.join(diff)}); "
+                "use a new output directory or delete this one"
+            )
+    else:
+        (out_dir / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, settings)
+
+
+@dataclass
+class GenerationResult:
+    """What this call did: shards and sentences decoded now, and how fast."""
+
+    shards_total: int = 0
+    shards_done_before: int = 0
+    shards_generated: int = 0
+    sentences: int = 0
+    seconds: float = 0.0
+
+    @property
+    def sentences_per_s(self) -> float:
+        return self.sentences / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "sentences_per_s": round(self.sentences_per_s, 2)}
+
+
+def generate_shards(
+    translator: Any,
+    input_path: Path,
+    out_dir: Path,
+    opts: Any,
+    shard_size: int,
+    shard: tuple[int, int] = (0, 1),
+    progress: bool = True,
+    on_shard: Optional[Callable[[int], None]] = None,
+) -> GenerationResult:
+    """Translate this worker's missing shards of ``input_path`` into ``out_dir/shards``.
+
+    ``translator``: a :class:`mt.decode.translator.Translator`; ``opts``: its DecodeOptions
+    (``opts.seed`` is the base seed, see :func:`shard_seed`). ``shard = (i, n)``: this worker
+    does the shards ``k`` with ``k % n == i``. ``on_shard(k)`` is called after each write.
+    """
+    from tqdm import tqdm
+
+    n_lines = count_lines(input_path)
+    total = n_shards(n_lines, shard_size)
+    mine = [k for k in range(total) if k % shard[1] == shard[0]]
+    todo = set(k for k in mine if not shard_path(out_dir, k).is_file())
+    result = GenerationResult(shards_total=total, shards_done_before=len(mine) - len(todo))
+    todo_lines = sum(min(shard_size, n_lines - k * shard_size) for k in todo)
+    bar = tqdm(total=todo_lines, unit=" sent", desc=f"generate {out_dir.name}", disable=not progress,
+               mininterval=1.0, file=sys.stderr)  # fmt: skip
+    t0 = time.perf_counter()
+    lines = read_lines(input_path)
+    for k in range(total):
+        chunk = list(itertools.islice(lines, shard_size))  # one pass over the file
+        if k not in todo:
+            continue
+        hyps = translator.translate(chunk, opts.replace(seed=shard_seed(opts.seed, k)), progress=bar.update)
+        # a generated line must stay one line, or every later pair would be misaligned
+        out = ["".join(" " if c in "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029" else c for c in h[0].text) for h in hyps]
+        atomic_write_text(shard_path(out_dir, k), "".join(x + "\n" for x in out))
+        result.shards_generated += 1
+        result.sentences += len(chunk)
+        if on_shard is not None:
+            on_shard(k)
+    bar.close()
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def merge_shards(out_dir: Path, n_lines: int, shard_size: int) -> Optional[Path]:
+    """Concatenate all shards into ``out_dir/synthetic.txt`` (atomically) once every shard
+    exists; returns its path, or None while shards are missing. Checks each shard's line
+    count, so a damaged shard cannot shift the alignment."""
+    if missing_shards(out_dir, n_lines, shard_size):
+        return None
+    final = out_dir / SYNTHETIC
+    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        for k in range(n_shards(n_lines, shard_size)):
+            text = shard_path(out_dir, k).read_text(encoding="utf-8")
+            want = min(shard_size, n_lines - k * shard_size)
+            if text.count("\n") != want:
+                tmp.unlink()
+                raise ValueError(f"{shard_path(out_dir, k)}: {text.count(chr(10))} lines, expected {want}; delete it and resume")
+            f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    return final
+
+
+def run_generation(
+    model_dir: Path,
+    input_path: Path,
+    out_dir: Path,
+    opts: Any,
+    shard_size: int,
+    shard: tuple[int, int] = (0, 1),
+    device: str = "auto",
+    threads: Optional[int] = None,
+    progress: bool = True,
+) -> tuple[GenerationResult, Optional[Path]]:
+    """Load ``model_dir``, generate this worker's shards, merge when complete."""
+    from mt.decode.translator import load_translator
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_lines = count_lines(input_path)
+    check_settings(out_dir, _settings(model_dir, input_path, opts, shard_size, n_lines))
+    translator = load_translator(str(model_dir), device=device, threads=threads)
+    result = generate_shards(translator, input_path, out_dir, opts, shard_size, shard, progress)
+    return result, merge_shards(out_dir, n_lines, shard_size)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _worker_from_env(spec: Optional[str], device: str) -> tuple[tuple[int, int], str]:
+    """``--shard`` if given, else torchrun's RANK/WORLD_SIZE (one GPU per local rank)."""
+    if spec:
+        return parse_shard(spec), device
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and device == "auto":
+        import torch
+
+        if torch.cuda.is_available():
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return (rank, world), device
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m mt.backtranslate.generate",
+        description="Translate a (cleaned) monolingual file in resumable shards; see the module docstring.",
+    )
+    p.add_argument("--model", required=True, help="model directory (the reverse model for back-translation)")
+    p.add_argument("--input", required=True, help="one sentence per line (e.g. the pipeline's mono.txt)")
+    p.add_argument("--out-dir", required=True, help="shards/, generation.json and synthetic.txt go here")
+    p.add_argument("--shard", default=None, metavar="I/N", help="do shards k with k %% N == I (default: torchrun rank/world size, else 0/1)")
+    p.add_argument("--shard-size", type=int, default=5000)
+    p.add_argument("--mode", choices=["topk", "topp", "beam", "beam_noise", "greedy"], default="topk")
+    p.add_argument("--topk", type=int, default=10)
+    p.add_argument("--topp", type=float, default=0.9)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--max-tokens", type=int, default=4096, help="padded source tokens per batch")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+
+    gen = BTGenerationConfig(mode=args.mode, topk=args.topk, topp=args.topp, temperature=args.temperature,
+                             beam=args.beam, seed=args.seed, shard_size=args.shard_size, max_tokens=args.max_tokens)  # fmt: skip
+    gen.validate("generation")
+    shard, device = _worker_from_env(args.shard, args.device)
+    result, merged = run_generation(
+        Path(args.model), Path(args.input), Path(args.out_dir), decode_options(gen), args.shard_size,
+        shard, device, args.threads, progress=not args.no_progress,
+    )  # fmt: skip
+    print(json.dumps({"shard": f"{shard[0]}/{shard[1]}", **result.as_dict(), "merged": str(merged) if merged else None}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The round report: ``bt_report.json`` (everything), ``bt_report.md`` (a table) and
+``bt_report.png`` (test BLEU per round for both directions; round 0 = bitext-only baselines).
+
+One row per round::
+
+    {"round": 1,
+     "forward": {"direction": "de-en", "model": DIR, "source": "trained" | "reused" | "given",
+                 "scores": {"valid": {"bleu", "chrf", "sentences", ...}, "test2016": {...}}},
+     "reverse": {... same ...},
+     "synthetic": {"forward": {"mono": {...}, "generation": {...}, "filter": {...}}, "reverse": {...}},
+     "seconds": {stage: wall seconds}}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from mt.backtranslate.generate import atomic_write_json, atomic_write_text
+
+
+def _score(row: dict[str, Any], side: str, split: str, metric: str) -> Optional[float]:
+    return ((row.get(side) or {}).get("scores") or {}).get(split, {}).get(metric)
+
+
+def _fmt(x: Optional[float]) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def headline_split(rows: list[dict[str, Any]]) -> str:
+    """The split the plot and the headline use: the first test set, else ``valid``."""
+    for row in rows:
+        for side in ("forward", "reverse"):
+            splits = list(((row.get(side) or {}).get("scores") or {}))
+            tests = [s for s in splits if s != "valid"]
+            if tests:
+                return tests[0]
+    return "valid"
+
+
+def _counts(d: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in d.items())
+
+
+def markdown(report: dict[str, Any]) -> str:
+    rows = report["rounds"]
+    fwd, rev = report["directions"]["forward"], report["directions"]["reverse"]
+    test = headline_split(rows)
+    lines = [
+        f"# Back-translation report: {fwd} (forward) and {rev} (reverse)",
+        "",
+        f"Round 0 = bitext-only baselines. Scores: sacreBLEU / chrF on `valid` and `{test}`"
+        + (f" (first {report['eval_sentences']} sentences only)" if report.get("eval_sentences") else "")
+        + f", beam {report.get('eval_beam')}.",
+        "",
+        f"| round | {fwd} valid BLEU | {fwd} {test} BLEU | {fwd} {test} chrF | {rev} valid BLEU | {rev} {test} BLEU "
+        f"| {rev} {test} chrF | synthetic pairs {fwd} / {rev} | generation sent/s | wall min |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        syn = row.get("synthetic") or {}
+        pairs = [str((syn.get(side) or {}).get("filter", {}).get("kept", "–")) for side in ("forward", "reverse")]
+        speeds = [(syn.get(side) or {}).get("generation", {}).get("sentences_per_s") for side in ("forward", "reverse")]
+        speed = " / ".join(_fmt(s) for s in speeds if s) or "–"
+        minutes = sum((row.get("seconds") or {}).values()) / 60.0
+        lines.append(
+            f"| {row['round']} | {_fmt(_score(row, 'forward', 'valid', 'bleu'))} | {_fmt(_score(row, 'forward', test, 'bleu'))} "
+            f"| {_fmt(_score(row, 'forward', test, 'chrf'))} | {_fmt(_score(row, 'reverse', 'valid', 'bleu'))} "
+            f"| {_fmt(_score(row, 'reverse', test, 'bleu'))} | {_fmt(_score(row, 'reverse', test, 'chrf'))} "
+            f"| {' / '.join(pairs)} | {speed} | {minutes:.1f} |"
+        )
+    lines += ["", "Models per round (trained / reused from the previous round / given in the config):", ""]
+    for row in rows:
+        for side in ("forward", "reverse"):
+            m = row.get(side) or {}
+            if m:
+                lines.append(f"- round {row['round']} {m.get('direction')}: `{m.get('model')}` ({m.get('source')})")
+    filt = [(row["round"], side, s) for row in rows for side, s in (row.get("synthetic") or {}).items()]
+    if filt:
+        lines += ["", "Monolingual input and synthetic-pair filtering (counts):", ""]
+        for r, side, s in filt:
+            mono = {k: v for k, v in (s.get("mono") or {}).items() if isinstance(v, int)}
+            g = s.get("generation") or {}
+            lines.append(
+                f"- round {r}, for the {report['directions'][side]} model: monolingual {_counts(mono)}; "
+                f"generated {g.get('sentences', 0)} sentences ({g.get('mode')}, {g.get('sentences_per_s', 0)} sentences/s"
+                f"{', resumed after ' + str(g['shards_done_before']) + ' shards' if g.get('shards_done_before') else ''}); "
+                f"filter {_counts(s.get('filter') or {})}"
+            )
+    sig = report.get("signatures") or {}
+    if sig:
+        lines += ["", f"BLEU signature: `{sig.get('bleu')}`  ", f"chrF signature: `{sig.get('chrf')}`"]
+    if report.get("final_model"):
+        lines += ["", f"Final {fwd} model (best valid BLEU over rounds): `{report['final_model']}`"]
+    lines += [
+        "",
+        "Note: the monolingual text's language is not checked; text in the wrong language would be",
+        "back-translated like any other and silently hurt the forward model.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], png: Path) -> Path:
+    """Test BLEU per round, one line per direction, round 0 drawn as a dotted baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rounds"]
+    test = headline_split(rows)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for side, marker in (("forward", "o"), ("reverse", "s")):
+        pts = [(row["round"], _score(row, side, test, "bleu")) for row in rows]
+        pts = [(r, b) for r, b in pts if b is not None]
+        if not pts:
+            continue
+        label = report["directions"][side]
+        line = ax.plot([r for r, _ in pts], [b for _, b in pts], marker=marker, label=label)[0]
+        if pts[0][0] == 0:
+            ax.axhline(pts[0][1], color=line.get_color(), linestyle=":", linewidth=1, label=f"{label} bitext baseline")
+    ax.set_xlabel("back-translation round (0 = bitext only)")
+    ax.set_ylabel(f"BLEU on {test}")
+    ax.set_xticks([row["round"] for row in rows])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = png.with_name(f".{png.stem}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(png)
+    return png
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """Write bt_report.json, bt_report.md and bt_report.png into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "bt_report.json", "md": out_dir / "bt_report.md", "png": out_dir / "bt_report.png"}
+    atomic_write_json(paths["json"], report)
+    atomic_write_text(paths["md"], markdown(report))
+    plot(report, paths["png"])
+    return paths
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -1,0 +1,181 @@
+"""`mt backtranslate` end to end at a tiny size, resume, and config errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mt.backtranslate.pipeline import MANIFEST, Manifest, run_pipeline, stage_config, swap_corpus
+from mt.cli import main
+from mt.config import ConfigError, load_config
+from _bt_support import bt_config
+
+
+def test_smoke_whole_pipeline_then_resume_skips_everything(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Round 0 + 2 BT rounds (reverse retrained on forward-translated mono.de in round 2),
+    tagged, continuing from the previous round; report, plot and final model written."""
+    path = bt_config(tmp_path, {"rounds": 2, "tagged": True, "continue_from_previous": True, "upsample": 2})
+    assert main(["backtranslate", str(path)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    root = tmp_path / "bt"
+    assert out[-1] == str(root / "final_model")
+    assert (root / "final_model" / "model.safetensors").is_file() and (root / "final_model_reverse" / "config.json").is_file()
+
+    report = json.loads((root / "bt_report.json").read_text())
+    assert [r["round"] for r in report["rounds"]] == [0, 1, 2]
+    for row in report["rounds"]:
+        for side in ("forward", "reverse"):
+            scores = row[side]["scores"]
+            assert set(scores) == {"valid", "test1"} and 0.0 <= scores["test1"]["bleu"] <= 100.0
+    r1, r2 = report["rounds"][1], report["rounds"][2]
+    assert r1["reverse"]["source"] == "reused" and r2["reverse"]["source"] == "trained"
+    syn = r1["synthetic"]["forward"]
+    assert syn["mono"]["kept"] == 60 and syn["generation"]["sentences"] == 60
+    assert syn["filter"]["read"] == 60 and syn["filter"]["kept"] + syn["filter"]["empty"] + syn["filter"]["too_long"] \
+        + syn["filter"]["ratio"] + syn["filter"]["duplicate"] == 60
+    assert syn["corpus"]["bitext_upsampled"] == 2 * syn["corpus"]["bitext"]
+    assert syn["corpus"]["synthetic"] == syn["filter"]["kept"]
+    assert "reverse" in r2["synthetic"]
+    # tagged: every synthetic source starts with <bt>, the bitext part does not
+    src = (root / "round1" / "corpus_forward" / "train.src").read_text().splitlines()
+    n_bi = syn["corpus"]["bitext_upsampled"]
+    assert not any(s.startswith("<bt>") for s in src[:n_bi]) and all(s.startswith("<bt> ") for s in src[n_bi:])
+    # one SentencePiece model for every stage
+    spm = {(root / f"round{r}" / d / "data" / "spm.model").read_bytes() for r, d in [(0, "forward"), (0, "reverse"), (1, "forward"), (2, "reverse")]}
+    assert len(spm) == 1
+    # continue_from_previous went into the derived train config
+    assert "round1/forward/model_best" in (root / "round2" / "forward" / "config.yaml").read_text() or \
+        "round1/forward/model_last" in (root / "round2" / "forward" / "config.yaml").read_text()
+    for name in ("bt_report.md", "bt_report.png"):
+        assert (root / name).stat().st_size > 0
+    md = (root / "bt_report.md").read_text()
+    assert "| 0 |" in md and "| 2 |" in md and "wrong language" in md
+
+    manifest = json.loads((root / MANIFEST).read_text())
+    assert all(s["status"] == "done" and s["seconds"] >= 0 for s in manifest["stages"].values())
+    assert manifest["stages"]["r1.forward.generate"]["result"]["sentences_per_s"] > 0
+
+    # a rerun without --resume refuses; with --resume every stage is skipped
+    assert main(["backtranslate", str(path)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["backtranslate", str(path), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "=== " not in err and "r1.forward.train: done earlier, skipped" in err
+
+
+def test_resume_reruns_only_unfinished_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash inside a stage leaves it 'failed'; --resume redoes it and nothing before it."""
+    cfg = load_config(bt_config(tmp_path))
+    import mt.backtranslate.pipeline as pl
+
+    real = pl.Pipeline._filter
+    monkeypatch.setattr(pl.Pipeline, "_filter", lambda self, out, side: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        run_pipeline(cfg, progress=False)
+    m = Manifest.load(tmp_path / "bt" / MANIFEST)
+    assert m.done("r0.forward.train") and m.done("r1.forward.generate") and m.stages["r1.forward.filter"]["status"] == "failed"
+    monkeypatch.setattr(pl.Pipeline, "_filter", real)
+    ran: list[str] = []
+    orig_run = Manifest.run
+    monkeypatch.setattr(Manifest, "run", lambda self, name, fn: orig_run(self, name, lambda: (ran.append(name), fn())[1]))
+    run_pipeline(cfg, resume=True, progress=False)
+    assert ran[0] == "r1.forward.filter" and "r0.forward.train" not in ran and "r1.forward.generate" not in ran
+    assert Manifest.load(tmp_path / "bt" / MANIFEST).stages["r1.forward.filter"]["attempts"] == 2
+
+
+def test_missing_reuse_model_fails_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = bt_config(tmp_path, {"reverse_model": str(tmp_path / "nope")})
+    assert main(["backtranslate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "backtranslate.reverse_model" in err and "nope" in err
+    assert not (tmp_path / "bt").exists()  # nothing was written
+
+
+def test_missing_mono_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = bt_config(tmp_path, {"mono_tgt": "missing.en"})
+    assert main(["backtranslate", str(path)]) == 2
+    assert "backtranslate.mono_tgt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "bt, field",
+    [
+        ({"rounds": -1}, "backtranslate.rounds"),
+        ({"mono_tgt": None}, "backtranslate.mono_tgt"),
+        ({"upsample": 0}, "backtranslate.upsample"),
+        ({"generation": {"mode": "nucleus"}}, "backtranslate.generation.mode"),
+        ({"generation": {"shard_size": 0}}, "backtranslate.generation.shard_size"),
+        ({"filter": {"max_ratio": 0.5}}, "backtranslate.filter.max_ratio"),
+        ({"forward_train": {"max_stepz": 3}}, "backtranslate.forward_train.max_stepz"),
+        ({"reverse_train": {"lr": -1.0}}, "backtranslate.reverse_train.lr"),
+        ({"tagged": True, "tag": "<tag>"}, "backtranslate.tag"),
+        ({"colour": 1}, "backtranslate.colour"),
+    ],
+)
+def test_config_errors_name_the_field(tmp_path: Path, bt: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(bt_config(tmp_path, bt))
+
+
+def test_reverse_stage_config_swaps_languages_and_corpora(tmp_path: Path) -> None:
+    cfg = load_config(bt_config(tmp_path, {"reverse_train": {"max_steps": 7}}))
+    rev = stage_config(cfg, "reverse", tmp_path / "r", tmp_path / "raw", spm_from=tmp_path / "spm")
+    assert (rev.data.src_lang, rev.data.tgt_lang) == ("en", "de")
+    assert (rev.data.train.src, rev.data.train.tgt) == ("train.en", "train.de")
+    assert rev.data.test["test1"].src == "test.en" and rev.train.max_steps == 7 and rev.data.fetch is None
+    assert rev.data.spm_from == str((tmp_path / "spm").resolve()) and rev.run_dir == str(tmp_path / "r")
+    assert swap_corpus({"format": "tsv", "src_field": None, "tgt_field": None}, "x") == {"format": "tsv", "src_field": "1", "tgt_field": "0"}
+
+
+def test_recipe_configs_load_and_point_the_right_way() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    for pair in ("de_en", "en_de"):
+        for profile in ("", "_quick", "_gpu"):
+            cfg = load_config(repo / "recipes" / "configs" / f"bt_multi30k_{pair}{profile}.yaml")
+            src, tgt = pair.split("_")
+            bt = cfg.backtranslate
+            assert (cfg.data.src_lang, cfg.data.tgt_lang) == (src, tgt) and "test2016" in cfg.data.test
+            assert bt.mono_tgt.endswith(f"mono.{tgt}") and bt.mono_src.endswith(f"mono.{src}")
+            assert bt.tag in cfg.data.spm.user_symbols and bt.rounds >= 1
+    for script in ("multi30k_de_en.sh", "multi30k_en_de.sh", "_multi30k_bt.sh"):
+        assert (repo / "recipes" / script).is_file()
+
+
+def test_given_models_are_used_as_round_0(tmp_path: Path) -> None:
+    """forward_model / reverse_model: no round-0 training; their vocabulary is everyone's."""
+    from _bt_support import random_model
+
+    from mt.data.prepare import prepare
+    from mt.data.text import TextPipeline
+
+    path = bt_config(tmp_path)
+    cfg = load_config(path)
+    base = stage_config(cfg, "forward", tmp_path / "base", tmp_path / "raw")
+    data = prepare(base, progress=False)
+    fwd = random_model(tmp_path / "fwd", data)
+    text = TextPipeline.load(data)
+    rev_text = tmp_path / "rev_text"
+    TextPipeline("en", "de", data / "spm.model", data / "spm.model", False, num_threads=1).save(rev_text)
+    rev = random_model(tmp_path / "rev", rev_text, seed=1)
+    cfg = load_config(path, [f"backtranslate.forward_model={fwd}", f"backtranslate.reverse_model={rev}"])
+    report = run_pipeline(cfg, progress=False)
+    r0, r1 = report["rounds"]
+    assert r0["forward"]["source"] == "given" and r0["forward"]["model"] == str(fwd)
+    assert r1["reverse"]["model"] == str(rev) and r1["forward"]["source"] == "trained"
+    manifest = Manifest.load(tmp_path / "bt" / MANIFEST)
+    assert "r0.forward.train" not in manifest.stages and "r0.reverse.train" not in manifest.stages
+    assert (tmp_path / "bt" / "round1" / "forward" / "data" / "spm.model").read_bytes() == (data / "spm.model").read_bytes()
+    assert text.vocab_size == TextPipeline.load(tmp_path / "bt" / "round1" / "forward" / "data").vocab_size
+
+    # a model of the wrong direction is refused before any work
+    with pytest.raises(ConfigError, match="backtranslate.forward_model: .* translates en-de, expected de-en"):
+        run_pipeline(load_config(path, [f"backtranslate.forward_model={rev}", f"run_dir={tmp_path / 'other'}"]))
+    assert not (tmp_path / "other").exists()
+
+
+def test_pipeline_refuses_torchrun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["backtranslate", str(bt_config(tmp_path))]) == 2
+    assert "mt.backtranslate.generate" in capsys.readouterr().err
