@@ -205,9 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from mt.config import ConfigError
-    from mt.runtime import tune_cpu
+    from mt.runtime import tune_malloc
 
-    tune_cpu()
+    tune_malloc()
     try:
         return args.func(args)
     except (ConfigError, FileNotFoundError, *_domain_errors()) as e:

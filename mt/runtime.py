@@ -4,8 +4,9 @@ Two CPU pitfalls, both measured on this project's 2-core reference machine:
 
 * denormal floats: a trained model's decoder produced subnormal values, and x86 arithmetic
   on them is ~100x slower; beam-5 decoding of 32 sentences took 17.1 s with them and 2.2 s
-  with flush-to-zero (``flush_denormals``). Values below 1.2e-38 cannot change a softmax or
-  a LayerNorm output at fp32 precision, so flushing them changes no translation.
+  with flush-to-zero (``denormals_flushed``, used around decoding). Multi30k val greedy BLEU of that model was
+  38.94 with and without it. The flag is per thread and scoped to decoding, because it also
+  changes unrelated float code (hypothesis refuses to run under it).
 * page faults, below.
 
 PyTorch on CPU allocates and frees large activation buffers every step. With glibc's
@@ -18,10 +19,12 @@ thresholds keeps the memory in the heap for reuse.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import sys
+from typing import Iterator
 
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
@@ -54,17 +57,18 @@ def tune_malloc() -> bool:
     return _done
 
 
-def flush_denormals() -> None:
-    """Treat subnormal floats as zero on CPU (flush-to-zero / denormals-are-zero)."""
+@contextlib.contextmanager
+def denormals_flushed() -> Iterator[None]:
+    """Flush-to-zero inside the block only (the CPU flag is per thread), so a library user's
+    own float code around a decoding call keeps IEEE subnormals."""
     import torch
 
-    torch.set_flush_denormal(True)
-
-
-def tune_cpu() -> None:
-    """Everything above: malloc thresholds and flush-to-zero."""
-    tune_malloc()
-    flush_denormals()
+    supported = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if supported:
+            torch.set_flush_denormal(False)
 
 
 def set_threads(threads: int | None) -> None:

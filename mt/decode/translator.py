@@ -28,7 +28,7 @@ from mt.data.batching import make_source
 from mt.decode.options import DecodeOptions, Hypothesis
 from mt.decode.sampling import add_noise, sample
 from mt.decode.search import beam_search, greedy_search
-from mt.runtime import flush_denormals
+from mt.runtime import denormals_flushed
 from mt.model import Transformer
 
 __all__ = ["DecodeOptions", "Hypothesis", "Translator", "generate", "translate_cli"]
@@ -60,8 +60,6 @@ class Translator:
 
     def __init__(self, model: Transformer, text, device: str | torch.device = "cpu") -> None:
         self.device = resolve_device(device)
-        if self.device.type == "cpu":
-            flush_denormals()  # a trained decoder's subnormals made beam search ~8x slower (mt/runtime.py)
         self.model = model
         self.text = text
         if next(model.parameters()).device != self.device:
@@ -102,12 +100,14 @@ class Translator:
         was_training = self.model.training
         self.model.eval()
         try:
-            for batch in self._batches(todo, src_ids, opts.max_tokens):
-                src = make_source([src_ids[i] for i in batch], cfg.pad_id, cfg.eos_id).to(self.device)
-                for i, hyps in zip(batch, generate(self.model, src, opts, generator)):
-                    results[i] = hyps
-                if progress is not None:
-                    progress(len(batch))
+            # a trained decoder's subnormals made CPU beam search ~8x slower (mt/runtime.py)
+            with denormals_flushed():
+                for batch in self._batches(todo, src_ids, opts.max_tokens):
+                    src = make_source([src_ids[i] for i in batch], cfg.pad_id, cfg.eos_id).to(self.device)
+                    for i, hyps in zip(batch, generate(self.model, src, opts, generator)):
+                        results[i] = hyps
+                    if progress is not None:
+                        progress(len(batch))
         finally:
             self.model.train(was_training)
         return results
