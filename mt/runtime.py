@@ -4,8 +4,8 @@ Two CPU pitfalls, both measured on this project's 2-core reference machine:
 
 * denormal floats: a trained model's decoder produced subnormal values, and x86 arithmetic
   on them is ~100x slower; beam-5 decoding of 32 sentences took 17.1 s with them and 2.2 s
-  with flush-to-zero (``denormals_flushed``, used around decoding). Multi30k val greedy BLEU of that model was
-  38.94 with and without it. The flag is per thread and scoped to decoding, because it also
+  with flush-to-zero (``denormals_flushed``, used around decoding). Multi30k val greedy
+  BLEU of that model was 38.94 with and without it. The flag is per thread and scoped to decoding, because it also
   changes unrelated float code (hypothesis refuses to run under it).
 * page faults, below.
 
@@ -13,7 +13,7 @@ PyTorch on CPU allocates and frees large activation buffers every step. With gli
 defaults, buffers above the (dynamic) mmap threshold are returned to the kernel on free and
 page-faulted back in on the next step; on this project's 2-core reference machine that
 page-fault (system) time made a training step 3.4x slower (4.35 s vs 1.30 s for a
-4k-token batch, measured with bench/train_speed.py's model). Raising the mmap and trim
+4k-token batch of a 3+3-layer d256 model, fp32, measured while other jobs shared the CPU). Raising the mmap and trim
 thresholds keeps the memory in the heap for reuse.
 """
 
