@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import itertools
 import json
 import os
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from mt.config import BTGenerationConfig
+from mt.data.fetch import sha256_file as _sha256
 from mt.data.sources import ReadStats, read_monolingual
 
 SHARDS_DIR = "shards"
@@ -172,14 +172,6 @@ def n_shards(n_lines: int, shard_size: int) -> int:
 
 def missing_shards(out_dir: Path, n_lines: int, shard_size: int) -> list[int]:
     return [k for k in range(n_shards(n_lines, shard_size)) if not shard_path(out_dir, k).is_file()]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _settings(model_dir: Path, input_path: Path, opts: Any, shard_size: int, n_lines: int) -> dict[str, Any]:

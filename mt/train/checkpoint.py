@@ -17,7 +17,6 @@ before reading tensors and says which file is damaged.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -34,6 +33,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from mt.data.fetch import sha256_file as _sha256
+
 FORMAT = "mt-checkpoint"
 VERSION = 1
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -44,14 +45,6 @@ class CheckpointError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
