@@ -221,15 +221,22 @@ def read_jsonl(
             record = json.loads(text)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{lineno}: invalid JSON: {e.msg}") from None
-        sf, tf = _default_fields(record, src_lang, tgt_lang)
-        try:
-            pair = _row_pair(record, src_field or sf, tgt_field or tf)
-        except KeyError as e:
-            raise DataError(f"{path}:{lineno}: record has no field {e.args[0]!r}") from None
-        except TypeError as e:
-            raise DataError(f"{path}:{lineno}: {e}") from None
         stats.yielded += 1
-        yield pair
+        yield _record_pair(record, src_lang, tgt_lang, src_field, tgt_field, f"{path}:{lineno}: record")
+
+
+def _record_pair(
+    record: Any, src_lang: str, tgt_lang: str, src_field: Optional[str], tgt_field: Optional[str], where: str
+) -> Pair:
+    """``(src, tgt)`` of a JSONL record or dataset row; errors start with ``where``."""
+    sf, tf = _default_fields(record, src_lang, tgt_lang)
+    try:
+        return _row_pair(record, src_field or sf, tgt_field or tf)
+    except KeyError as e:
+        fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
+        raise DataError(f"{where} has no field {e.args[0]!r} (fields: {fields})") from None
+    except TypeError as e:
+        raise DataError(f"{where}: {e}") from None
 
 
 def _load_hf(path: str, split: str, hf_config: Optional[str], streaming: Optional[bool], data_dir: Optional[Path]) -> Any:
@@ -277,15 +284,8 @@ def read_hf(
     except Exception as e:  # datasets raises many types (hub offline, missing config, ...)
         raise DataError(f"{what}.path: cannot load Hugging Face dataset {path!r} (split {split!r}): {e}") from e
     for i, row in enumerate(ds):
-        sf, tf = _default_fields(row, src_lang, tgt_lang)
-        try:
-            pair = _row_pair(row, src_field or sf, tgt_field or tf)
-        except KeyError as e:
-            raise DataError(f"{what}: dataset {path!r} row {i}: no field {e.args[0]!r} (columns: {', '.join(row)})") from None
-        except TypeError as e:
-            raise DataError(f"{what}: dataset {path!r} row {i}: {e}") from None
         stats.yielded += 1
-        yield pair
+        yield _record_pair(row, src_lang, tgt_lang, src_field, tgt_field, f"{what}: dataset {path!r} row {i}")
 
 
 # --------------------------------------------------------------------------- interface
