@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from safetensors.torch import save_model as st_save_model
 
 from mt.config import ConfigError, ModelConfig, from_dict, to_dict
 from mt.data.text import TextPipeline
+from mt.fileio import replace_dir
 from mt.model import Transformer
 
 FORMAT = "mt-model"
@@ -57,13 +57,7 @@ def atomic_dir(final: Path):
             if exc_type is not None:
                 shutil.rmtree(self.tmp, ignore_errors=True)
                 return
-            old = None
-            if final.exists():
-                old = final.with_name(f".{final.name}.old{os.getpid()}")
-                os.replace(final, old)
-            os.replace(self.tmp, final)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            replace_dir(self.tmp, final)
 
     return _Ctx()
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from mt.config import BTGenerationConfig
-from mt.data.fetch import sha256_file as _sha256
+from mt.fileio import sha256_file as _sha256
 from mt.data.sources import ReadStats, read_monolingual
 
 SHARDS_DIR = "shards"

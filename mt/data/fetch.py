@@ -19,7 +19,6 @@ Data directory: explicit argument > ``data.data_dir`` > ``$MT_DATA_DIR`` > ``~/.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import shutil
 import tempfile
@@ -32,6 +31,7 @@ from typing import Iterable, Optional
 
 from mt.config import resolve_path
 from mt.data import DataError
+from mt.fileio import sha256_file
 
 MULTI30K_COMMIT = "a3d2e0d26b56f3846f66a952536ffed4e401d05a"
 MULTI30K_URL = f"https://raw.githubusercontent.com/multi30k/dataset/{MULTI30K_COMMIT}"
@@ -76,14 +76,6 @@ def resolve_data_dir(explicit: Optional[str | Path] = None, configured: Optional
         if candidate:
             return resolve_path(str(candidate))
     return default_data_dir()
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- multi30k layout

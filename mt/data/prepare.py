@@ -20,7 +20,6 @@ import datetime as _dt
 import hashlib
 import itertools
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -30,7 +29,8 @@ from typing import Any, Iterator, Optional
 from mt.config import ExperimentConfig, to_dict
 from mt.data import DataError
 from mt.data.clean import Cleaner, CleanReport
-from mt.data.fetch import resolve_data_dir, sha256_file
+from mt.data.fetch import resolve_data_dir
+from mt.fileio import replace_dir, sha256_file
 from mt.data.sources import ParallelSource, open_corpus
 from mt.data.text import TextPipeline, train_sentencepiece
 
@@ -209,25 +209,6 @@ def _write_eval_split(
     return counts
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Put the finished ``tmp`` at ``out``; the old directory (if any) is removed after."""
-    _chmod_like_mkdir(tmp)
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / out.name)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _chmod_like_mkdir(path: Path) -> None:
-    """mkdtemp makes 0700 directories; give the result the permissions mkdir would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o777 & ~umask)
-
-
 def prepare(
     cfg: ExperimentConfig, data_dir: Optional[str | Path] = None, force: bool = False, progress: bool = True
 ) -> Path:
@@ -328,7 +309,7 @@ def prepare(
         with open(tmp / "manifest.json", "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, ensure_ascii=False)
             f.write("\n")
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -33,7 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from mt.data.fetch import sha256_file as _sha256
+from mt.fileio import sha256_file as _sha256
 
 FORMAT = "mt-checkpoint"
 VERSION = 1
