@@ -10,7 +10,11 @@ output lengths; not comparable to the others token for token).
     .venv/bin/python bench/decode_speed.py --threads 2            # reference size
     .venv/bin/python bench/decode_speed.py --d-model 256 --layers 3 --ffn 1024   # quick
 
-Reports sentences/s, target tokens/s and the ratio to HF (same search, same batch).
+    .venv/bin/python bench/decode_speed.py --device cuda --dtype bf16 --batch 256   # a GPU
+
+Reports sentences/s, target tokens/s and the ratio to HF (same search, same batch, same
+device and dtype). On a GPU, CTranslate2 runs with its CUDA build when it loads (float16 or
+bfloat16 and int8 with that float type); int8 dynamic quantisation of mt is CPU-only.
 """
 
 from __future__ import annotations
@@ -60,11 +64,14 @@ def save_for_ct2(hf, out: Path) -> None:
 
 
 def timed(fn, repeats: int) -> float:
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     fn()  # warm-up (allocations, kernel selection)
     best = float("inf")
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()  # GPU work is asynchronous: time it to completion
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -85,7 +92,12 @@ def main() -> None:
     p.add_argument("--model-dir", default=None, help="also time this trained mt model dir")
     p.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc malloc at its defaults")
     p.add_argument("--skip", default="", help="comma list of systems to skip: hf,ct2,int8")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="weights and activations of mt and HF")
     args = p.parse_args()
+    from mt.decode.translator import DTYPES
+
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
     torch.set_num_threads(args.threads)
     if not args.no_malloc_tuning:
         from mt.runtime import tune_malloc
@@ -98,12 +110,13 @@ def main() -> None:
     from mt.marian import import_marian
 
     hf = build_hf(args)
-    ours = import_marian(hf)
+    ours = import_marian(hf).to(device, dtype)
+    hf = hf.to(device, dtype)
     n_params = sum(p.numel() for p in ours.parameters())
     g = torch.Generator().manual_seed(1)
     pad, eos = args.vocab - 1, 0
     src_ids = torch.randint(2, args.vocab - 1, (args.batch, args.src_len), generator=g)
-    src = torch.cat([src_ids, torch.full((args.batch, 1), eos)], dim=1)
+    src = torch.cat([src_ids, torch.full((args.batch, 1), eos)], dim=1).to(device)
     n_tok = args.batch * args.tgt_len
     rows = []
 
@@ -116,8 +129,8 @@ def main() -> None:
         opts = DecodeOptions(beam=beam, min_len=0, max_len_a=0.0, max_len_b=args.tgt_len - 1)
         out = generate(ours, src, opts)
         assert all(len(h[0].tokens) == args.tgt_len - 1 for h in out), "mt output length"
-        add("mt fp32", beam, timed(lambda: generate(ours, src, opts), args.repeats))
-        if "int8" not in skip:
+        add(f"mt {args.dtype}", beam, timed(lambda: generate(ours, src, opts), args.repeats))
+        if "int8" not in skip and device.type == "cpu" and args.dtype == "fp32":
             from mt.decode.quantize import quantize_int8
 
             q = quantize_int8(ours)
@@ -129,7 +142,7 @@ def main() -> None:
             with torch.inference_mode():
                 ref = hf.generate(**kw)
             assert ref.shape[1] == args.tgt_len + 1, f"HF output length {ref.shape}"
-            add("HF generate fp32", beam, timed(lambda: hf.generate(**kw), args.repeats))
+            add(f"HF generate {args.dtype}", beam, timed(lambda: hf.generate(**kw), args.repeats))
 
     if "ct2" not in skip:
         try:
@@ -141,10 +154,16 @@ def main() -> None:
                 hf_dir = Path(tmp) / "hf"
                 save_for_ct2(hf, hf_dir)
                 batch_tokens = [[f"tok{i}" if i > 1 else "<unk>" for i in row] + ["</s>"] for row in src_ids.tolist()]
-                for quant in ("float32", "int8"):
+                float_type = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[args.dtype]
+                quants = ("float32", "int8") if device.type == "cpu" else (float_type, f"int8_{float_type}")
+                for quant in quants:
                     out_dir = Path(tmp) / f"ct2_{quant}"
                     ctranslate2.converters.TransformersConverter(str(hf_dir)).convert(str(out_dir), quantization=quant)
-                    tr = ctranslate2.Translator(str(out_dir), device="cpu", inter_threads=1, intra_threads=args.threads)
+                    try:
+                        tr = ctranslate2.Translator(str(out_dir), device=device.type, inter_threads=1, intra_threads=args.threads)
+                    except (RuntimeError, ValueError) as e:  # e.g. a CPU-only build asked for cuda
+                        print(f"CTranslate2 {quant} on {device.type}: skipped ({e})")
+                        continue
                     for beam in beams:
                         def run(tr=tr, beam=beam):
                             return tr.translate_batch(batch_tokens, beam_size=beam, max_decoding_length=args.tgt_len,
@@ -155,20 +174,21 @@ def main() -> None:
     if args.model_dir:
         from mt.decode.translator import load_translator
 
-        t = load_translator(args.model_dir, "cpu", threads=args.threads)
+        t = load_translator(args.model_dir, args.device, threads=args.threads, dtype=args.dtype)
         cfg = t.model.cfg
         msrc = torch.randint(4, cfg.vocab_size, (args.batch, args.src_len), generator=g)
-        msrc = torch.cat([msrc, torch.full((args.batch, 1), cfg.eos_id)], dim=1)
+        msrc = torch.cat([msrc, torch.full((args.batch, 1), cfg.eos_id)], dim=1).to(device)
         for beam in beams:
             opts = DecodeOptions(beam=beam)
             hyps = generate(t.model, msrc, opts)
             toks = sum(len(h[0].tokens) + 1 for h in hyps)
-            add(f"mt fp32 ({Path(args.model_dir).name}, own lengths)", beam, timed(lambda: generate(t.model, msrc, opts), args.repeats), tokens=toks)
+            add(f"mt {args.dtype} ({Path(args.model_dir).name}, own lengths)", beam, timed(lambda: generate(t.model, msrc, opts), args.repeats), tokens=toks)
 
-    hf_speed = {r["beam"]: r["tok_per_s"] for r in rows if r["system"] == "HF generate fp32"}
+    hf_speed = {r["beam"]: r["tok_per_s"] for r in rows if r["system"].startswith("HF generate")}
     print(f"model: {n_params / 1e6:.1f}M params (d{args.d_model}, {args.layers}+{args.layers}, ffn {args.ffn}, "
           f"vocab {args.vocab}); batch {args.batch} x {args.src_len} source tokens, {args.tgt_len} target tokens; "
-          f"{args.threads} threads; torch {torch.__version__}")  # fmt: skip
+          f"{args.threads} threads; device {device}"
+          f"{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}; {args.dtype}; torch {torch.__version__}")  # fmt: skip
     print(f"| {'system':<40} | beam | sent/s | tok/s | × HF |")
     print("|---|---|---|---|---|")
     for r in rows:

@@ -118,6 +118,12 @@ def _add_decode_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto")
     g.add_argument("--threads", type=int, default=None, help="torch threads on CPU")
     g.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of linear layers (CPU)")
+    g.add_argument(
+        "--dtype",
+        choices=["fp32", "bf16", "fp16"],
+        default="fp32",
+        help="weights and activations for decoding (bf16/fp16: for GPUs; scores stay fp32)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

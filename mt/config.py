@@ -414,7 +414,10 @@ class BacktranslateConfig:
     text, translated by the forward model for the reverse model from round 2 on) resolve
     against the data directory like corpora. ``forward_model`` / ``reverse_model``: existing
     model directories used as the round-0 models instead of training them. ``forward_train`` /
-    ``reverse_train``: ``train`` fields overridden for that direction's training stages.
+    ``reverse_train``: ``train`` fields overridden for that direction's training stages;
+    ``continue_train``: fields overridden (after those) for stages that start from the previous
+    round's weights (``continue_from_previous``), typically a lower peak LR, a short warmup and
+    a smaller step budget.
     """
 
     rounds: int = 1
@@ -431,6 +434,7 @@ class BacktranslateConfig:
     reverse_model: Optional[str] = None
     forward_train: dict[str, Any] = field(default_factory=dict)
     reverse_train: dict[str, Any] = field(default_factory=dict)
+    continue_train: dict[str, Any] = field(default_factory=dict)
     eval_beam: Optional[int] = None  # None = decode.beam_size
     eval_sentences: int = 0  # first N sentences of valid/test; 0 = all (report marks subsets)
     device: str = "auto"  # generation and evaluation
@@ -449,7 +453,7 @@ class BacktranslateConfig:
             raise ConfigError(f"{where}.tag: must be non-empty without spaces, got {self.tag!r}")
         if self.eval_beam is not None and self.eval_beam < 1:
             raise ConfigError(f"{where}.eval_beam: must be >= 1 (or null), got {self.eval_beam}")
-        for name in ("forward_train", "reverse_train"):
+        for name in ("forward_train", "reverse_train", "continue_train"):
             # the same checks as the train section (unknown keys, types, ranges)
             from_dict(TrainConfig, getattr(self, name), f"{where}.{name}")
 
@@ -514,6 +518,10 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
                 errors.append(str(e))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {tp}")
     if origin is Literal:
+        if isinstance(value, bool) and all(isinstance(a, str) for a in args):
+            # YAML 1.1 reads on/off/yes/no as booleans; give a string choice its word back
+            words = ("on", "yes", "true") if value else ("off", "no", "false")
+            value = next((w for w in words if w in args), value)
         if value not in args:
             raise ConfigError(f"{where}: must be one of {', '.join(map(repr, args))}; got {value!r}")
         return value

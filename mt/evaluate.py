@@ -67,7 +67,7 @@ def evaluate_cli(args: argparse.Namespace) -> int:
     if len(src) != len(refs):
         print(f"mt evaluate: error: {args.src} has {len(src)} lines, {args.ref} has {len(refs)}", file=sys.stderr)
         return 2
-    translator = load_translator(args.model, args.device, args.int8, args.threads)
+    translator = load_translator(args.model, args.device, args.int8, args.threads, args.dtype)
     if args.beam_sweep:
         beams = [int(b) for b in args.beam_sweep.split(",") if b.strip()]
         ref_len = length_stats(refs)["mean_len"]
@@ -90,6 +90,8 @@ def evaluate_cli(args: argparse.Namespace) -> int:
     print(f"BLEU = {s['bleu']:.2f}  {s['bleu_signature']}")
     print(f"chrF = {s['chrf']:.2f}  {s['chrf_signature']}")
     record = {**s, **length_stats(hyps), "sentences": len(src), "seconds": round(seconds, 2),
-              "beam": opts.beam, "length_norm": opts.length_norm, "alpha": opts.alpha, "int8": bool(args.int8)}  # fmt: skip
+              "beam": opts.beam, "length_norm": opts.length_norm, "alpha": opts.alpha, "int8": bool(args.int8),
+              "dtype": args.dtype, "device": str(translator.device),
+              "sent_per_s": round(len(src) / seconds, 1) if seconds > 0 else None}  # fmt: skip
     print(json.dumps(record))
     return 0

@@ -34,6 +34,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -70,6 +71,7 @@ log = logging.getLogger("mt.serve")
 
 ROUTES = {"/", "/health", "/ready", "/v1/models", "/v1/translate", "/translate", "/languages", "/metrics",
           "/docs", "/openapi.json"}
+SWAGGER_ASSETS = "/docs/assets"  # Swagger UI's JS/CSS, served from the swagger-ui-bundle package
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 503, 504)}
 
 
@@ -359,7 +361,19 @@ def create_app(models: dict[str, Any], settings: Optional[ServerSettings] = None
         with_key = settings.api_key is not None and key is not None and hmac.compare_digest(
             key.encode("utf-8", "surrogatepass"), settings.api_key.encode("utf-8"))
         url = "/openapi.json" + (f"?api_key={quote(key)}" if with_key else "")
-        return get_swagger_ui_html(openapi_url=url, title="mt translation server")
+        return get_swagger_ui_html(
+            openapi_url=url,
+            title="mt translation server",
+            swagger_js_url=f"{SWAGGER_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{SWAGGER_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{SWAGGER_ASSETS}/favicon-32x32.png",
+        )
+
+    # Swagger UI's own files, from the swagger-ui-bundle package rather than a CDN: the page
+    # works on machines without internet (public library files, so no API key)
+    import swagger_ui_bundle
+
+    app.mount(SWAGGER_ASSETS, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-assets")
 
     @app.get("/metrics", include_in_schema=False, dependencies=auth)
     async def metrics_route() -> Response:

@@ -110,6 +110,7 @@ def test_missing_mono_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixtur
         ({"filter": {"max_ratio": 0.5}}, "backtranslate.filter.max_ratio"),
         ({"forward_train": {"max_stepz": 3}}, "backtranslate.forward_train.max_stepz"),
         ({"reverse_train": {"lr": -1.0}}, "backtranslate.reverse_train.lr"),
+        ({"continue_train": {"warmup_stepz": 1}}, "backtranslate.continue_train.warmup_stepz"),
         ({"tagged": True, "tag": "<tag>"}, "backtranslate.tag"),
         ({"colour": 1}, "backtranslate.colour"),
     ],
@@ -127,6 +128,16 @@ def test_reverse_stage_config_swaps_languages_and_corpora(tmp_path: Path) -> Non
     assert rev.data.test["test1"].src == "test.en" and rev.train.max_steps == 7 and rev.data.fetch is None
     assert rev.data.spm_from == str((tmp_path / "spm").resolve()) and rev.run_dir == str(tmp_path / "r")
     assert swap_corpus({"format": "tsv", "src_field": None, "tgt_field": None}, "x") == {"format": "tsv", "src_field": "1", "tgt_field": "0"}
+
+
+def test_continue_train_overrides_apply_only_to_continued_stages(tmp_path: Path) -> None:
+    cfg = load_config(bt_config(tmp_path, {"forward_train": {"max_steps": 7, "lr": 0.002},
+                                           "continue_train": {"max_steps": 3, "warmup_steps": 5}}))  # fmt: skip
+    fresh = stage_config(cfg, "forward", tmp_path / "f0", tmp_path / "raw")
+    cont = stage_config(cfg, "forward", tmp_path / "f1", tmp_path / "raw", init_from=tmp_path / "prev")
+    assert (fresh.train.max_steps, fresh.train.init_from) == (7, None)
+    assert (cont.train.max_steps, cont.train.warmup_steps, cont.train.lr) == (3, 5, 0.002)
+    assert cont.train.init_from == str((tmp_path / "prev").resolve())
 
 
 def test_recipe_configs_load_and_point_the_right_way() -> None:

@@ -18,6 +18,14 @@ def test_valid_config_and_overrides(tmp_path):
     assert cfg.model.resolved().d_model == 64
 
 
+def test_yaml_on_off_words_reach_string_choices(tmp_path):
+    # YAML 1.1 reads on/off as booleans; train.progress takes the words "on"/"off"
+    p = _write(tmp_path, "train: {progress: off}\n")
+    assert load_config(p).train.progress == "off"
+    assert load_config(p, ["train.progress=on"]).train.progress == "on"
+    assert load_config(p, ["train.compile=on"]).train.compile is True  # a real bool stays one
+
+
 @pytest.mark.parametrize(
     "text, field",
     [

@@ -148,6 +148,19 @@ def test_mismatched_line_counts(tmp_path: Path) -> None:
     assert list((tmp_path / "run").iterdir()) == []  # the temp dir was removed
 
 
+def test_fetch_runs_only_when_a_named_file_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mt.data.fetch
+
+    calls = []
+    monkeypatch.setattr(mt.data.fetch, "fetch_dataset", lambda name, **kw: calls.append(name))
+    prepare(load_config(make_config(tmp_path, {"fetch": "multi30k"})), progress=False)
+    assert calls == []  # every file the config reads is there: nothing to download
+    path = make_config(tmp_path, {"fetch": "multi30k", "test": {"t": {"src": "test.de", "tgt": "absent.en"}}})
+    with pytest.raises(FileNotFoundError, match="absent.en"):
+        prepare(load_config(path), progress=False)
+    assert calls == ["multi30k"]
+
+
 def test_missing_file(tmp_path: Path) -> None:
     path = make_config(tmp_path, {"test": {"t": {"src": "test.de", "tgt": "nowhere.en"}}})
     with pytest.raises(FileNotFoundError, match=r"data\.test\.t\.tgt: file not found: .*nowhere\.en"):

@@ -227,6 +227,14 @@ def test_openapi_documents_the_configured_limits(client):
     assert client.get("/docs").status_code == 200
 
 
+def test_docs_page_needs_no_internet(client):
+    page = client.get("/docs").text
+    assert "cdn." not in page and "/docs/assets/swagger-ui-bundle.js" in page
+    for asset, ctype in (("swagger-ui-bundle.js", "javascript"), ("swagger-ui.css", "text/css")):
+        r = client.get(f"/docs/assets/{asset}")
+        assert r.status_code == 200 and ctype in r.headers["content-type"] and len(r.content) > 10_000
+
+
 def test_index_page_is_served(client):
     r = client.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")

@@ -133,7 +133,8 @@ def stage_config(
 ) -> ExperimentConfig:
     """The ``mt train`` config of one stage, derived from the experiment config (and validated
     again): the direction's languages and corpora, its own ``run_dir``, the shared
-    SentencePiece model, the round's training text and the direction's ``train`` overrides."""
+    SentencePiece model, the round's training text, the direction's ``train`` overrides and,
+    for a stage that starts from ``init_from``, the ``continue_train`` overrides."""
     bt = base.backtranslate
     assert bt is not None
     data = to_dict(base)
@@ -156,6 +157,7 @@ def stage_config(
         d["spm_from"] = str(spm_from.resolve())
     data["train"].update(bt.forward_train if direction == "forward" else bt.reverse_train)
     if init_from is not None:
+        data["train"].update(bt.continue_train)
         data["train"]["init_from"] = str(init_from.resolve())
     try:
         cfg = from_dict(ExperimentConfig, data)

@@ -52,6 +52,15 @@ def _corpora(cfg: ExperimentConfig, data_dir: Path) -> dict[str, ParallelSource]
     return corpora
 
 
+def _local_files_present(cfg: ExperimentConfig, data_dir: Path) -> bool:
+    """Whether every file the config reads is already there (then ``data.fetch`` has nothing
+    to do, even where the dataset's other files, e.g. other languages, were never fetched)."""
+    try:
+        return all(p.is_file() for source in _corpora(cfg, data_dir).values() for p in source.files())
+    except (DataError, OSError):
+        return False
+
+
 def _describe_inputs(corpora: dict[str, ParallelSource]) -> dict[str, Any]:
     """What each split reads, with sha256 of every local file (missing files raise here)."""
     out: dict[str, Any] = {}
@@ -217,7 +226,7 @@ def prepare(
     timings: dict[str, float] = {}
     d = cfg.data
     root = resolve_data_dir(data_dir, d.data_dir)
-    if d.fetch:
+    if d.fetch and not _local_files_present(cfg, root):
         from mt.data.fetch import fetch_dataset
 
         fetch_dataset(d.fetch, data_dir=root, progress=progress)

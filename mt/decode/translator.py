@@ -153,10 +153,26 @@ class Translator:
 # --------------------------------------------------------------------------- CLI
 
 
-def load_translator(model_dir: str, device: str = "auto", int8: bool = False, threads: Optional[int] = None) -> Translator:
-    """Load a model directory (``mt.modelio.load_model``) into a :class:`Translator`."""
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def load_translator(
+    model_dir: str,
+    device: str = "auto",
+    int8: bool = False,
+    threads: Optional[int] = None,
+    dtype: str = "fp32",
+) -> Translator:
+    """Load a model directory (``mt.modelio.load_model``) into a :class:`Translator`.
+
+    ``dtype`` casts weights (and so activations and the KV cache) for decoding; log-probs and
+    beam scores are computed in fp32 whatever it is (``mt.decode.search.step_log_probs``)."""
     from mt.modelio import load_model
 
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
+    if int8 and dtype != "fp32":
+        raise ValueError("--int8 quantises fp32 weights; it cannot be combined with --dtype " + dtype)
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
@@ -168,6 +184,8 @@ def load_translator(model_dir: str, device: str = "auto", int8: bool = False, th
         from mt.decode.quantize import quantize_int8
 
         model = quantize_int8(model)
+    elif dtype != "fp32":
+        model = model.to(DTYPES[dtype])
     return Translator(model, loaded.text, dev)
 
 
@@ -186,7 +204,7 @@ def format_nbest(index: int, hyps: list[Hypothesis]) -> list[str]:
 def translate_cli(args: argparse.Namespace) -> int:
     """``mt translate``: stdin/file in, detokenised text (or n-best TSV) out."""
     opts = DecodeOptions.from_args(args, n_best=args.n_best)
-    translator = load_translator(args.model, args.device, args.int8, args.threads)
+    translator = load_translator(args.model, args.device, args.int8, args.threads, args.dtype)
     lines = _read_lines(args.input)
     bar = None
     if args.input != "-":
