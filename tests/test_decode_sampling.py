@@ -1,7 +1,7 @@
 import torch
 
 from mt.decode.options import DecodeOptions
-from mt.decode.sampling import add_noise, restrict_
+from mt.decode.sampling import add_noise, draw, restrict_
 from mt.decode.search import greedy_search
 from mt.decode.translator import Translator, generate
 from _decode_support import IntText, forced_log_prob, random_sources, src_tensor, toy_model
@@ -43,6 +43,18 @@ def test_restrict_topk_topp():
     assert torch.isfinite(restrict_(lp.clone(), topp=0.8)).tolist() == [[True, True, False, False]]
     assert torch.isfinite(restrict_(lp.clone(), topp=0.81)).tolist() == [[True, True, True, False]]
     assert torch.isfinite(restrict_(lp.clone(), topp=0.1)).tolist() == [[True, False, False, False]]
+
+
+def test_topk_draw_has_the_masked_distribution():
+    # drawing among the top-k candidates = masking the rest and drawing over the vocabulary
+    torch.manual_seed(0)
+    lp = torch.randn(1, 50).log_softmax(-1).expand(20000, 50).clone()
+    lp[:, 7] = float("-inf")  # a blocked token (e.g. EOS before min_len) never comes out
+    g = torch.Generator().manual_seed(3)
+    got = torch.bincount(draw(lp, 0.7, 5, 1.0, g), minlength=50).float() / 20000
+    want = restrict_(lp[:1] / 0.7, topk=5).softmax(-1)[0]
+    assert got[7] == 0 and set(got.nonzero().view(-1).tolist()) <= set(want.nonzero().view(-1).tolist())
+    assert torch.allclose(got, want, atol=0.015)
 
 
 def test_beam_noise():

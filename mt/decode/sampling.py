@@ -38,6 +38,19 @@ def restrict_(logp: Tensor, topk: int = 0, topp: float = 1.0) -> Tensor:
     return logp
 
 
+def draw(lprobs: Tensor, temperature: float, topk: int, topp: float, generator: torch.Generator) -> Tensor:
+    """One token per row of ``lprobs`` ``(rows, vocab)`` → ``(rows,)``. Top-k alone draws
+    among the ``topk`` candidates only (a softmax and a draw over k values instead of the
+    whole vocabulary: the same distribution, several times cheaper per step)."""
+    scaled = lprobs / temperature
+    if topk > 0 and topp >= 1.0 and topk < scaled.shape[-1]:
+        values, ids = scaled.topk(topk, dim=-1)
+        pick = torch.multinomial(values.softmax(dim=-1), 1, generator=generator)
+        return ids.gather(1, pick).squeeze(1)
+    shaped = restrict_(scaled, topk, topp)
+    return torch.multinomial(shaped.softmax(dim=-1), 1, generator=generator).squeeze(1)
+
+
 @torch.inference_mode()
 def sample(model: Transformer, src: Tensor, opts: DecodeOptions, generator: torch.Generator) -> list[list[Hypothesis]]:
     """``opts.n_best`` independent samples per sentence of ``src`` ``(batch, src_len)``.
@@ -68,8 +81,7 @@ def sample(model: Transformer, src: Tensor, opts: DecodeOptions, generator: torc
         lprobs = step_log_probs(model, hist[:, -1], state)
         constrain_(lprobs, hist[:, 1:], step, limits.min_len[sent].repeat_interleave(n),
                    limits.max_len[sent].repeat_interleave(n), model, opts)  # fmt: skip
-        shaped = restrict_(lprobs / opts.temperature, topk, topp)
-        tok = torch.multinomial(shaped.softmax(dim=-1), 1, generator=generator).squeeze(1)
+        tok = draw(lprobs, opts.temperature, topk, topp, generator)
         live = ~row_done[rows]
         out[rows[live], step] = tok[live]
         log_prob[rows[live]] += lprobs.gather(1, tok[:, None]).squeeze(1)[live]
