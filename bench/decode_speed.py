@@ -91,7 +91,7 @@ def main() -> None:
     p.add_argument("--beams", default="5,1")
     p.add_argument("--model-dir", default=None, help="also time this trained mt model dir")
     p.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc malloc at its defaults")
-    p.add_argument("--skip", default="", help="comma list of systems to skip: hf,ct2,int8")
+    p.add_argument("--skip", default="", help="comma list of systems to skip: hf,ct2,int8,packed")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="weights and activations of mt and HF")
     args = p.parse_args()
@@ -113,6 +113,11 @@ def main() -> None:
     ours = import_marian(hf).to(device, dtype)
     hf = hf.to(device, dtype)
     n_params = sum(p.numel() for p in ours.parameters())
+    packed = None
+    if device.type == "cpu" and "packed" not in skip:
+        from mt.decode.packed import pack_linears
+
+        packed = pack_linears(ours)
     g = torch.Generator().manual_seed(1)
     pad, eos = args.vocab - 1, 0
     src_ids = torch.randint(2, args.vocab - 1, (args.batch, args.src_len), generator=g)
@@ -130,6 +135,10 @@ def main() -> None:
         out = generate(ours, src, opts)
         assert all(len(h[0].tokens) == args.tgt_len - 1 for h in out), "mt output length"
         add(f"mt {args.dtype}", beam, timed(lambda: generate(ours, src, opts), args.repeats))
+        if packed is not None:  # what `mt translate` runs on CPU by default
+            out_packed = generate(packed, src, opts)
+            assert [h[0].tokens for h in out_packed] == [h[0].tokens for h in out], "packed mt output differs"
+            add(f"mt {args.dtype} packed (default)", beam, timed(lambda: generate(packed, src, opts), args.repeats))
         if "int8" not in skip and device.type == "cpu" and args.dtype == "fp32":
             from mt.decode.quantize import quantize_int8
 
@@ -142,6 +151,10 @@ def main() -> None:
             with torch.inference_mode():
                 ref = hf.generate(**kw)
             assert ref.shape[1] == args.tgt_len + 1, f"HF output length {ref.shape}"
+            if beam == 1 and args.dtype == "fp32":  # same weights, same greedy search: same tokens
+                ours_tokens = [h[0].tokens for h in (out_packed if packed is not None else out)]
+                same = sum(r[1:-1].tolist() == t for r, t in zip(ref, ours_tokens))
+                print(f"greedy fp32: {same}/{len(ours_tokens)} sentences token-identical to HF")
             add(f"HF generate {args.dtype}", beam, timed(lambda: hf.generate(**kw), args.repeats))
 
     if "ct2" not in skip:

@@ -77,6 +77,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return evaluate_cli(args)
 
 
+def _cmd_shortlist(args: argparse.Namespace) -> int:
+    from mt.decode.shortlist import shortlist_cli
+
+    return shortlist_cli(args)
+
+
 def _cmd_backtranslate(args: argparse.Namespace) -> int:
     from mt.backtranslate.pipeline import backtranslate_cli
 
@@ -116,8 +122,21 @@ def _add_decode_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=1)
     g.add_argument("--max-tokens", type=int, default=4096, help="source tokens per decoding batch")
     g.add_argument("--device", default="auto")
-    g.add_argument("--threads", type=int, default=None, help="torch threads on CPU")
+    g.add_argument("--threads", type=int, default=None, help="torch threads on CPU, shared by the workers")
+    g.add_argument(
+        "--workers", type=int, default=None,
+        help="batches decoded at once on CPU (default: 2 if there are >= 2 threads, else 1); output is identical",
+    )
     g.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of linear layers (CPU)")
+    g.add_argument(
+        "--no-pack", action="store_true",
+        help="CPU: multiply by the stored weights (F.linear) instead of oneDNN-packed copies (slower, same tokens)",
+    )
+    g.add_argument(
+        "--shortlist", action="store_true",
+        help="compute logits only for the batch's likely target tokens (MODEL/shortlist.safetensors, "
+        "from `mt shortlist`): faster, approximate, not batch-invariant",
+    )
     g.add_argument(
         "--dtype",
         choices=["fp32", "bf16", "fp16"],
@@ -177,6 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_decode_options(p)
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("shortlist", help="build a model's output shortlist from its training bitext (for --shortlist)")
+    p.add_argument("--model", required=True, help="model directory; the shortlist is written into it")
+    p.add_argument("--src", required=True, help="training source sentences (raw text, one per line)")
+    p.add_argument("--tgt", required=True, help="their translations")
+    p.add_argument("--frequent", type=int, default=256, help="most frequent target tokens always allowed (256)")
+    p.add_argument("--per-source", type=int, default=16, help="candidates per source token, by Dice (16)")
+    p.add_argument("--max-lines", type=int, default=0, help="use only the first N pairs (0 = all)")
+    p.add_argument("--check-src", help="held-out sources: report how much of --check-tgt their shortlists cover")
+    p.add_argument("--check-tgt", help="held-out references for --check-src")
+    p.set_defaults(func=_cmd_shortlist)
 
     p = sub.add_parser("backtranslate", help="iterative back-translation rounds")
     _add_config(p)

@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any, Optional
 
+import torch
 from sacrebleu.metrics import BLEU, CHRF
 
 
@@ -67,7 +68,8 @@ def evaluate_cli(args: argparse.Namespace) -> int:
     if len(src) != len(refs):
         print(f"mt evaluate: error: {args.src} has {len(src)} lines, {args.ref} has {len(refs)}", file=sys.stderr)
         return 2
-    translator = load_translator(args.model, args.device, args.int8, args.threads, args.dtype)
+    translator = load_translator(args.model, args.device, args.int8, args.threads, args.dtype, args.workers, args.shortlist,
+                                 not args.no_pack)
     if args.beam_sweep:
         beams = [int(b) for b in args.beam_sweep.split(",") if b.strip()]
         ref_len = length_stats(refs)["mean_len"]
@@ -91,7 +93,9 @@ def evaluate_cli(args: argparse.Namespace) -> int:
     print(f"chrF = {s['chrf']:.2f}  {s['chrf_signature']}")
     record = {**s, **length_stats(hyps), "sentences": len(src), "seconds": round(seconds, 2),
               "beam": opts.beam, "length_norm": opts.length_norm, "alpha": opts.alpha, "int8": bool(args.int8),
-              "dtype": args.dtype, "device": str(translator.device),
+              "dtype": args.dtype, "device": str(translator.device), "threads": torch.get_num_threads(),
+              "workers": translator.workers, "shortlist": bool(args.shortlist),
+              "packed": bool(not args.no_pack and not args.int8 and translator.device.type == "cpu"),
               "sent_per_s": round(len(src) / seconds, 1) if seconds > 0 else None}  # fmt: skip
     print(json.dumps(record))
     return 0

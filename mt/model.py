@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -114,6 +115,19 @@ class Attention(nn.Module):
             scores = scores.masked_fill(~mask, float("-inf"))
         return torch.matmul(scores.softmax(dim=-1), v)
 
+    def _attend_cached(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """One query per row over the self-attention cache: ``q`` ``(n, heads, 1, d_head)``,
+        ``k``/``v`` ``(n, heads, steps, d_head)`` → ``(n, heads, 1, d_head)``.
+
+        Broadcast multiply + sum instead of matmuls: a batched matmul with one query row is
+        ``n * heads`` tiny matrix-vector products, which MKL runs ~2.6x slower than these two
+        vectorised reductions (self-attention of a 3-layer decoder went from 2.1 to 0.8 ms per
+        layer and step for 64 sentences × beam 5 on one thread). Each output element is reduced
+        alone, in the same order whatever the batch, so decoding stays batch-invariant.
+        """
+        scores = (q * k).sum(-1) * (self.d_head**-0.5)  # (n, heads, steps)
+        return (scores.softmax(dim=-1).unsqueeze(-1) * v).sum(2, keepdim=True)
+
     def self_attention(self, x: Tensor, mask: Tensor | None, causal: bool) -> Tensor:
         """Full-sequence self-attention. ``x``: ``(batch, len, d_model)``; ``mask``:
         ``(batch, 1, 1, len)`` bool, True where attending is allowed."""
@@ -127,7 +141,7 @@ class Attention(nn.Module):
         q, kv = self.qkv_proj(x[:, 0]).split([d, 2 * d], dim=-1)  # (n, d), (n, 2d): k then v
         k, v = cache.append(kv.view(n, 2, self.n_heads, self.d_head))
         q = q.view(n, self.n_heads, 1, self.d_head)
-        out = self._attend_step(q, k, v, None)  # (n, h, 1, dh): same memory as (n, 1, d_model)
+        out = self._attend_cached(q, k, v)  # (n, h, 1, dh): same memory as (n, 1, d_model)
         return self.out_proj(out.view(n, 1, d))
 
     def cross_attention(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor, incremental: bool = False) -> Tensor:
@@ -321,6 +335,10 @@ class DecoderState:
         self.src_mask = src_mask  # (batch, 1, 1, src_len)
         self.beam = beam
         self.step = 0
+        # output shortlist (mt/decode/shortlist.py): sorted target ids (V',); None = all
+        self.vocab: Tensor | None = None
+        # the output layer restricted to the shortlist: (rows, d_model) -> (rows, V')
+        self.out_layer: Callable[[Tensor], Tensor] | None = None
 
     @property
     def batch_size(self) -> int:
@@ -432,8 +450,20 @@ class Transformer(nn.Module):
             x = (self.src_embed_norm if which == "src" else self.tgt_embed_norm)(x)
         return self.dropout(x)
 
-    def output_logits(self, h: Tensor) -> Tensor:
-        """``(..., d_model)`` → ``(..., vocab)``."""
+    def output_weight(self) -> Tensor:
+        """The output layer's ``(vocab, d_model)`` weight as a float tensor (dequantised when
+        ``quantize_int8`` replaced the layer)."""
+        proj = getattr(self, "output_proj", None)
+        if proj is None:
+            return self.tgt_embed.weight
+        w = proj.weight() if callable(proj.weight) else proj.weight
+        return w.dequantize() if w.is_quantized else w
+
+    def output_logits(self, h: Tensor, state: DecoderState | None = None) -> Tensor:
+        """``(..., d_model)`` → ``(..., vocab)``; with a decoding ``state`` that carries its own
+        output layer (``start_state``), ``(rows, d_model)`` → ``(rows, V')`` through that."""
+        if state is not None and state.out_layer is not None:
+            return state.out_layer(h)
         proj = getattr(self, "output_proj", None)  # also set on tied models by quantize_int8
         logits = proj(h) if proj is not None else F.linear(h, self.tgt_embed.weight)
         if self.cfg.final_logits_bias:
@@ -467,14 +497,33 @@ class Transformer(nn.Module):
 
     # ---- incremental decoding
 
-    def start_state(self, enc: EncoderOut, beam: int = 1) -> DecoderState:
+    def start_state(self, enc: EncoderOut, beam: int = 1, vocab: Tensor | None = None) -> DecoderState:
         """Project cross-attention keys/values once per source sentence; ``beam`` rows per
-        sentence will share them."""
+        sentence will share them. ``vocab``: sorted target ids ``(V',)`` to compute logits for
+        (a shortlist); :meth:`decode_step` then returns ``(rows, V')``."""
         layers = [LayerCache(*layer.cross_attn.project_kv(enc.memory)) for layer in self.decoder_layers]
-        return DecoderState(layers, enc.attn_mask, beam)
+        state = DecoderState(layers, enc.attn_mask, beam)
+        dev, dtype = enc.memory.device, enc.memory.dtype
+        if vocab is not None:
+            state.vocab = vocab.to(dev)
+            state.out_layer = self._output_rows(state.vocab, dtype)
+        return state
+
+    def _output_rows(self, ids: Tensor, dtype: torch.dtype) -> Callable[[Tensor], Tensor]:
+        """The output layer (final-logits bias included) for target ids ``ids`` only. An
+        output layer that can build its own restriction (``rows(ids)``, e.g. the packed one of
+        ``mt.decode.packed``) does; otherwise a plain ``F.linear`` over the gathered rows."""
+        bias = self.final_logits_bias.index_select(0, ids).to(dtype) if self.cfg.final_logits_bias else None
+        proj = getattr(self, "output_proj", None)
+        if hasattr(proj, "rows"):
+            layer = proj.rows(ids)
+            return layer if bias is None else (lambda h: layer(h).add_(bias))
+        weight = self.output_weight().index_select(0, ids).to(dtype)
+        return lambda h: F.linear(h, weight, bias)
 
     def decode_step(self, tokens: Tensor, state: DecoderState) -> Tensor:
-        """Feed one token per row. ``tokens``: ``(batch * beam,)`` → logits ``(batch * beam, vocab)``.
+        """Feed one token per row. ``tokens``: ``(batch * beam,)`` → logits ``(batch * beam, vocab)``
+        (``(batch * beam, V')`` over ``state.vocab`` with a shortlist).
 
         Rows are ordered sentence-major (the beams of sentence 0 first). Advances
         ``state.step`` and extends its self-attention caches.
@@ -483,7 +532,7 @@ class Transformer(nn.Module):
         for layer, cache in zip(self.decoder_layers, state.layers):
             x = layer.step(x, cache, state.src_mask)
         state.step += 1
-        return self.output_logits(self.decoder_norm(x[:, 0]))
+        return self.output_logits(self.decoder_norm(x[:, 0]), state)
 
     # ---- accounting
 

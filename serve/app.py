@@ -30,6 +30,7 @@ from importlib import resources
 from typing import Any, Optional
 from urllib.parse import parse_qsl, quote
 
+import torch
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -75,6 +76,17 @@ SWAGGER_ASSETS = "/docs/assets"  # Swagger UI's JS/CSS, served from the swagger-
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 503, 504)}
 
 
+def decoding_threads(settings: ServerSettings, engines: Any) -> tuple[int, int]:
+    """``(workers, torch threads per worker)`` from ``settings.workers``/``settings.threads``:
+    by default 2 workers on a CPU with at least 2 threads (1 when a model is on a GPU), and
+    the threads split evenly between them."""
+    total = settings.threads or torch.get_num_threads()
+    on_cpu = all(getattr(getattr(e, "translator", None), "device", torch.device("cpu")).type == "cpu"
+                 for e in engines)
+    workers = settings.workers or (2 if on_cpu and total >= 2 else 1)
+    return workers, max(1, total // workers)
+
+
 def _index_html() -> str:
     return resources.files("serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
@@ -108,15 +120,15 @@ def create_app(models: dict[str, Any], settings: Optional[ServerSettings] = None
         name, opts = key
         return engines[name].translate(texts, opts)
 
-    def init_worker() -> None:
-        if settings.threads is not None:
-            import torch
+    workers, worker_threads = decoding_threads(settings, engines.values())
 
-            torch.set_num_threads(settings.threads)
+    def init_worker() -> None:
+        torch.set_num_threads(worker_threads)
 
     batcher = MicroBatcher(
         run_batch,
         init_worker=init_worker,
+        workers=workers,
         max_batch_tokens=settings.max_batch_tokens,
         max_wait_ms=settings.max_wait_ms,
         max_queue=settings.max_queue,

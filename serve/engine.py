@@ -98,7 +98,12 @@ def build_engine(name: str, obj: Any, base_options: Optional[DecodeOptions] = No
             device = next(obj.model.parameters()).device
         except StopIteration:
             device = torch.device("cpu")
-        translator = Translator(obj.model, obj.text, device)
+        model = obj.model
+        if device.type == "cpu" and not model.training:
+            from mt.decode.packed import pack_linears
+
+            model = pack_linears(model)  # oneDNN-packed copy for decoding (same tokens, faster)
+        translator = Translator(model, obj.text, device)
         return ModelEngine(name, translator, obj.text, meta, obj.model, base_options)
     raise TypeError(f"model {name!r}: expected a LoadedModel or a Translator, got {type(obj).__name__}")
 

@@ -33,8 +33,11 @@ class ServerSettings:
     max_batch_tokens: int = 2048  # source tokens merged into one batched search
     max_wait_ms: float = 5.0  # how long the first queued request waits for company
     max_queue: int = 1024  # queued requests before new ones get 503
-    # torch intra-op threads of the decoding worker (None = torch's default). On a shared or
-    # small machine 1 is often fastest: idle OpenMP threads spin and fight other processes.
+    # decoding: `workers` threads take batches from the queue at once (None: 2 on a CPU with
+    # at least 2 threads, else 1) and share `threads` torch threads (None: torch's default,
+    # the number of cores), `threads // workers` each. Two workers overlap one batch's Python
+    # bookkeeping with the other's matrix products (serve/batcher.py).
+    workers: Optional[int] = None
     threads: Optional[int] = None
 
     # ---- access
@@ -53,8 +56,10 @@ class ServerSettings:
             raise ValueError(f"settings.beam_size: {self.beam_size} exceeds max_beam={self.max_beam}")
         if self.request_timeout_s <= 0 or self.max_wait_ms < 0:
             raise ValueError("settings.request_timeout_s must be > 0 and max_wait_ms >= 0")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"settings.threads: must be >= 1, got {self.threads}")
+        for name in ("workers", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"settings.{name}: must be >= 1, got {value}")
         if self.api_key is not None and not self.api_key:
             raise ValueError("settings.api_key: must not be empty (use None for no key)")
 
@@ -67,7 +72,7 @@ def add_arguments(parser) -> None:
     for f in dataclasses.fields(ServerSettings):
         if f.name == "api_key":
             continue
-        kind = float if isinstance(f.default, float) else int  # threads: None -> int
+        kind = float if isinstance(f.default, float) else int  # workers, threads: None -> int
         group.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None, metavar=kind.__name__.upper(),
             help=f"(default {f.default})",

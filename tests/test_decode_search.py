@@ -101,8 +101,8 @@ def test_unk_penalty_and_special_tokens():
 
     orig = Transformer.output_logits
 
-    def biased(self, h):
-        out = orig(self, h)
+    def biased(self, h, state=None):
+        out = orig(self, h, state)
         out[..., self.cfg.unk_id] += 30.0
         return out
 

@@ -25,6 +25,29 @@ def test_translate_restores_order_and_detokenises():
     assert all(h[0].text == " ".join(map(str, h[0].tokens)) for h in out)
 
 
+def test_parallel_workers_give_identical_output_and_restore_threads():
+    """workers=2 decodes batches on two threads: same tokens and scores as one worker, for
+    beam search and for seeded sampling (one generator per batch), and torch's thread count
+    is restored afterwards."""
+    model = toy_model()
+    texts = [" ".join(map(str, x)) for x in random_sources(40, seed=4)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for opts in (DecodeOptions(beam=3, max_tokens=40),
+                     DecodeOptions(beam=1, sampling="topk", topk=5, n_best=2, seed=7, max_tokens=40)):
+            one = Translator(model, IntText(), workers=1).translate(texts, opts)
+            seen = []
+            two = Translator(model, IntText(), workers=2).translate(texts, opts, progress=seen.append)
+            assert [[(h.tokens, h.score) for h in x] for x in one] == [[(h.tokens, h.score) for h in x] for x in two]
+            assert sum(seen) == len(texts) and len(seen) > 2  # several batches, all reported
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="workers"):
+        Translator(model, IntText(), workers=0)
+
+
 def test_empty_input_gives_empty_translation():
     tr = Translator(toy_model(), IntText())
     out = tr.translate(["", "5 6 7", "   "], DecodeOptions(beam=3, n_best=2))
@@ -118,6 +141,26 @@ def test_evaluate_cli_prints_scores_and_json(model_dir, tmp_path):
     assert rc == 0
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert [(r["length_norm"], r["beam"]) for r in rows] == [(m, b) for m in ("avg", "gnmt", "none") for b in (1, 2)]
+
+
+def test_shortlist_cli_then_decode_with_it(model_dir, tmp_path):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(model_dir / "model", model)
+    rc, out = _run(["translate", "--model", str(model), "--shortlist"], "haus\n")
+    assert rc == 2  # no shortlist yet: a clear error (printed to stderr)
+    (tmp_path / "train.de").write_text("haus baum\nkatze und hund\nhaus\n", encoding="utf-8")
+    (tmp_path / "train.en").write_text("house tree\ncat and dog\nhouse\n", encoding="utf-8")
+    rc, out = _run(["shortlist", "--model", str(model), "--src", str(tmp_path / "train.de"),
+                    "--tgt", str(tmp_path / "train.en"), "--frequent", "4", "--per-source", "8",
+                    "--check-src", str(tmp_path / "train.de"), "--check-tgt", str(tmp_path / "train.en")])  # fmt: skip
+    report = json.loads(out)
+    assert rc == 0 and report["sentences"] == 3 and (model / "shortlist.safetensors").is_file()
+    assert report["check"]["token_coverage"] == 1.0  # every training target token is listed for its source
+    rc, out = _run(["evaluate", "--model", str(model), "--src", str(model_dir / "src.txt"),
+                    "--ref", str(model_dir / "ref.txt"), "--beam", "2", "--shortlist", "--workers", "1"])  # fmt: skip
+    assert rc == 0 and json.loads(out.splitlines()[2])["shortlist"] is True
 
 
 def test_model_dir_missing_file_is_a_clear_error(model_dir, tmp_path, capsys):

@@ -209,3 +209,37 @@ def test_clients_answered_by_one_batch_rejoin_the_next():
         batcher.stop()
     assert [texts for _, texts in rec.calls] == [["a"], ["b", "c"]]
     assert b.batch_requests == c.batch_requests == 2
+
+
+def test_several_workers_decode_batches_at_once_and_split_results_exactly():
+    """Two workers: batches overlap in time (both threads busy at once), every job still gets
+    exactly its own outputs, and stop() joins both threads."""
+    active, peak = [0], [0]
+    lock = threading.Lock()
+
+    def run_batch(key, texts):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+        return [f"{key}:{t}!" for t in texts]
+
+    batcher = MicroBatcher(run_batch, max_batch_tokens=40, max_wait_ms=1, workers=2)
+    jobs = [[f"job{j}-{i}" for i in range(1 + j % 3)] for j in range(40)]
+
+    async def main():
+        return await asyncio.gather(*(batcher.submit("m", t, [len(s) for s in t]) for t in jobs))
+
+    try:
+        results = run(main())
+        threads = list(batcher._threads)
+    finally:
+        batcher.stop()
+    for texts, res in zip(jobs, results):
+        assert res.outputs == [f"m:{t}!" for t in texts]
+    assert peak[0] == 2, "the two workers never decoded at the same time"
+    assert len(threads) == 2 and not any(t.is_alive() for t in threads)
+    with pytest.raises(ValueError, match="workers"):
+        MicroBatcher(run_batch, workers=0)

@@ -165,7 +165,7 @@ def test_mt_serve_command(model_dir, tmp_path):
         assert [m["name"] for m in models] == ["tiny", "de-en"]  # explicit name, then src-tgt from meta
         assert httpx.get(url + "/v1/models").status_code == 401  # MT_API_KEY applies
         r = httpx.post(url + "/v1/translate", headers=AUTH, json={"model": "de-en", "texts": ["Hallo"]}, timeout=60)
-        assert r.status_code == 200 and isinstance(r.json()["translations"][0]["text"], str)
+        assert r.status_code == 200 and isinstance(r.json()["translations"][0]["text"], str), r.text
     finally:
         proc.terminate()
         proc.wait(10)

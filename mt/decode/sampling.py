@@ -18,6 +18,7 @@ from mt.decode.lengths import normalize
 from mt.decode.options import DecodeOptions, Hypothesis
 from mt.decode.search import NEG_INF, Limits, constrain_, step_log_probs
 from mt.decode.shapes import keep_sentences, pad_source
+from mt.decode.topk import topk as block_topk
 from mt.model import Transformer
 
 
@@ -44,7 +45,7 @@ def draw(lprobs: Tensor, temperature: float, topk: int, topp: float, generator: 
     whole vocabulary: the same distribution, several times cheaper per step)."""
     scaled = lprobs / temperature
     if topk > 0 and topp >= 1.0 and topk < scaled.shape[-1]:
-        values, ids = scaled.topk(topk, dim=-1)
+        values, ids = block_topk(scaled, topk)
         pick = torch.multinomial(values.softmax(dim=-1), 1, generator=generator)
         return ids.gather(1, pick).squeeze(1)
     shaped = restrict_(scaled, topk, topp)
@@ -52,20 +53,26 @@ def draw(lprobs: Tensor, temperature: float, topk: int, topp: float, generator: 
 
 
 @torch.inference_mode()
-def sample(model: Transformer, src: Tensor, opts: DecodeOptions, generator: torch.Generator) -> list[list[Hypothesis]]:
+def sample(
+    model: Transformer,
+    src: Tensor,
+    opts: DecodeOptions,
+    generator: torch.Generator,
+    vocab_ids: Tensor | None = None,
+) -> list[list[Hypothesis]]:
     """``opts.n_best`` independent samples per sentence of ``src`` ``(batch, src_len)``.
 
     ``opts.sampling``: ``topk`` restricts to ``opts.topk`` tokens, ``topp`` to the nucleus of
     mass ``opts.topp``; both divide log-probs by ``opts.temperature`` first. The samples of a
     sentence share its cross-attention keys/values (``start_state(enc, beam=n)``).
-    Returned per sentence sorted by score, best first.
+    Returned per sentence sorted by score, best first. ``vocab_ids``: an output shortlist or None.
     """
     cfg = model.cfg
     n = opts.n_best
     src, n_real = pad_source(src, cfg.pad_id, n, cfg.max_positions)
     b0, dev = src.shape[0], src.device
     limits = Limits.for_source(src, model, opts)
-    state = model.start_state(model.encode(src), beam=n)
+    state = model.start_state(model.encode(src), beam=n, vocab=vocab_ids)
     t_max = int(limits.max_len.max())
     out = torch.full((b0 * n, t_max + 1), cfg.pad_id, dtype=torch.long, device=dev)
     log_prob = torch.zeros(b0 * n, device=dev)

@@ -36,6 +36,7 @@ from torch import Tensor
 from mt.decode.lengths import max_output_len, min_output_len, normalize
 from mt.decode.options import DecodeOptions, Hypothesis
 from mt.decode.shapes import keep_sentences, pad_source, sentence_multiple
+from mt.decode.topk import topk as block_topk
 from mt.model import Transformer
 
 NEG_INF = float("-inf")
@@ -104,21 +105,29 @@ def constrain_(
 
 
 def step_log_probs(model: Transformer, tokens: Tensor, state, temperature: float = 1.0) -> Tensor:
-    """One decoder step → fp32 log-probs ``(rows, vocab)``."""
+    """One decoder step → fp32 log-probs ``(rows, vocab)``. With a shortlist
+    (``state.vocab``) the softmax runs over the shortlist and every other token gets -inf."""
     logits = model.decode_step(tokens, state).float()
     if temperature != 1.0:
         logits = logits / temperature
-    return F.log_softmax(logits, dim=-1)
+    lprobs = F.log_softmax(logits, dim=-1)
+    if state.vocab is None:
+        return lprobs
+    full = lprobs.new_full((lprobs.shape[0], model.cfg.vocab_size), NEG_INF)
+    return full.index_copy_(1, state.vocab, lprobs)
 
 
 @torch.inference_mode()
-def greedy_search(model: Transformer, src: Tensor, opts: DecodeOptions) -> list[list[Hypothesis]]:
-    """Argmax decoding. ``src``: ``(batch, src_len)`` → one hypothesis per sentence."""
+def greedy_search(
+    model: Transformer, src: Tensor, opts: DecodeOptions, vocab_ids: Tensor | None = None
+) -> list[list[Hypothesis]]:
+    """Argmax decoding. ``src``: ``(batch, src_len)`` → one hypothesis per sentence.
+    ``vocab_ids``: an output shortlist (sorted target ids, ``mt.decode.shortlist``) or None."""
     cfg = model.cfg
     src, n_real = pad_source(src, cfg.pad_id, 1, cfg.max_positions)
     b0, dev = src.shape[0], src.device
     limits = Limits.for_source(src, model, opts)
-    state = model.start_state(model.encode(src), beam=1)
+    state = model.start_state(model.encode(src), beam=1, vocab=vocab_ids)
     t_max = int(limits.max_len.max())
     out = torch.full((b0, t_max + 1), cfg.pad_id, dtype=torch.long, device=dev)
     log_prob = torch.zeros(b0, device=dev)
@@ -153,16 +162,19 @@ def greedy_search(model: Transformer, src: Tensor, opts: DecodeOptions) -> list[
 
 
 @torch.inference_mode()
-def beam_search(model: Transformer, src: Tensor, opts: DecodeOptions) -> list[list[Hypothesis]]:
+def beam_search(
+    model: Transformer, src: Tensor, opts: DecodeOptions, vocab_ids: Tensor | None = None
+) -> list[list[Hypothesis]]:
     """Beam search. ``src``: ``(batch, src_len)`` → per sentence the ``opts.n_best`` best
-    finished hypotheses, sorted by normalised score (best first)."""
+    finished hypotheses, sorted by normalised score (best first). ``vocab_ids``: as in
+    :func:`greedy_search`."""
     cfg = model.cfg
     k, vocab = opts.beam, cfg.vocab_size
     src, n_real = pad_source(src, cfg.pad_id, k, cfg.max_positions)
     b0, dev = src.shape[0], src.device
     n_cand = min(2 * k, k * vocab)
     limits = Limits.for_source(src, model, opts)
-    state = model.start_state(model.encode(src), beam=k)
+    state = model.start_state(model.encode(src), beam=k, vocab=vocab_ids)
     t_max = int(limits.max_len.max())
 
     # Step 0: all k beams of a sentence hold the same prefix (the decoder start), so when it
@@ -193,7 +205,7 @@ def beam_search(model: Transformer, src: Tensor, opts: DecodeOptions) -> list[li
         rows_max = limits.max_len[sent].repeat_interleave(width)
         constrain_(lprobs, hist[:, 1:], step, rows_min, rows_max, model, opts)
         cand = lprobs.add_(scores.view(-1, 1)).view(b, width * vocab)  # in place: no temporary
-        top_score, top_idx = cand.topk(n_cand, dim=1)  # (b, n_cand), best first
+        top_score, top_idx = block_topk(cand, n_cand)  # (b, n_cand), best first
         parent, token = top_idx // vocab, top_idx % vocab
         is_eos = token.eq(cfg.eos_id)
         alive = ~finished[sent]  # (b,)

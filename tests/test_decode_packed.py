@@ -1,0 +1,75 @@
+"""oneDNN-packed linear layers (mt/decode/packed.py): same results, batch-invariant rows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mt.decode.options import DecodeOptions
+from mt.decode.packed import PackedLinear, pack_linears, packing_available
+from mt.decode.search import beam_search
+from mt.decode.translator import Translator
+from _decode_support import IntText, random_sources, src_tensor, toy_model
+
+pytestmark = pytest.mark.skipif(not packing_available(), reason="this torch build has no oneDNN linear ops")
+
+
+@pytest.mark.parametrize("post_op,algorithm,act", [("none", "", lambda x: x), ("relu", "", F.relu),
+                                                   ("swish", "", F.silu), ("gelu", "none", F.gelu)])
+def test_packed_linear_matches_linear(post_op, algorithm, act):
+    g = torch.Generator().manual_seed(0)
+    w, b = torch.randn(96, 48, generator=g), torch.randn(96, generator=g)
+    x = torch.randn(3, 7, 48, generator=g)
+    for bias in (b, None):
+        packed = PackedLinear(w, bias, post_op, algorithm)
+        assert torch.allclose(packed(x), act(F.linear(x, w, bias)), atol=1e-4, rtol=1e-4)
+
+
+def test_packed_rows_do_not_depend_on_the_row_count():
+    g = torch.Generator().manual_seed(1)
+    layer = PackedLinear(torch.randn(500, 64, generator=g), torch.randn(500, generator=g))
+    x = torch.randn(60, 64, generator=g)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        full = layer(x)
+        for m in range(1, 60):
+            assert torch.equal(layer(x[:m]), full[:m]) and torch.equal(layer(x[-m:]), full[-m:]), m
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_pack_linears_copies_and_decodes_the_same_batch_invariantly():
+    model = toy_model()
+    packed = pack_linears(model)
+    assert not any(isinstance(m, PackedLinear) for m in model.modules())  # the original is untouched
+    assert not any(type(m) is nn.Linear for m in packed.modules())
+    assert isinstance(packed.output_proj, PackedLinear)  # the tied output layer too
+    ids = random_sources(10, seed=3, max_len=15)
+    opts = DecodeOptions(beam=3, n_best=2)
+    plain, fast = beam_search(model, src_tensor(ids), opts), beam_search(packed, src_tensor(ids), opts)
+    assert [[h.tokens for h in x] for x in plain] == [[h.tokens for h in x] for x in fast]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:  # alone or in any batch: identical tokens and scores
+        tr = Translator(packed, IntText())
+        texts = [" ".join(map(str, x)) for x in ids]
+        batch = tr.translate(texts, opts)
+        alone = [tr.translate([t], opts)[0] for t in reversed(texts)][::-1]
+        assert [[(h.tokens, h.score) for h in x] for x in batch] == [[(h.tokens, h.score) for h in x] for x in alone]
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_packed_model_decodes_a_shortlist_like_the_plain_model():
+    model = toy_model()
+    packed = pack_linears(model)
+    allowed = torch.tensor([1, 3] + list(range(10, 50)))
+    ids = random_sources(8, seed=6, max_len=12)
+    opts = DecodeOptions(beam=3)
+    plain = beam_search(model, src_tensor(ids), opts, allowed)
+    fast = beam_search(packed, src_tensor(ids), opts, allowed)
+    assert [h[0].tokens for h in plain] == [h[0].tokens for h in fast]
+    assert all(set(h[0].tokens) <= set(allowed.tolist()) for h in fast)
