@@ -462,7 +462,13 @@ def serve_cli(args: Any) -> int:
     for name, engine in app.state.engines.items():
         flag = " (RANDOM INIT: output is gibberish)" if engine.meta.get("random_init") else ""
         log.info("model %s: %s->%s%s", name, engine.src_lang, engine.tgt_lang, flag)
+    workers, threads = decoding_threads(settings, app.state.engines.values())
+    log.info("decoding: %d worker(s) x %d torch thread(s), max %d batch tokens, %g ms wait",
+             workers, threads, settings.max_batch_tokens, settings.max_wait_ms)
     if not _is_loopback(args.host) and settings.api_key is None:
         log.warning("listening on %s without an API key: anyone who can reach it can use it", args.host)
+    # the event loop shares the GIL with the decoding workers' Python bookkeeping; with
+    # Python's default 5 ms switch interval responses and new requests wait behind it
+    sys.setswitchinterval(settings.switch_interval_ms / 1000.0)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import time
+from types import SimpleNamespace
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from mt.decode.options import Hypothesis
 from mt.modelio import load_model
-from serve.app import create_app, parse_model_spec
+from serve.app import create_app, decoding_threads, parse_model_spec
 from serve.devmodel import make_random_model_dir
 from serve.settings import ServerSettings
 
@@ -255,3 +257,16 @@ def test_settings_must_fit_the_model(tmp_path):
         create_app({"x": loaded}, ServerSettings(beam_size=20, max_beam=16))
     with pytest.raises(ValueError, match="no models"):
         create_app({}, ServerSettings())
+
+
+def test_worker_and_thread_settings():
+    for bad, field in [(dict(workers=0), "workers"), (dict(threads=0), "threads"),
+                       (dict(switch_interval_ms=0), "switch_interval_ms")]:
+        with pytest.raises(ValueError, match=field):
+            ServerSettings(**bad).validate()
+    engines = [SimpleNamespace(translator=SimpleNamespace(device=torch.device("cpu")))]
+    assert decoding_threads(ServerSettings(threads=4), engines) == (2, 2)  # default: 2 workers on CPU
+    assert decoding_threads(ServerSettings(threads=1), engines) == (1, 1)
+    assert decoding_threads(ServerSettings(threads=4, workers=1), engines) == (1, 4)
+    gpu = [SimpleNamespace(translator=SimpleNamespace(device=torch.device("cuda")))]
+    assert decoding_threads(ServerSettings(threads=4), gpu) == (1, 4)
