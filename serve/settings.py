@@ -81,5 +81,5 @@ def add_arguments(parser) -> None:
         kind = float if isinstance(f.default, float) else int  # workers, threads: None -> int
         group.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None, metavar=kind.__name__.upper(),
-            help=f"(default {f.default})",
+            help=f"(default {'auto' if f.default is None else f.default})",
         )

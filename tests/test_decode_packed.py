@@ -73,3 +73,17 @@ def test_packed_model_decodes_a_shortlist_like_the_plain_model():
     fast = beam_search(packed, src_tensor(ids), opts, allowed)
     assert [h[0].tokens for h in plain] == [h[0].tokens for h in fast]
     assert all(set(h[0].tokens) <= set(allowed.tolist()) for h in fast)
+
+
+def test_packed_bf16_model_decodes():
+    """`--dtype bf16` on CPU packs bf16 weights too; the tokens stay those of the bf16 model."""
+    model = toy_model().to(torch.bfloat16)
+    try:
+        packed = pack_linears(model)
+        ids = random_sources(6, seed=8, max_len=10)
+        fast = beam_search(packed, src_tensor(ids), DecodeOptions(beam=2))
+    except RuntimeError as e:  # a CPU without bf16 support in oneDNN
+        pytest.skip(f"bf16 oneDNN linear unavailable: {e}")
+    plain = beam_search(model, src_tensor(ids), DecodeOptions(beam=2))
+    same = sum(a[0].tokens == b[0].tokens for a, b in zip(plain, fast))
+    assert same >= len(ids) - 1  # bf16 rounding may flip a near-tie; nearly all must agree
