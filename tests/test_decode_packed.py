@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -77,7 +79,7 @@ def test_packed_model_decodes_a_shortlist_like_the_plain_model():
 
 def test_packed_bf16_model_decodes():
     """`--dtype bf16` on CPU packs bf16 weights too; the tokens stay those of the bf16 model."""
-    model = toy_model().to(torch.bfloat16)
+    model = copy.deepcopy(toy_model()).to(torch.bfloat16)  # toy_model() is shared: never cast it in place
     try:
         packed = pack_linears(model)
         ids = random_sources(6, seed=8, max_len=10)
