@@ -122,9 +122,9 @@ def _add_decode_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=1)
     g.add_argument("--max-tokens", type=int, default=4096, help="source tokens per decoding batch")
     g.add_argument("--device", default="auto")
-    g.add_argument("--threads", type=int, default=None, help="torch threads on CPU, shared by the workers")
+    g.add_argument("--threads", type=_positive_int, default=None, help="torch threads on CPU, shared by the workers")
     g.add_argument(
-        "--workers", type=int, default=None,
+        "--workers", type=_positive_int, default=None,
         help="batches decoded at once on CPU (default: 2 if there are >= 2 threads, else 1); output is identical",
     )
     g.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of linear layers (CPU)")
@@ -143,6 +143,13 @@ def _add_decode_options(p: argparse.ArgumentParser) -> None:
         default="fp32",
         help="weights and activations for decoding (bf16/fp16: for GPUs; scores stay fp32)",
     )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -184,3 +184,10 @@ def test_corpus_scores():
     assert s["bleu_signature"].startswith("nrefs:1") and "nc:6" in s["chrf_signature"]
     with pytest.raises(ValueError):
         corpus_scores(["a"], ["a", "b"])
+
+
+def test_workers_and_threads_must_be_positive(capsys):
+    for flag in ("--workers", "--threads"):
+        with pytest.raises(SystemExit) as e:
+            build_parser().parse_args(["translate", "--model", "m", flag, "0"])
+        assert e.value.code == 2 and f"argument {flag}: must be >= 1" in capsys.readouterr().err
