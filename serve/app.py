@@ -39,7 +39,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve.batcher import MicroBatcher, QueueFull
+from serve.batcher import MicroBatcher, QueueFull, RunBatch
 from serve.engine import ModelEngine, RequestOptions, build_engine, default_name, finite
 from serve.guard import (
     ApiError,
@@ -91,7 +91,9 @@ def _index_html() -> str:
     return resources.files("serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
-def create_app(models: dict[str, Any], settings: Optional[ServerSettings] = None) -> FastAPI:
+def create_app(
+    models: dict[str, Any], settings: Optional[ServerSettings] = None, decode: Optional[RunBatch] = None
+) -> FastAPI:
     """Build the app around ``models`` (name → ``LoadedModel``, ``Translator`` or ``ModelEngine``).
 
     The first model is the default for requests that name none. The batcher's worker starts
@@ -119,6 +121,9 @@ def create_app(models: dict[str, Any], settings: Optional[ServerSettings] = None
     def run_batch(key: tuple[str, RequestOptions], texts: list[str]) -> list:
         name, opts = key
         return engines[name].translate(texts, opts)
+
+    if decode is not None:  # e.g. DecodeProcesses.run_batch (serve/processes.py)
+        run_batch = decode  # noqa: F811
 
     workers, worker_threads = decoding_threads(settings, engines.values())
 
@@ -453,22 +458,36 @@ def serve_cli(args: Any) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from_args(args)
+    processes = None
     try:
-        models = load_models(args.model)
-        app = create_app(models, settings)
-    except ValueError as e:
+        models = load_models(args.model)  # on CPU
+        if settings.worker_processes:
+            from serve.processes import DecodeProcesses
+
+            workers, threads = decoding_threads(settings, [])
+            log.info("starting %d decoding process(es)", workers)
+            processes = DecodeProcesses(args.model, workers, threads)
+        app = create_app(models, settings, processes.run_batch if processes else None)
+    except (ValueError, RuntimeError) as e:
+        if processes is not None:
+            processes.close()
         print(f"mt serve: error: {e}", file=sys.stderr)
         return 2
     for name, engine in app.state.engines.items():
         flag = " (RANDOM INIT: output is gibberish)" if engine.meta.get("random_init") else ""
         log.info("model %s: %s->%s%s", name, engine.src_lang, engine.tgt_lang, flag)
     workers, threads = decoding_threads(settings, app.state.engines.values())
-    log.info("decoding: %d worker(s) x %d torch thread(s), max %d batch tokens, %g ms wait",
-             workers, threads, settings.max_batch_tokens, settings.max_wait_ms)
+    log.info("decoding: %d worker %s x %d torch thread(s), max %d batch tokens, %g ms wait",
+             workers, "process(es)" if processes else "thread(s)", threads, settings.max_batch_tokens,
+             settings.max_wait_ms)
     if not _is_loopback(args.host) and settings.api_key is None:
         log.warning("listening on %s without an API key: anyone who can reach it can use it", args.host)
     # the event loop shares the GIL with the decoding workers' Python bookkeeping; with
     # Python's default 5 ms switch interval responses and new requests wait behind it
     sys.setswitchinterval(settings.switch_interval_ms / 1000.0)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    finally:
+        if processes is not None:
+            processes.close()
     return 0

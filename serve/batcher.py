@@ -8,7 +8,9 @@ are queued), runs them as one length-sorted batch and hands each job exactly its
 With ``workers > 1`` several threads take batches from the same queue, so one batch's Python
 bookkeeping and small ops overlap another's matrix products (each worker gets its share of
 the CPU threads: ``init_worker``). On the 2-core reference machine two workers with one torch
-thread each served more requests per second than one worker with two (``bench/results.md``).
+thread each served more requests per second than one worker with two, and more again when
+each worker thread hands its batches to its own process (``serve/processes.py``, what
+``mt serve`` does), so the workers stop waiting for each other's GIL (``bench/results.md``).
 
 While the worker decodes, the event loop keeps accepting requests (and answering /health);
 they queue up and form the next, larger batch, so under load batches grow by themselves and

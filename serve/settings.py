@@ -39,6 +39,9 @@ class ServerSettings:
     # bookkeeping with the other's matrix products (serve/batcher.py).
     workers: Optional[int] = None
     threads: Optional[int] = None
+    # 1: `mt serve` runs each worker in its own process (own GIL; serve/processes.py);
+    # 0: threads inside the server process (always so for create_app without a `decode`)
+    worker_processes: int = 1
     # Python's GIL switch interval while `mt serve` runs (process-wide; Python's default is 5).
     # The event loop needs the GIL to answer and admit requests while two workers run beam
     # search bookkeeping; at 1 ms, C=32 throughput was 13% higher on the 2-core reference VM.
@@ -60,6 +63,8 @@ class ServerSettings:
             raise ValueError(f"settings.beam_size: {self.beam_size} exceeds max_beam={self.max_beam}")
         if self.request_timeout_s <= 0 or self.max_wait_ms < 0:
             raise ValueError("settings.request_timeout_s must be > 0 and max_wait_ms >= 0")
+        if self.worker_processes not in (0, 1):
+            raise ValueError(f"settings.worker_processes: must be 0 or 1, got {self.worker_processes}")
         if not 0.01 <= self.switch_interval_ms <= 100:
             raise ValueError(f"settings.switch_interval_ms: must be in [0.01, 100], got {self.switch_interval_ms}")
         for name in ("workers", "threads"):
