@@ -96,8 +96,10 @@ def create_app(
 ) -> FastAPI:
     """Build the app around ``models`` (name → ``LoadedModel``, ``Translator`` or ``ModelEngine``).
 
-    The first model is the default for requests that name none. The batcher's worker starts
+    The first model is the default for requests that name none. The batcher's workers start
     with the first translation (or the app's startup), so tests can use the app directly.
+    ``decode``: what the batcher's workers call with each batch instead of the in-process
+    engines, ``(key, texts) -> outputs`` (``mt serve`` passes ``DecodeProcesses.run_batch``).
     """
     settings = settings or ServerSettings()
     settings.validate()
