@@ -13,7 +13,8 @@ Routes (all but /health and /ready need the API key when one is configured):
 =====================  ==================================================================
 
 Decoding never runs on the event loop: :class:`serve.batcher.MicroBatcher` merges queued
-requests and runs them in its worker thread.
+requests and runs them on its worker threads, which under ``mt serve`` hand each batch to a
+decoding process of their own (:mod:`serve.processes`).
 """
 # No ``from __future__ import annotations`` here: FastAPI must resolve the endpoint
 # annotations, and the request classes are local to create_app (limits come from settings).

@@ -37,7 +37,8 @@ class RequestOptions:
 
 
 class ModelEngine:
-    """One model as the server sees it. ``translate`` runs in the batcher's worker thread."""
+    """One model as the server sees it. ``translate`` runs in a batcher worker thread (or in a
+    decoding process, which builds its own engines: ``serve/processes.py``)."""
 
     def __init__(self, name: str, translator: Any, text: Any, meta: Optional[dict[str, Any]] = None,
                  model: Optional[torch.nn.Module] = None, base_options: Optional[DecodeOptions] = None) -> None:

@@ -15,7 +15,7 @@ SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class Metrics:
-    """The server's metrics. Thread-safe (the batcher observes from its worker thread)."""
+    """The server's metrics. Thread-safe (the batcher observes from its worker threads)."""
 
     def __init__(self, routes: set[str]) -> None:
         self.registry = CollectorRegistry()
