@@ -68,8 +68,8 @@ def evaluate_cli(args: argparse.Namespace) -> int:
     if len(src) != len(refs):
         print(f"mt evaluate: error: {args.src} has {len(src)} lines, {args.ref} has {len(refs)}", file=sys.stderr)
         return 2
-    translator = load_translator(args.model, args.device, args.int8, args.threads, args.dtype, args.workers, args.shortlist,
-                                 not args.no_pack)
+    translator = load_translator(args.model, args.device, args.int8, args.threads, args.dtype,
+                                 args.workers, args.shortlist, not args.no_pack)
     if args.beam_sweep:
         beams = [int(b) for b in args.beam_sweep.split(",") if b.strip()]
         ref_len = length_stats(refs)["mean_len"]

@@ -108,7 +108,7 @@ def create_app(
         raise ValueError("create_app: no models to serve")
     engines: dict[str, ModelEngine] = {}
     for name, obj in models.items():
-        engine = build_engine(name, obj)
+        engine = build_engine(name, obj, pack=decode is None)  # with `decode`, these only count tokens
         if engine.max_positions is not None and settings.max_tokens_per_text + 1 > engine.max_positions:
             raise ValueError(
                 f"settings.max_tokens_per_text={settings.max_tokens_per_text} does not fit model {name!r} "
@@ -121,12 +121,9 @@ def create_app(
     LTTranslateRequest = schemas.LTTranslateRequest
     metrics = Metrics(ROUTES)
 
-    def run_batch(key: tuple[str, RequestOptions], texts: list[str]) -> list:
+    def decode_here(key: tuple[str, RequestOptions], texts: list[str]) -> list:
         name, opts = key
         return engines[name].translate(texts, opts)
-
-    if decode is not None:  # e.g. DecodeProcesses.run_batch (serve/processes.py)
-        run_batch = decode  # noqa: F811
 
     workers, worker_threads = decoding_threads(settings, engines.values())
 
@@ -134,7 +131,7 @@ def create_app(
         torch.set_num_threads(worker_threads)
 
     batcher = MicroBatcher(
-        run_batch,
+        decode or decode_here,  # `decode`: e.g. DecodeProcesses.run_batch (serve/processes.py)
         init_worker=init_worker,
         workers=workers,
         max_batch_tokens=settings.max_batch_tokens,

@@ -84,8 +84,10 @@ def default_name(obj: Any, path: Optional[str | Path] = None) -> str:
     raise ValueError("model has no languages in its metadata; give it a name (NAME=DIR)")
 
 
-def build_engine(name: str, obj: Any, base_options: Optional[DecodeOptions] = None) -> ModelEngine:
-    """Wrap a ``LoadedModel``, a ``Translator``-like object or a ``ModelEngine`` under ``name``."""
+def build_engine(name: str, obj: Any, base_options: Optional[DecodeOptions] = None, pack: bool = True) -> ModelEngine:
+    """Wrap a ``LoadedModel``, a ``Translator``-like object or a ``ModelEngine`` under ``name``.
+    ``pack``: decode a ``LoadedModel`` on CPU with oneDNN-packed weights (``mt.decode.packed``);
+    pointless when this engine never decodes (decoding processes have their own)."""
     if isinstance(obj, ModelEngine):
         obj.name = name
         return obj
@@ -100,7 +102,7 @@ def build_engine(name: str, obj: Any, base_options: Optional[DecodeOptions] = No
         except StopIteration:
             device = torch.device("cpu")
         model = obj.model
-        if device.type == "cpu" and not model.training:
+        if pack and device.type == "cpu" and not model.training:
             from mt.decode.packed import pack_linears
 
             model = pack_linears(model)  # oneDNN-packed copy for decoding (same tokens, faster)

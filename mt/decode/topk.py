@@ -19,7 +19,6 @@ either). 8.7× faster for the example (0.31 ms).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 BLOCK = 64

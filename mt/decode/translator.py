@@ -12,7 +12,8 @@ input order and detokenises. Because decoding is batch-invariant
 and Python bookkeeping that one thread runs alone; with one batch at a time the other cores
 idle through that part, with two batches in flight one batch's bookkeeping overlaps the
 other's GEMMs. On the 2-core reference machine, 2 workers × 1 thread decoded test2016 at
-beam 5 1.3-1.4× faster than 1 worker × 2 threads (``bench/results.md``). The output is
+beam 5 1.3-1.4× faster than 1 worker × 2 threads with ``F.linear``, and ~5% faster with the
+packed weights that are now the default (``bench/results.md``). The output is
 identical whatever ``workers`` is: decoding is batch-invariant, and sampling draws from one
 generator per batch, seeded by ``(seed, batch number)``.
 
@@ -289,8 +290,8 @@ def format_nbest(index: int, hyps: list[Hypothesis]) -> list[str]:
 def translate_cli(args: argparse.Namespace) -> int:
     """``mt translate``: stdin/file in, detokenised text (or n-best TSV) out."""
     opts = DecodeOptions.from_args(args, n_best=args.n_best)
-    translator = load_translator(args.model, args.device, args.int8, args.threads, args.dtype, args.workers, args.shortlist,
-                                 not args.no_pack)
+    translator = load_translator(args.model, args.device, args.int8, args.threads, args.dtype,
+                                 args.workers, args.shortlist, not args.no_pack)
     lines = _read_lines(args.input)
     bar = None
     if args.input != "-":
