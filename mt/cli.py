@@ -152,6 +152,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mt",
@@ -208,9 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model directory; the shortlist is written into it")
     p.add_argument("--src", required=True, help="training source sentences (raw text, one per line)")
     p.add_argument("--tgt", required=True, help="their translations")
-    p.add_argument("--frequent", type=int, default=256, help="most frequent target tokens always allowed (256)")
-    p.add_argument("--per-source", type=int, default=16, help="candidates per source token, by Dice (16)")
-    p.add_argument("--max-lines", type=int, default=0, help="use only the first N pairs (0 = all)")
+    p.add_argument("--frequent", type=_non_negative_int, default=256,
+                   help="most frequent target tokens always allowed (256)")
+    p.add_argument("--per-source", type=_positive_int, default=16, help="candidates per source token, by Dice (16)")
+    p.add_argument("--max-lines", type=_non_negative_int, default=0, help="use only the first N pairs (0 = all)")
     p.add_argument("--check-src", help="held-out sources: report how much of --check-tgt their shortlists cover")
     p.add_argument("--check-tgt", help="held-out references for --check-src")
     p.set_defaults(func=_cmd_shortlist)

@@ -450,6 +450,15 @@ class Transformer(nn.Module):
             x = (self.src_embed_norm if which == "src" else self.tgt_embed_norm)(x)
         return self.dropout(x)
 
+    def untie_output(self) -> None:
+        """Give a tied model its own output layer, a copy of the embedding matrix, so that layer
+        can be converted for inference (int8, packed) while the embedding lookup stays as it is.
+        A no-op for a model that already has one."""
+        if getattr(self, "output_proj", None) is None:
+            weight = self.tgt_embed.weight
+            self.output_proj = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+            self.output_proj.weight = nn.Parameter(weight.detach().clone(), requires_grad=weight.requires_grad)
+
     def output_weight(self) -> Tensor:
         """The output layer's ``(vocab, d_model)`` weight as a float tensor (dequantised when
         ``quantize_int8`` replaced the layer)."""

@@ -81,10 +81,12 @@ def decoding_threads(settings: ServerSettings, engines: Any) -> tuple[int, int]:
     """``(workers, torch threads per worker)`` from ``settings.workers``/``settings.threads``:
     by default 2 workers on a CPU with at least 2 threads (1 when a model is on a GPU), and
     the threads split evenly between them."""
+    from mt.decode.translator import default_workers
+
     total = settings.threads or torch.get_num_threads()
     on_cpu = all(getattr(getattr(e, "translator", None), "device", torch.device("cpu")).type == "cpu"
                  for e in engines)
-    workers = settings.workers or (2 if on_cpu and total >= 2 else 1)
+    workers = settings.workers or default_workers(torch.device("cpu" if on_cpu else "cuda"), total)
     return workers, max(1, total // workers)
 
 
@@ -461,10 +463,10 @@ def serve_cli(args: Any) -> int:
     processes = None
     try:
         models = load_models(args.model)  # on CPU
+        workers, threads = decoding_threads(settings, [])  # [] = models on CPU
         if settings.worker_processes:
             from serve.processes import DecodeProcesses
 
-            workers, threads = decoding_threads(settings, [])
             log.info("starting %d decoding process(es)", workers)
             processes = DecodeProcesses(args.model, workers, threads)
         app = create_app(models, settings, processes.run_batch if processes else None)
@@ -476,14 +478,14 @@ def serve_cli(args: Any) -> int:
     for name, engine in app.state.engines.items():
         flag = " (RANDOM INIT: output is gibberish)" if engine.meta.get("random_init") else ""
         log.info("model %s: %s->%s%s", name, engine.src_lang, engine.tgt_lang, flag)
-    workers, threads = decoding_threads(settings, app.state.engines.values())
     log.info("decoding: %d worker %s x %d torch thread(s), max %d batch tokens, %g ms wait",
              workers, "process(es)" if processes else "thread(s)", threads, settings.max_batch_tokens,
              settings.max_wait_ms)
     if not _is_loopback(args.host) and settings.api_key is None:
         log.warning("listening on %s without an API key: anyone who can reach it can use it", args.host)
-    # the event loop shares the GIL with the decoding workers' Python bookkeeping; with
-    # Python's default 5 ms switch interval responses and new requests wait behind it
+    # with worker threads (--worker-processes 0) the event loop shares the GIL with their
+    # beam-search bookkeeping; at Python's default 5 ms switch interval responses and new
+    # requests wait behind it (worker processes leave it to the HTTP side)
     sys.setswitchinterval(settings.switch_interval_ms / 1000.0)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)

@@ -43,8 +43,9 @@ class ServerSettings:
     # 0: threads inside the server process (always so for create_app without a `decode`)
     worker_processes: int = 1
     # Python's GIL switch interval while `mt serve` runs (process-wide; Python's default is 5).
-    # The event loop needs the GIL to answer and admit requests while two workers run beam
-    # search bookkeeping; at 1 ms, C=32 throughput was 13% higher on the 2-core reference VM.
+    # With worker threads the event loop needs the GIL to answer and admit requests while two
+    # workers run beam-search bookkeeping; at 1 ms, C=32 throughput was 13% higher on the 2-core
+    # reference VM (measured with threads, before worker processes became the default).
     switch_interval_ms: float = 1.0
 
     # ---- access

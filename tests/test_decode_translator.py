@@ -190,3 +190,20 @@ def test_workers_and_threads_must_be_positive(capsys):
         with pytest.raises(SystemExit) as e:
             build_parser().parse_args(["translate", "--model", "m", flag, "0"])
         assert e.value.code == 2 and f"argument {flag}: must be >= 1" in capsys.readouterr().err
+
+
+def test_shortlist_cli_bad_input_is_a_clear_error(model_dir, tmp_path, capsys):
+    from mt.cli import main
+
+    (tmp_path / "a.de").write_text("haus\nbaum\n", encoding="utf-8")
+    (tmp_path / "a.en").write_text("house\n", encoding="utf-8")
+    base = ["shortlist", "--model", str(model_dir / "model")]
+    assert main(base + ["--src", str(tmp_path / "a.de"), "--tgt", str(tmp_path / "a.en")]) == 2
+    err = capsys.readouterr().err
+    assert "a.de has 2 lines" in err and "a.en has 1 lines" in err
+    assert main(base + ["--src", str(tmp_path / "a.de"), "--tgt", str(tmp_path / "a.de"),
+                        "--check-src", str(tmp_path / "a.de")]) == 2  # fmt: skip
+    assert "--check-src and --check-tgt go together" in capsys.readouterr().err
+    assert not (model_dir / "model" / "shortlist.safetensors").exists()  # nothing written on error
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(base + ["--src", "a", "--tgt", "b", "--per-source", "0"])

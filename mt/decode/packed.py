@@ -101,9 +101,7 @@ def pack_linears(model: Transformer) -> Transformer:
     model = copy.deepcopy(model).cpu().eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    if getattr(model, "output_proj", None) is None:
-        model.output_proj = nn.Linear(model.cfg.d_model, model.cfg.vocab_size, bias=False)
-        model.output_proj.weight = nn.Parameter(model.tgt_embed.weight.detach(), requires_grad=False)
+    model.untie_output()
     for module in list(model.modules()):
         if isinstance(module, FeedForward) and module.act in FUSED_ACTIVATIONS:
             post_op, algorithm = FUSED_ACTIVATIONS[module.act]

@@ -35,13 +35,11 @@ def quantize_int8(model: Transformer, output_proj: bool = True) -> Transformer:
     to the fp32 outputs).
     """
     model = copy.deepcopy(model).cpu().eval()
-    if output_proj and model.cfg.tie_output:
+    if output_proj:
         # The output projection is ~15% of a decoder step's multiply-adds; applied with
         # F.linear on the tied embedding it would stay fp32. Give the copy its own Linear
         # (same weights) so it is quantised too; the embedding lookup stays fp32.
-        weight = model.tgt_embed.weight
-        model.output_proj = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-        model.output_proj.weight = nn.Parameter(weight.detach().clone())
+        model.untie_output()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the torch.ao deprecation notice
         return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)

@@ -152,23 +152,26 @@ def coverage(shortlist: Shortlist, src: Sequence[Sequence[int]], tgt: Sequence[S
 # --------------------------------------------------------------------------- CLI
 
 
-def _lines(path: str) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
+def _pairs(src: str, tgt: str, what: str) -> tuple[list[str], list[str]]:
+    """Aligned raw lines of two files; different line counts or invalid UTF-8 raise
+    ``DataError`` naming the file (and line)."""
+    from mt.data.sources import read_text_pair
+
+    pairs = list(read_text_pair(src, tgt, what=what))
+    return [s for s, _ in pairs], [t for _, t in pairs]
 
 
 def shortlist_cli(args: argparse.Namespace) -> int:
     """``mt shortlist``: build ``MODEL/shortlist.safetensors`` from a training bitext."""
     from mt.modelio import load_model
 
+    if bool(args.check_src) != bool(args.check_tgt):
+        print("mt shortlist: error: --check-src and --check-tgt go together", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     loaded = load_model(args.model)
     cfg, text = loaded.model.cfg, loaded.text
-    src_lines, tgt_lines = _lines(args.src), _lines(args.tgt)
-    if len(src_lines) != len(tgt_lines):
-        print(f"mt shortlist: error: {args.src} has {len(src_lines)} lines, {args.tgt} has {len(tgt_lines)}",
-              file=sys.stderr)
-        return 2
+    src_lines, tgt_lines = _pairs(args.src, args.tgt, "shortlist bitext")
     if args.max_lines:
         src_lines, tgt_lines = src_lines[: args.max_lines], tgt_lines[: args.max_lines]
     src, tgt = text.encode_source(src_lines), text.encode_target(tgt_lines)
@@ -178,9 +181,9 @@ def shortlist_cli(args: argparse.Namespace) -> int:
             "frequent": args.frequent, "per_source": args.per_source, "score": "dice"}
     path = sl.save(args.model, meta)
     report = {"path": str(path), **meta, "seconds": round(time.perf_counter() - t0, 1)}
-    if args.check_src and args.check_tgt:
-        report["check"] = coverage(sl, text.encode_source(_lines(args.check_src)),
-                                   text.encode_target(_lines(args.check_tgt)))
+    if args.check_src:
+        check_src, check_tgt = _pairs(args.check_src, args.check_tgt, "shortlist check set")
+        report["check"] = coverage(sl, text.encode_source(check_src), text.encode_target(check_tgt))
     print(json.dumps(report))
     return 0
 

@@ -72,6 +72,11 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
+def default_workers(device: torch.device, threads: int) -> int:
+    """Batches to decode at once by default: 2 on a CPU with at least 2 threads, else 1."""
+    return 2 if device.type == "cpu" and threads >= 2 else 1
+
+
 def batch_seed(seed: int, batch_no: int) -> int:
     """Seed of batch ``batch_no``'s sampling generator: the same whatever thread decodes it."""
     return (seed * 1_000_003 + batch_no) % (2**63)
@@ -271,7 +276,7 @@ def load_translator(
 
         model = pack_linears(model)
     if workers is None:
-        workers = 2 if dev.type == "cpu" and torch.get_num_threads() >= 2 else 1
+        workers = default_workers(dev, torch.get_num_threads())
     return Translator(model, loaded.text, dev, workers, Shortlist.load(model_dir) if shortlist else None)
 
 
