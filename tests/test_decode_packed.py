@@ -12,6 +12,7 @@ from torch import nn
 from mt.decode.options import DecodeOptions
 from mt.decode.packed import PackedLinear, pack_linears, packing_available
 from mt.decode.search import beam_search
+from mt.decode.shapes import row_multiple
 from mt.decode.translator import Translator
 from _decode_support import IntText, random_sources, src_tensor, toy_model
 
@@ -63,6 +64,34 @@ def test_pack_linears_copies_and_decodes_the_same_batch_invariantly():
         assert [[(h.tokens, h.score) for h in x] for x in batch] == [[(h.tokens, h.score) for h in x] for x in alone]
     finally:
         torch.set_num_threads(before)
+
+
+def _rows_per_step(model, beam: int) -> list[int]:
+    """Decoder rows of each step when one sentence is beam-searched alone."""
+    seen: list[int] = []
+    step = model.decode_step
+
+    def counting(tokens, state):
+        seen.append(tokens.shape[0])
+        return step(tokens, state)
+
+    model.decode_step = counting
+    try:
+        beam_search(model, src_tensor(random_sources(1, seed=4, max_len=9)), DecodeOptions(beam=beam))
+    finally:
+        del model.decode_step
+    return seen
+
+
+def test_packed_model_decodes_a_lone_sentence_without_padding_rows():
+    """MKL needs rows in multiples of 4 for batch invariance, so a sentence alone at beam 5 runs
+    as 4 sentences (20 rows); packed rows are row-count invariant, so it runs 5 rows."""
+    plain = copy.deepcopy(toy_model())
+    packed = pack_linears(plain)
+    assert row_multiple(plain) == 4 and row_multiple(packed) == 1
+    assert set(_rows_per_step(plain, 5)[1:]) == {20}
+    rows = _rows_per_step(packed, 5)
+    assert rows[0] == 1 and set(rows[1:]) == {5}
 
 
 def test_packed_model_decodes_a_shortlist_like_the_plain_model():

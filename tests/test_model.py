@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from mt.config import ConfigError, ModelConfig, from_dict
+from mt.decode.shapes import keep_sentences
 from mt.model import CACHE_CHUNK, Transformer, sinusoidal_table
 
 
@@ -91,6 +92,35 @@ def test_cache_follows_rows_through_growth_reorder_and_select():
             logits = model.decode_step(step_tokens, state)
         full = model(src[sent].repeat_interleave(beam, 0), hist)[:, -1]
     assert state.layers[0].kv.shape[3] == 2 * CACHE_CHUNK  # grew once
+    torch.testing.assert_close(logits, full, atol=1e-5, rtol=1e-5)
+
+
+def test_dropping_sentences_moves_only_the_tail_into_the_holes():
+    """keep_sentences fills a dropped sentence's place from the end of the batch; the caches
+    then copy just those rows (cross-attention in place, self-attention by copy_rows) and
+    decoding goes on exactly as for a fresh batch of the kept sentences."""
+    model = _model()
+    g = torch.Generator().manual_seed(3)
+    src = torch.randint(4, 40, (4, 6), generator=g)
+    beam, steps = 2, 6
+    tokens = torch.randint(4, 40, (4 * beam, steps), generator=g)
+    tokens[:, 0] = 2
+    keep = keep_sentences(torch.tensor([True, False, True, True]), beam, rows=1)
+    assert keep.tolist() == [0, 3, 2]  # sentence 3 takes sentence 1's place; 0 and 2 stay
+    rows = (keep[:, None] * beam + torch.arange(beam)).view(-1)
+    with torch.no_grad():
+        state = model.start_state(model.encode(src), beam=beam)
+        cross_k = state.layers[0].cross_k
+        for t in range(3):
+            model.decode_step(tokens[:, t], state)
+        kv = state.layers[0].kv
+        state.select_sentences(keep)
+        # both compacted in place (a gather would have swapped in the spare buffer)
+        assert state.layers[0].cross_k.data_ptr() == cross_k.data_ptr() and state.layers[0].kv is kv
+        assert state.layers[0].rows == 3 * beam
+        for t in range(3, steps):
+            logits = model.decode_step(tokens[rows, t], state)
+        full = model(src[keep].repeat_interleave(beam, 0), tokens[rows])[:, -1]
     torch.testing.assert_close(logits, full, atol=1e-5, rtol=1e-5)
 
 

@@ -17,7 +17,7 @@ from torch import Tensor
 from mt.decode.lengths import normalize
 from mt.decode.options import DecodeOptions, Hypothesis
 from mt.decode.search import NEG_INF, Limits, constrain_, step_log_probs
-from mt.decode.shapes import keep_sentences, pad_source
+from mt.decode.shapes import keep_sentences, pad_source, row_multiple
 from mt.decode.topk import topk as block_topk
 from mt.model import Transformer
 
@@ -69,7 +69,8 @@ def sample(
     """
     cfg = model.cfg
     n = opts.n_best
-    src, n_real = pad_source(src, cfg.pad_id, n, cfg.max_positions)
+    multiple = row_multiple(model)
+    src, n_real = pad_source(src, cfg.pad_id, n, cfg.max_positions, multiple)
     b0, dev = src.shape[0], src.device
     limits = Limits.for_source(src, model, opts)
     state = model.start_state(model.encode(src), beam=n, vocab=vocab_ids)
@@ -99,7 +100,7 @@ def sample(
         alive = ~row_done[rows].view(-1, n).all(dim=1)  # (b,) sentences with a sample running
         if not bool(alive.any()):
             break
-        keep = keep_sentences(alive, n)
+        keep = keep_sentences(alive, n, multiple)
         if keep.numel() < sent.numel():
             state.select_sentences(keep)
             hist = hist.index_select(0, (keep[:, None] * n + offsets).view(-1))

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from mt.decode.lengths import max_output_len, min_output_len, normalize
 from mt.decode.options import DecodeOptions, Hypothesis
-from mt.decode.shapes import keep_sentences, pad_source, sentence_multiple
+from mt.decode.shapes import keep_sentences, pad_source, row_multiple, sentence_multiple
 from mt.decode.topk import topk as block_topk
 from mt.model import Transformer
 
@@ -124,7 +124,8 @@ def greedy_search(
     """Argmax decoding. ``src``: ``(batch, src_len)`` → one hypothesis per sentence.
     ``vocab_ids``: an output shortlist (sorted target ids, ``mt.decode.shortlist``) or None."""
     cfg = model.cfg
-    src, n_real = pad_source(src, cfg.pad_id, 1, cfg.max_positions)
+    multiple = row_multiple(model)
+    src, n_real = pad_source(src, cfg.pad_id, 1, cfg.max_positions, multiple)
     b0, dev = src.shape[0], src.device
     limits = Limits.for_source(src, model, opts)
     state = model.start_state(model.encode(src), beam=1, vocab=vocab_ids)
@@ -150,7 +151,7 @@ def greedy_search(
             alive &= ~ended
             if not bool(alive.any()):
                 break
-            keep = keep_sentences(alive, 1)
+            keep = keep_sentences(alive, 1, multiple)
             if keep.numel() < sent.numel():
                 state.select_sentences(keep)
                 sent, hist = sent[keep], hist[keep]
@@ -170,18 +171,20 @@ def beam_search(
     :func:`greedy_search`."""
     cfg = model.cfg
     k, vocab = opts.beam, cfg.vocab_size
-    src, n_real = pad_source(src, cfg.pad_id, k, cfg.max_positions)
+    multiple = row_multiple(model)
+    src, n_real = pad_source(src, cfg.pad_id, k, cfg.max_positions, multiple)
     b0, dev = src.shape[0], src.device
     n_cand = min(2 * k, k * vocab)
     limits = Limits.for_source(src, model, opts)
     state = model.start_state(model.encode(src), beam=k, vocab=vocab_ids)
     t_max = int(limits.max_len.max())
 
-    # Step 0: all k beams of a sentence hold the same prefix (the decoder start), so when it
-    # keeps the row count a multiple of ROW_MULTIPLE (odd k, see shapes.py) step 0 runs one
-    # row per sentence and the first reorder copies its cache to the k beams. Whether it does
-    # depends on k alone, never on the batch, so decoding stays batch-invariant.
-    width = 1 if sentence_multiple(k) % sentence_multiple(1) == 0 and n_cand <= vocab else k
+    # Step 0: all k beams of a sentence hold the same prefix (the decoder start), so when that
+    # keeps the row count a multiple of `multiple` (a packed model, or odd k: shapes.py) step 0
+    # runs one row per sentence and the first reorder copies its cache to the k beams. Whether
+    # it does depends on k and the model alone, never on the batch: decoding stays batch-invariant.
+    one_row = sentence_multiple(k, multiple) % sentence_multiple(1, multiple) == 0
+    width = 1 if one_row and n_cand <= vocab else k
     # active hypotheses, rows sentence-major: (b * width, steps so far + 1), decoder start first
     hist = torch.full((b0 * width, 1), model.decoder_start_id, dtype=torch.long, device=dev)
     scores = torch.zeros(b0, width, device=dev)
@@ -242,7 +245,7 @@ def beam_search(
 
         # -- drop finished sentences so the next steps do less work; the cache then makes
         # one gather for both the parents and the dropped sentences
-        keep = keep_sentences(alive, k) if bool(ended.any()) else None
+        keep = keep_sentences(alive, k, multiple) if bool(ended.any()) else None
         if keep is not None and keep.numel() < b:
             keep_rows = (keep[:, None] * k + beam_offsets).view(-1)
             rows, new_tokens, scores, sent = rows[keep_rows], new_tokens[keep_rows], scores[keep], sent[keep]
