@@ -423,10 +423,12 @@ class Transformer(nn.Module):
         if cfg.vocab_size <= 0:
             raise ValueError("model.vocab_size must be set (take it from the SentencePiece model)")
         self.cfg = cfg
-        # True once every linear layer gives each row the same bits whatever the row count
-        # (oneDNN-packed weights, mt/decode/packed.py): batch-invariant decoding then needs
-        # no padding rows (mt/decode/shapes.py), and the encoder skips padding tokens
-        self.row_invariant = False
+        # Whether decoding pads rows (and encodes padding tokens) so MKL's row-count-dependent
+        # linear kernels stay batch-invariant (mt/decode/shapes.py). Inference copies turn it
+        # off where it buys nothing: oneDNN-packed layers give each row the same bits for any
+        # row count (mt/decode/packed.py); int8 layers depend on the whole batch anyway
+        # (mt/decode/quantize.py). Then the encoder also skips padding tokens.
+        self.pad_rows = True
         d = cfg.d_model
         self.embed_scale = math.sqrt(d) if cfg.scale_embedding else 1.0
         self.src_embed = nn.Embedding(cfg.vocab_size, d, padding_idx=cfg.pad_id)
@@ -525,10 +527,10 @@ class Transformer(nn.Module):
         pad_mask = src.eq(self.cfg.pad_id)
         x = self._embed(src, 0, "src")
         mask = (~pad_mask)[:, None, None, :]
-        if self.row_invariant and not self.training:
-            # linear layers whose rows do not depend on the row count can skip the padding
-            # (batch-invariant sources are padded to >= 32 positions, ~2x the real tokens of
-            # a typical sentence); with MKL's row-count-dependent kernels they cannot
+        if not self.pad_rows and not self.training:
+            # skip the padding in the projections and feed-forward layers (batch-invariant
+            # sources are padded to >= 32 positions, ~2x a typical sentence's tokens); with
+            # MKL's row-count-dependent kernels that would break batch invariance
             real = ~pad_mask
             h = x[real]  # (tokens, d_model)
             for layer in self.encoder_layers:

@@ -110,7 +110,9 @@ def create_app(
         raise ValueError("create_app: no models to serve")
     engines: dict[str, ModelEngine] = {}
     for name, obj in models.items():
-        engine = build_engine(name, obj, pack=decode is None)  # with `decode`, these only count tokens
+        # with `decode` (decoding processes), these engines only count tokens
+        options = settings.model_options() if decode is None else {"pack": False}
+        engine = build_engine(name, obj, **options)
         if engine.max_positions is not None and settings.max_tokens_per_text + 1 > engine.max_positions:
             raise ValueError(
                 f"settings.max_tokens_per_text={settings.max_tokens_per_text} does not fit model {name!r} "
@@ -468,9 +470,9 @@ def serve_cli(args: Any) -> int:
             from serve.processes import DecodeProcesses
 
             log.info("starting %d decoding process(es)", workers)
-            processes = DecodeProcesses(args.model, workers, threads)
+            processes = DecodeProcesses(args.model, workers, threads, settings.model_options())
         app = create_app(models, settings, processes.run_batch if processes else None)
-    except (ValueError, RuntimeError) as e:
+    except (ValueError, RuntimeError, OSError) as e:  # OSError: a missing model file or shortlist
         if processes is not None:
             processes.close()
         print(f"mt serve: error: {e}", file=sys.stderr)
@@ -478,9 +480,9 @@ def serve_cli(args: Any) -> int:
     for name, engine in app.state.engines.items():
         flag = " (RANDOM INIT: output is gibberish)" if engine.meta.get("random_init") else ""
         log.info("model %s: %s->%s%s", name, engine.src_lang, engine.tgt_lang, flag)
-    log.info("decoding: %d worker %s x %d torch thread(s), max %d batch tokens, %g ms wait",
+    log.info("decoding: %d worker %s x %d torch thread(s), max %d batch tokens, %g ms wait; model %s",
              workers, "process(es)" if processes else "thread(s)", threads, settings.max_batch_tokens,
-             settings.max_wait_ms)
+             settings.max_wait_ms, ", ".join(f"{k}={v}" for k, v in settings.model_options().items()))
     if not _is_loopback(args.host) and settings.api_key is None:
         log.warning("listening on %s without an API key: anyone who can reach it can use it", args.host)
     # with worker threads (--worker-processes 0) the event loop shares the GIL with their

@@ -84,10 +84,22 @@ def default_name(obj: Any, path: Optional[str | Path] = None) -> str:
     raise ValueError("model has no languages in its metadata; give it a name (NAME=DIR)")
 
 
-def build_engine(name: str, obj: Any, base_options: Optional[DecodeOptions] = None, pack: bool = True) -> ModelEngine:
+def build_engine(
+    name: str,
+    obj: Any,
+    base_options: Optional[DecodeOptions] = None,
+    pack: bool = True,
+    int8: bool = False,
+    dtype: str = "fp32",
+    shortlist: bool = False,
+) -> ModelEngine:
     """Wrap a ``LoadedModel``, a ``Translator``-like object or a ``ModelEngine`` under ``name``.
-    ``pack``: decode a ``LoadedModel`` on CPU with oneDNN-packed weights (``mt.decode.packed``);
-    pointless when this engine never decodes (decoding processes have their own)."""
+
+    A ``LoadedModel`` is decoded by :func:`mt.decode.translator.decoding_model` of it: ``int8``
+    quantised or cast to ``dtype``, with oneDNN-packed weights on CPU when ``pack``; with
+    ``shortlist``, over its directory's output shortlist (``mt shortlist``). An engine that
+    only counts tokens (the server process when decoding processes decode) needs none of this:
+    ``pack=False`` and the defaults."""
     if isinstance(obj, ModelEngine):
         obj.name = name
         return obj
@@ -95,18 +107,22 @@ def build_engine(name: str, obj: Any, base_options: Optional[DecodeOptions] = No
     if hasattr(obj, "translate"):  # a Translator (or a double): use as is
         return ModelEngine(name, obj, obj.text, meta, getattr(obj, "model", None), base_options)
     if hasattr(obj, "model") and hasattr(obj, "text"):  # a LoadedModel
-        from mt.decode.translator import Translator
+        from mt.decode.shortlist import Shortlist
+        from mt.decode.translator import Translator, decoding_model
 
         try:
             device = next(obj.model.parameters()).device
         except StopIteration:
             device = torch.device("cpu")
         model = obj.model
-        if pack and device.type == "cpu" and not model.training:
-            from mt.decode.packed import pack_linears
-
-            model = pack_linears(model)  # oneDNN-packed copy for decoding (same tokens, faster)
-        translator = Translator(model, obj.text, device)
+        if not model.training:
+            model = decoding_model(model, device, int8=int8, dtype=dtype, pack=pack)
+        lexicon = None
+        if shortlist:
+            if getattr(obj, "path", None) is None:
+                raise ValueError(f"model {name!r}: --shortlist needs the model's directory")
+            lexicon = Shortlist.load(obj.path)
+        translator = Translator(model, obj.text, device, shortlist=lexicon)
         return ModelEngine(name, translator, obj.text, meta, obj.model, base_options)
     raise TypeError(f"model {name!r}: expected a LoadedModel or a Translator, got {type(obj).__name__}")
 

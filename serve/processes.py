@@ -20,13 +20,14 @@ import logging
 import multiprocessing as mp
 import queue
 import threading
-from typing import Any, Hashable, Sequence
+from typing import Any, Hashable, Optional, Sequence
 
 log = logging.getLogger(__name__)
 
 
-def _child_main(specs: list[str], threads: int, conn) -> None:
-    """Process body: load the models, say "ready", then translate batches until ``None``."""
+def _child_main(specs: list[str], threads: int, model_options: dict[str, Any], conn) -> None:
+    """Process body: load the models, say "ready", then translate batches until ``None``.
+    ``model_options``: ``build_engine`` keywords (``ServerSettings.model_options``)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -34,7 +35,7 @@ def _child_main(specs: list[str], threads: int, conn) -> None:
     from serve.engine import build_engine
 
     try:
-        engines = {name: build_engine(name, obj) for name, obj in load_models(specs).items()}
+        engines = {name: build_engine(name, obj, **model_options) for name, obj in load_models(specs).items()}
     except Exception as e:  # noqa: BLE001 - reported to the parent, which refuses to start
         conn.send(("error", f"{type(e).__name__}: {e}"))
         return
@@ -55,11 +56,14 @@ def _child_main(specs: list[str], threads: int, conn) -> None:
 
 class DecodeProcesses:
     """``n`` decoding processes, each with ``threads`` torch threads, for models ``specs``
-    (``[NAME=]DIR``, as given to ``mt serve --model``). :meth:`run_batch` is a
+    (``[NAME=]DIR``, as given to ``mt serve --model``), built with ``model_options``
+    (``build_engine`` keywords: int8, dtype, shortlist, pack). :meth:`run_batch` is a
     ``MicroBatcher`` ``run_batch``: call it from at most ``n`` threads at once."""
 
-    def __init__(self, specs: list[str], n: int, threads: int, start_timeout_s: float = 300.0) -> None:
+    def __init__(self, specs: list[str], n: int, threads: int, model_options: Optional[dict[str, Any]] = None,
+                 start_timeout_s: float = 300.0) -> None:  # fmt: skip
         self.specs, self.threads, self.start_timeout_s = list(specs), threads, start_timeout_s
+        self.model_options = dict(model_options or {})
         self._ctx = mp.get_context("spawn")  # fork would copy the parent's OpenMP and event-loop threads' state
         self._lock = threading.Lock()
         self._free: queue.SimpleQueue = queue.SimpleQueue()
@@ -75,8 +79,8 @@ class DecodeProcesses:
 
     def _spawn(self, i: int) -> int:
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_child_main, args=(self.specs, self.threads, child), daemon=True,
-                                 name=f"mt-decode-{i}")  # fmt: skip
+        proc = self._ctx.Process(target=_child_main, args=(self.specs, self.threads, self.model_options, child),
+                                 daemon=True, name=f"mt-decode-{i}")  # fmt: skip
         proc.start()
         child.close()  # the parent's copy: EOF reaches us when the process dies
         with self._lock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,23 @@ class ServerSettings:
     # reference VM (measured with threads, before worker processes became the default).
     switch_interval_ms: float = 1.0
 
+    # ---- the model decoding runs, as `mt translate`'s --int8 / --dtype / --shortlist / --no-pack
+    # (mt.decode.translator.decoding_model): int8 dynamic quantisation (CPU), a dtype cast,
+    # the model dir's output shortlist (approximate, not batch-invariant), oneDNN-packed weights
+    int8: bool = False
+    dtype: str = "fp32"
+    shortlist: bool = False
+    pack: bool = True
+
     # ---- access
     api_key: Optional[str] = None  # None = open; else required on every route but /health, /ready
 
     def replace(self, **changes) -> "ServerSettings":
         return dataclasses.replace(self, **changes)
+
+    def model_options(self) -> dict[str, Any]:
+        """The decoding-model fields, as ``serve.engine.build_engine`` keywords."""
+        return {"int8": self.int8, "dtype": self.dtype, "shortlist": self.shortlist, "pack": self.pack}
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first nonsensical setting."""
@@ -72,6 +84,12 @@ class ServerSettings:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"settings.{name}: must be >= 1, got {value}")
+        from mt.decode.translator import check_variant
+
+        try:
+            check_variant(self.int8, self.dtype)
+        except ValueError as e:
+            raise ValueError(f"settings.dtype/int8: {e}") from None
         if self.api_key is not None and not self.api_key:
             raise ValueError("settings.api_key: must not be empty (use None for no key)")
 
@@ -81,8 +99,17 @@ def add_arguments(parser) -> None:
     parser; ``serve.app.settings_from_args`` reads them back. Defaults stay None, meaning
     "the ServerSettings default"."""
     group = parser.add_argument_group("server limits and batching")
+    model = parser.add_argument_group("decoding model")
+    model.add_argument("--int8", dest="int8", action="store_true", default=None,
+                       help="int8 dynamic quantisation of the linear layers (CPU; not batch-invariant)")
+    model.add_argument("--dtype", dest="dtype", choices=["fp32", "bf16", "fp16"], default=None,
+                       help="weights and activations for decoding (default fp32)")
+    model.add_argument("--shortlist", dest="shortlist", action="store_true", default=None,
+                       help="decode over MODEL/shortlist.safetensors (`mt shortlist`): faster, approximate")
+    model.add_argument("--no-pack", dest="pack", action="store_false", default=None,
+                       help="CPU: F.linear on the stored weights instead of oneDNN-packed copies")
     for f in dataclasses.fields(ServerSettings):
-        if f.name == "api_key":
+        if f.name in ("api_key", "int8", "dtype", "shortlist", "pack"):
             continue
         kind = float if isinstance(f.default, float) else int  # workers, threads: None -> int
         group.add_argument(

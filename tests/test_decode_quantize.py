@@ -24,3 +24,18 @@ def test_int8_copy_quantises_output_projection_and_leaves_original():
 def test_int8_can_keep_fp32_output_projection():
     q = quantize_int8(toy_model(), output_proj=False)
     assert not hasattr(q, "output_proj")
+
+
+def test_int8_pads_no_rows():
+    """Padding rows only buy batch invariance from MKL's fp32 kernels; int8's per-batch
+    activation scales rule that out, so an int8 model decodes just its own rows."""
+    from mt.decode.search import beam_search
+    from mt.decode.shapes import row_multiple
+
+    q = quantize_int8(toy_model())
+    assert row_multiple(toy_model()) == 4 and row_multiple(q) == 1
+    rows = []
+    step = q.decode_step
+    q.decode_step = lambda tokens, state: rows.append(tokens.shape[0]) or step(tokens, state)
+    beam_search(q, src_tensor(random_sources(1, seed=4, max_len=9)), DecodeOptions(beam=5))
+    assert rows[0] == 1 and set(rows[1:]) == {5}

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from mt.decode.options import Hypothesis
 from mt.modelio import load_model
-from serve.app import create_app, decoding_threads, parse_model_spec
+from serve.app import create_app, decoding_threads, parse_model_spec, settings_from_args
 from serve.devmodel import make_random_model_dir
 from serve.settings import ServerSettings
 
@@ -270,3 +270,49 @@ def test_worker_and_thread_settings():
     assert decoding_threads(ServerSettings(threads=4, workers=1), engines) == (1, 4)
     gpu = [SimpleNamespace(translator=SimpleNamespace(device=torch.device("cuda")))]
     assert decoding_threads(ServerSettings(threads=4), gpu) == (1, 4)
+
+
+def test_decoding_model_settings_and_flags():
+    """`mt serve --int8 / --dtype / --shortlist / --no-pack` reach ServerSettings, and impossible
+    combinations are refused at start-up."""
+    from mt.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--model", "m", "--int8", "--no-pack", "--shortlist"])
+    settings = settings_from_args(args)
+    assert settings.model_options() == {"int8": True, "dtype": "fp32", "shortlist": True, "pack": False}
+    defaults = settings_from_args(build_parser().parse_args(["serve", "--model", "m"]))
+    assert defaults.model_options() == {"int8": False, "dtype": "fp32", "shortlist": False, "pack": True}
+    with pytest.raises(ValueError, match="int8"):
+        ServerSettings(int8=True, dtype="bf16").validate()
+    with pytest.raises(ValueError, match="dtype"):
+        ServerSettings(dtype="fp8").validate()
+
+
+def test_served_model_is_the_requested_decoding_variant(tmp_path):
+    """The engines decode with what the settings ask for: int8 layers, packed bf16 weights, the
+    model dir's shortlist; a missing shortlist is a start-up error naming the file."""
+    from torch import nn
+
+    from mt.decode import shortlist as sl
+    from mt.decode.packed import PackedLinear, packing_available
+
+    model_dir = make_random_model_dir(tmp_path / "m")
+    loaded = load_model(model_dir)
+    with pytest.raises(FileNotFoundError, match="shortlist"):
+        create_app({"m": loaded}, ServerSettings(shortlist=True))
+    int8 = create_app({"m": loaded}, ServerSettings(int8=True)).state.engines["m"]
+    assert any("quantized" in type(m).__module__ for m in int8.translator.model.modules())
+    assert not any(type(m) is nn.Linear for m in int8.translator.model.modules())
+    vocab = loaded.model.cfg.vocab_size
+    sl.build([[5, 6, 7]], [[8, 9]], vocab, frequent=20, per_source=4).save(model_dir, {})
+    plain = create_app({"m": load_model(model_dir)}, ServerSettings(pack=False, shortlist=True)).state.engines["m"]
+    assert plain.translator.shortlist is not None
+    assert not any(isinstance(m, PackedLinear) for m in plain.translator.model.modules())
+    if packing_available():
+        bf16 = create_app({"m": loaded}, ServerSettings(dtype="bf16")).state.engines["m"]
+        assert isinstance(bf16.translator.model.output_proj, PackedLinear)
+        assert bf16.translator.model.output_proj.weight.dtype == torch.bfloat16
+        assert next(loaded.model.parameters()).dtype == torch.float32  # the loaded model is left as is
+    with TestClient(create_app({"m": loaded}, ServerSettings(int8=True))) as client:
+        r = client.post("/v1/translate", json={"texts": ["ein test", "zwei"]})
+        assert r.status_code == 200 and len(r.json()["translations"]) == 2

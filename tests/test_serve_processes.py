@@ -61,3 +61,22 @@ def test_errors_come_back_and_a_dead_process_is_replaced(pool):
 def test_a_model_that_cannot_load_stops_start_up(tmp_path):
     with pytest.raises(RuntimeError, match="could not load"):
         DecodeProcesses([f"m={tmp_path / 'missing'}"], n=1, threads=1)
+
+
+def test_processes_build_the_requested_decoding_model(pool):
+    """`mt serve --int8` etc. reach the decoding processes: their int8 outputs are the local
+    int8 engine's (int8 scores differ from fp32), and a missing shortlist stops start-up."""
+    _, model_dir = pool
+    opts = RequestOptions(beam=2, alpha=1.0, max_length=None, n_best=1)
+    procs = DecodeProcesses([f"m={model_dir}"], n=1, threads=1, model_options={"int8": True})
+    try:
+        remote = procs.run_batch(("m", opts), TEXTS)
+    finally:
+        procs.close()
+    local = build_engine("m", load_model(model_dir), int8=True).translate(TEXTS, opts)
+    fp32 = build_engine("m", load_model(model_dir)).translate(TEXTS, opts)
+    key = [[(h.tokens, h.score) for h in hyps] for hyps in remote]
+    assert key == [[(h.tokens, h.score) for h in hyps] for hyps in local]
+    assert key != [[(h.tokens, h.score) for h in hyps] for hyps in fp32]
+    with pytest.raises(RuntimeError, match="shortlist"):
+        DecodeProcesses([f"m={model_dir}"], n=1, threads=1, model_options={"shortlist": True})

@@ -16,7 +16,7 @@ shape (rows × in × out)         F.linear, 2 thr.   packed, 2 threads
 
 Each output row is bit-identical whatever the number of rows (checked for 1–400 rows, fp32
 and bf16), so decoding stays batch-invariant *without* the padding rows MKL needed
-(``mt/decode/shapes.py``): a packed model has ``row_invariant = True``, and a sentence
+(``mt/decode/shapes.py``): a packed model has ``pad_rows = False``, and a sentence
 decoded alone at beam 5 runs 5 rows instead of 20 (1.7× faster on one thread).
 
 :func:`pack_linears` returns a copy of a model whose ``nn.Linear`` layers (and a tied output
@@ -113,5 +113,5 @@ def pack_linears(model: Transformer) -> Transformer:
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear:
                 setattr(parent, name, PackedLinear(child.weight, child.bias))
-    model.row_invariant = True  # so decoding drops the padding rows MKL needed (shapes.py)
+    model.pad_rows = False  # rows are row-count invariant: no padding rows needed (shapes.py)
     return model

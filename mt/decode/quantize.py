@@ -40,6 +40,9 @@ def quantize_int8(model: Transformer, output_proj: bool = True) -> Transformer:
         # F.linear on the tied embedding it would stay fp32. Give the copy its own Linear
         # (same weights) so it is quantised too; the embedding lookup stays fp32.
         model.untie_output()
+    # activation scales are per batch, so int8 decoding is not batch-invariant whatever the
+    # row count: padding rows for MKL's sake (mt/decode/shapes.py) would be wasted work
+    model.pad_rows = False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the torch.ao deprecation notice
         return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)

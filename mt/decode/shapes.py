@@ -20,12 +20,11 @@ order, gives identical tokens *and* identical scores:
 
 * :func:`pad_source` pads the source length to a multiple of :data:`SRC_MULTIPLE` (at least
   :data:`MIN_SRC_LEN`), so every encoder GEMM has ``batch * src_len`` rows (a multiple of
-  16; packed models run their encoder projections on the real tokens only, as their rows do
-  not depend on the row count) and every attention over the source sees a padded length
+  16; packed and int8 models run their encoder projections on the real tokens only) and every attention over the source sees a padded length
   that is a multiple of 16;
 * the number of decoder rows (``batch * beam``) is kept a multiple of :data:`ROW_MULTIPLE`
   (:func:`row_multiple`: 1, i.e. no padding, for a model with oneDNN-packed linear layers,
-  whose rows do not depend on the row count):
+  whose rows do not depend on the row count, and for int8 ones, which cannot be invariant):
   :func:`pad_source` adds dummy sentences (copies of the first) at the end, and
   :func:`keep_sentences` keeps a few already-finished sentences ("zombies", whose further
   output is ignored) alive when the batch shrinks. Beam search's step 0 runs one row per
@@ -35,7 +34,7 @@ order, gives identical tokens *and* identical scores:
   so attention over it runs the same kernels whatever the batch.
 
 The cost: at most 15 padding positions per source beyond 32, and at most 3 extra sentences
-(none for packed models). For a batch of 32 that is little; for a sentence decoded alone at
+(none for packed and int8 models). For a batch of 32 that is little; for a sentence decoded alone at
 beam 5 it is 20 rows instead of 5, which is why the packed CPU default does without.
 """
 
@@ -53,9 +52,9 @@ ROW_MULTIPLE = 4
 
 def row_multiple(model: nn.Module) -> int:
     """What the decoder's row count must be a multiple of for ``model``: 1 when its linear
-    layers are row-invariant (``model.row_invariant``, set by ``mt.decode.packed``), else
-    :data:`ROW_MULTIPLE`."""
-    return 1 if getattr(model, "row_invariant", False) else ROW_MULTIPLE
+    layers need no padding rows (``model.pad_rows`` off: packed layers are row-invariant,
+    int8 ones cannot be batch-invariant at all), else :data:`ROW_MULTIPLE`."""
+    return ROW_MULTIPLE if getattr(model, "pad_rows", True) else 1
 
 
 def sentence_multiple(beam: int, rows: int = ROW_MULTIPLE) -> int:

@@ -29,6 +29,7 @@ Edge cases:
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import warnings
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -44,7 +45,7 @@ from mt.decode.shortlist import Shortlist
 from mt.runtime import denormals_flushed
 from mt.model import Transformer
 
-__all__ = ["DecodeOptions", "Hypothesis", "Translator", "generate", "translate_cli"]
+__all__ = ["DecodeOptions", "Hypothesis", "Translator", "decoding_model", "generate", "translate_cli"]
 
 
 def generate(
@@ -254,30 +255,45 @@ def load_translator(
     (:mod:`mt.decode.packed`: same tokens, 1.2-1.3× faster decoding; still batch-invariant)."""
     from mt.modelio import load_model
 
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
-    if int8 and dtype != "fp32":
-        raise ValueError("--int8 quantises fp32 weights; it cannot be combined with --dtype " + dtype)
+    check_variant(int8, dtype)
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
     loaded = load_model(model_dir, device="cpu" if int8 else dev)
-    model = loaded.model
+    model = decoding_model(loaded.model, dev, int8=int8, dtype=dtype, pack=pack)
+    if workers is None:
+        workers = default_workers(dev, torch.get_num_threads())
+    return Translator(model, loaded.text, dev, workers, Shortlist.load(model_dir) if shortlist else None)
+
+
+def check_variant(int8: bool, dtype: str) -> None:
+    """Raise ``ValueError`` for a decoding precision that does not exist."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
+    if int8 and dtype != "fp32":
+        raise ValueError("--int8 quantises fp32 weights; it cannot be combined with --dtype " + dtype)
+
+
+def decoding_model(
+    model: Transformer, device: torch.device, int8: bool = False, dtype: str = "fp32", pack: bool = True
+) -> Transformer:
+    """What decoding runs for ``model`` (on ``device``): int8-quantised (CPU only), or cast to
+    ``dtype``, then with oneDNN-packed linear layers on CPU when ``pack``. A copy whenever it
+    differs from ``model``, which is never changed."""
+    check_variant(int8, dtype)
     if int8:
-        if dev.type != "cpu":
+        if device.type != "cpu":
             raise ValueError("--int8 is CPU-only (dynamic quantisation); use --device cpu")
         from mt.decode.quantize import quantize_int8
 
         model = quantize_int8(model)
     elif dtype != "fp32":
-        model = model.to(DTYPES[dtype])
-    if pack and dev.type == "cpu" and not int8:
+        model = copy.deepcopy(model).to(DTYPES[dtype])
+    if pack and device.type == "cpu" and not int8:
         from mt.decode.packed import pack_linears
 
         model = pack_linears(model)
-    if workers is None:
-        workers = default_workers(dev, torch.get_num_threads())
-    return Translator(model, loaded.text, dev, workers, Shortlist.load(model_dir) if shortlist else None)
+    return model
 
 
 def _read_lines(path: str) -> list[str]:
