@@ -180,7 +180,7 @@ def beam_search(
     t_max = int(limits.max_len.max())
 
     # Step 0: all k beams of a sentence hold the same prefix (the decoder start), so when that
-    # keeps the row count a multiple of `multiple` (a packed model, or odd k: shapes.py) step 0
+    # keeps the row count a multiple of `multiple` (packed/int8 models, or odd k: shapes.py) step 0
     # runs one row per sentence and the first reorder copies its cache to the k beams. Whether
     # it does depends on k and the model alone, never on the batch: decoding stays batch-invariant.
     one_row = sentence_multiple(k, multiple) % sentence_multiple(1, multiple) == 0

@@ -20,22 +20,22 @@ order, gives identical tokens *and* identical scores:
 
 * :func:`pad_source` pads the source length to a multiple of :data:`SRC_MULTIPLE` (at least
   :data:`MIN_SRC_LEN`), so every encoder GEMM has ``batch * src_len`` rows (a multiple of
-  16; packed and int8 models run their encoder projections on the real tokens only) and every attention over the source sees a padded length
-  that is a multiple of 16;
+  16; packed and int8 models run their encoder projections on the real tokens only) and
+  every attention over the source sees a padded length that is a multiple of 16;
 * the number of decoder rows (``batch * beam``) is kept a multiple of :data:`ROW_MULTIPLE`
   (:func:`row_multiple`: 1, i.e. no padding, for a model with oneDNN-packed linear layers,
   whose rows do not depend on the row count, and for int8 ones, which cannot be invariant):
   :func:`pad_source` adds dummy sentences (copies of the first) at the end, and
   :func:`keep_sentences` keeps a few already-finished sentences ("zombies", whose further
   output is ignored) alive when the batch shrinks. Beam search's step 0 runs one row per
-  sentence only where that keeps the multiple (odd beam sizes, or packed models);
+  sentence only where that keeps the multiple (odd beam sizes, or packed and int8 models);
 * the self-attention KV cache (``mt.model.LayerCache``) is a preallocated buffer whose
   strides depend only on the step (capacity grows in fixed chunks; fewer rows use a prefix),
   so attention over it runs the same kernels whatever the batch.
 
 The cost: at most 15 padding positions per source beyond 32, and at most 3 extra sentences
-(none for packed and int8 models). For a batch of 32 that is little; for a sentence decoded alone at
-beam 5 it is 20 rows instead of 5, which is why the packed CPU default does without.
+(none for packed and int8 models). For a batch of 32 that is little; for a sentence decoded
+alone at beam 5 it is 20 rows instead of 5, which is why the packed CPU default does without.
 """
 
 from __future__ import annotations
