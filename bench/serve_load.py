@@ -2,7 +2,8 @@
 
 Sends N ``/v1/translate`` requests (one sentence each) from C concurrent clients and reports
 throughput, p50/p95/p99 latency and errors; then compares with sending requests one at a
-time (a bounded prefix of the same requests) and prints the throughput ratio.
+time (a bounded prefix of the same requests, half of it before and half after the concurrent
+run, so a drift of the machine's speed meanwhile affects both) and prints the throughput ratio.
 
     python bench/serve_load.py --model runs/x/model            # a trained model
     python bench/serve_load.py --random-model small            # random-init 'small' (dry run)
@@ -124,7 +125,13 @@ async def run_load(url: str, payloads: list[bytes], concurrency: int, deadline: 
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - start
+    return summarize(concurrency, latencies, errors, batch_sizes, time.perf_counter() - start)
+
+
+def summarize(concurrency: int, latencies: list[float], errors: list[str], batch_sizes: list[int],
+              seconds: float) -> dict:
+    """The reported figures of one phase; the raw lists stay under ``_raw`` so phases can be
+    merged (:func:`merge`)."""
     done = len(latencies)
     q = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) >= 2 else [0.0] * 99
     return {
@@ -132,13 +139,20 @@ async def run_load(url: str, payloads: list[bytes], concurrency: int, deadline: 
         "requests": done,
         "errors": len(errors),
         "error_examples": errors[:3],
-        "seconds": elapsed,
-        "throughput_rps": (done - sum(1 for e in errors if e.startswith("HTTP"))) / elapsed if elapsed else 0.0,
+        "seconds": seconds,
+        "throughput_rps": (done - sum(1 for e in errors if e.startswith("HTTP"))) / seconds if seconds else 0.0,
         "p50_ms": q[49] * 1000,
         "p95_ms": q[94] * 1000,
         "p99_ms": q[98] * 1000,
         "mean_batch_texts": statistics.fmean(batch_sizes) if batch_sizes else 0.0,
+        "_raw": (latencies, errors, batch_sizes),
     }
+
+
+def merge(a: dict, b: dict) -> dict:
+    """Two runs of the same phase as one (requests and seconds added, percentiles pooled)."""
+    lat, err, batches = (x + y for x, y in zip(a["_raw"], b["_raw"]))
+    return summarize(a["concurrency"], lat, err, batches, a["seconds"] + b["seconds"])
 
 
 def wait_ready(url: str, proc: subprocess.Popen | None, timeout: float, headers: dict[str, str]) -> None:
@@ -173,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=10_000, help="requests in the concurrent run (default 10000)")
     p.add_argument("--concurrency", "-c", type=int, default=32)
     p.add_argument("--baseline-requests", type=int, default=300,
-                   help="requests sent one at a time for the comparison (a prefix of the same requests)")
+                   help="requests sent one at a time for the comparison (a prefix of the same requests; "
+                   "half before, half after the concurrent run; default 300)")
     p.add_argument("--max-seconds", type=float, default=600, help="stop issuing requests after this long (per phase)")
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--input", help="sentences, one per line (default: synthetic sentences)")
@@ -183,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.requests < 1 or args.concurrency < 1 or args.requests > 1_000_000 or args.concurrency > 1024:
         p.error("--requests must be in [1, 1e6] and --concurrency in [1, 1024]")
+    if args.baseline_requests < 2:
+        p.error("--baseline-requests must be >= 2 (half run before, half after the concurrent phase)")
     if args.url and not is_loopback_url(args.url):
         p.error("--url: only loopback servers (127.0.0.1, ::1, localhost) may be load-tested")
 
@@ -221,9 +238,16 @@ def main(argv: list[str] | None = None) -> int:
         wait_ready(url, proc, 120, headers)
         # warm-up (first calls pay for lazy initialisation)
         asyncio.run(run_load(url, payloads[:8], 1, time.monotonic() + 60, headers))
+        # the one-at-a-time baseline runs half before and half after the concurrent phase: the
+        # VM's speed drifts by ±15% within minutes, and the ratio should not hinge on one moment
         n_base = min(args.baseline_requests, len(payloads))
-        base = asyncio.run(run_load(url, payloads[:n_base], 1, time.monotonic() + args.max_seconds, headers))
+        half = n_base // 2
+        before = asyncio.run(run_load(url, payloads[:half], 1, time.monotonic() + args.max_seconds / 2, headers))
         conc = asyncio.run(run_load(url, payloads, args.concurrency, time.monotonic() + args.max_seconds, headers))
+        after = asyncio.run(run_load(url, payloads[half:n_base], 1, time.monotonic() + args.max_seconds / 2, headers))
+        base = merge(before, after)
+        print(f"one at a time: {before['throughput_rps']:.1f} req/s before the concurrent phase, "
+              f"{after['throughput_rps']:.1f} after")
     finally:
         if proc is not None:
             proc.terminate()
@@ -247,9 +271,10 @@ def main(argv: list[str] | None = None) -> int:
         if r["error_examples"]:
             print(f"errors at C={r['concurrency']}: {r['error_examples']}")
     if args.json_out:
+        public = [{k: v for k, v in r.items() if k != "_raw"} for r in (base, conc)]
         Path(args.json_out).write_text(json.dumps(
-            {"model": model_desc, "beam": args.beam, "one_at_a_time": base, "concurrent": conc, "ratio": ratio},
-            indent=2) + "\n")
+            {"model": model_desc, "beam": args.beam, "one_at_a_time": public[0], "concurrent": public[1],
+             "ratio": ratio}, indent=2) + "\n")
     return 0 if conc["errors"] == 0 and base["errors"] == 0 else 1
 
 
