@@ -464,6 +464,7 @@ def serve_cli(args: Any) -> int:
     settings = settings_from_args(args)
     processes = None
     try:
+        settings.validate()  # before any model loads or process starts
         models = load_models(args.model)  # on CPU
         workers, threads = decoding_threads(settings, [])  # [] = models on CPU
         if settings.worker_processes:

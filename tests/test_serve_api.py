@@ -272,7 +272,7 @@ def test_worker_and_thread_settings():
     assert decoding_threads(ServerSettings(threads=4), gpu) == (1, 4)
 
 
-def test_decoding_model_settings_and_flags():
+def test_decoding_model_settings_and_flags(capsys):
     """`mt serve --int8 / --dtype / --shortlist / --no-pack` reach ServerSettings, and impossible
     combinations are refused at start-up."""
     from mt.cli import build_parser
@@ -284,6 +284,11 @@ def test_decoding_model_settings_and_flags():
     assert defaults.model_options() == {"int8": False, "dtype": "fp32", "shortlist": False, "pack": True}
     with pytest.raises(ValueError, match="int8"):
         ServerSettings(int8=True, dtype="bf16").validate()
+    # the CLI refuses it before loading anything (the model dir does not even exist)
+    from mt.cli import main
+
+    assert main(["serve", "--model", "/nonexistent", "--int8", "--dtype", "bf16"]) == 2
+    assert "settings.dtype/int8" in capsys.readouterr().err
     with pytest.raises(ValueError, match="dtype"):
         ServerSettings(dtype="fp8").validate()
 
