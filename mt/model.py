@@ -373,8 +373,8 @@ class DecoderState:
         end of the batch); ``rows == 0..n'-1`` copies nothing."""
         n = rows.shape[0]
         if self.layers and n <= self.layers[0].rows:  # not the first step's growth to beam rows
-            moved = rows.ne(torch.arange(n, device=rows.device)).nonzero().squeeze(1)
-            if 2 * moved.shape[0] <= n:  # copying m rows moves ~2m rows of data, a full gather n
+            moved = _moved(rows)
+            if _few(moved, n):
                 for layer in self.layers:
                     layer.copy_rows(moved, rows[moved], n)
                 return
@@ -390,8 +390,7 @@ class DecoderState:
         """
         if rows is None:
             rows = (keep[:, None] * self.beam + torch.arange(self.beam, device=keep.device)).reshape(-1)
-        b = keep.shape[0]
-        moved = keep.ne(torch.arange(b, device=keep.device)).nonzero().squeeze(1)
+        moved = _moved(keep)
         for layer in self.layers:
             layer.cross_k = _keep_prefix_rows(layer.cross_k, keep, moved)
             layer.cross_v = _keep_prefix_rows(layer.cross_v, keep, moved)
@@ -399,12 +398,23 @@ class DecoderState:
         self.reorder(rows)
 
 
+def _moved(index: Tensor) -> Tensor:
+    """The positions ``i`` where ``index[i] != i``: what taking rows ``index`` in place must copy."""
+    return index.ne(torch.arange(index.shape[0], device=index.device)).nonzero().squeeze(1)
+
+
+def _few(moved: Tensor, n: int) -> bool:
+    """Whether copying the ``moved`` rows in place beats gathering all ``n``: copying ``m`` rows
+    moves ~``2m`` rows of data (read into a temporary, write back), a gather ``n``."""
+    return 2 * moved.shape[0] <= n
+
+
 def _keep_prefix_rows(x: Tensor, keep: Tensor, moved: Tensor) -> Tensor:
     """``x[keep]`` (``keep``: ``(b',)`` indices along dim 0), computed in place when few rows
-    move (``moved``: the positions ``i`` where ``keep[i] != i``): those rows are copied into
-    ``x`` and the result is a contiguous prefix view of it."""
+    move (``moved``: :func:`_moved` of ``keep``): those rows are copied into ``x`` and the
+    result is a contiguous prefix view of it."""
     b = keep.shape[0]
-    if 2 * moved.shape[0] > b:
+    if not _few(moved, b):
         return x.index_select(0, keep)
     if moved.numel():
         x.index_copy_(0, moved, x.index_select(0, keep[moved]))
