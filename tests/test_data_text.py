@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mt.data.text import TextPipeline, normalize, train_sentencepiece
+from mt.data.text import SMALL_LIST, TextPipeline, normalize, train_sentencepiece
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,6 +83,20 @@ def test_round_trip_exact_on_unseen_text(tiny_spm: Path) -> None:
     assert 1 not in {i for seq in ids for i in seq}  # never <unk>
     assert text.decode_target(ids) == [normalize(x, "en") for x in TRICKY]
     assert text.decode_source(text.encode_source(TRICKY)) == [normalize(x, "de") for x in TRICKY]
+
+
+def test_short_and_long_lists_encode_alike(tiny_spm: Path) -> None:
+    """Lists shorter than SMALL_LIST go one string at a time (SentencePiece's list call costs
+    ~0.1 ms of thread-pool start-up); both paths must give the same ids and texts."""
+    text = TextPipeline("de", "en", tiny_spm, target_lang_tag=True)
+    texts = [f"ein hund {w} läuft." for w in TRICKY * (SMALL_LIST // len(TRICKY) + 2)][: SMALL_LIST + 3]
+    assert len(texts) >= SMALL_LIST
+    whole = text.encode_source(texts)  # the list path
+    assert [text.encode_source([t])[0] for t in texts] == whole
+    assert [text.encode_target([t])[0] for t in texts] == text.encode_target(texts)
+    assert [text.decode_source([ids])[0] for ids in whole] == text.decode_source(whole)
+    assert text.decode_source(whole[:3]) == [normalize(t, "de") for t in texts[:3]]
+    assert all(isinstance(i, int) for seq in text.encode_source(texts[:2]) for i in seq)
 
 
 def test_save_load_and_lang_tag(tiny_spm: Path, tmp_path: Path) -> None:

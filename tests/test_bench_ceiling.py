@@ -1,0 +1,45 @@
+"""bench/batching_ceiling.py runs end to end on a tiny random model and reports its ratio."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+from serve.devmodel import make_random_model_dir, synthetic_sentences
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("batching_ceiling", ROOT / "bench" / "batching_ceiling.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ceiling_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = make_random_model_dir(tmp_path / "model", preset="tiny", vocab_size=400)
+    src = tmp_path / "src.txt"
+    src.write_text("\n".join(synthetic_sentences(20, seed=3)) + "\n\n", encoding="utf-8")
+    script = _load_script()
+    assert script.main(["--model", str(model), "--input", str(src), "--sentences", "8", "--batch", "4",
+                        "--beam", "2", "--rounds", "2"]) == 0
+    out = capsys.readouterr().out
+    rounds = re.findall(r"round \d: alone ([\d.]+) ms/sentence, batches of 4 ([\d.]+) ms/sentence, ceiling ([\d.]+)x", out)
+    assert len(rounds) == 2
+    for alone, batched, ceiling in rounds:
+        assert float(ceiling) == pytest.approx(2 * float(alone) / float(batched), rel=0.01)
+    assert re.search(r"ceiling of the throughput ratio with 2 decoding processes: [\d.]+x", out)
+
+
+def test_ceiling_script_rejects_bad_input(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n \n", encoding="utf-8")
+    script = _load_script()
+    with pytest.raises(SystemExit):
+        script.main(["--model", str(tmp_path), "--input", str(empty)])
+    with pytest.raises(SystemExit):
+        script.main(["--model", str(tmp_path), "--input", str(empty), "--batch", "0"])
