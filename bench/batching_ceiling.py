@@ -41,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if min(args.sentences, args.batch, args.workers, args.beam, args.rounds) < 1:
         p.error("--sentences, --batch, --workers, --beam and --rounds must be >= 1")
-    lines = [s for s in Path(args.input).read_text(encoding="utf-8").splitlines() if s.strip()]
+    try:
+        lines = [s for s in Path(args.input).read_text(encoding="utf-8").splitlines() if s.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        p.error(f"--input {args.input}: {e}")
+    if not Path(args.model).is_dir():
+        p.error(f"--model {args.model}: not a model directory")
     if not lines:
         p.error(f"--input {args.input}: no non-empty lines")
 
