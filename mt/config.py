@@ -24,9 +24,7 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown, of the wrong type or out of range."""
+from mt.errors import ConfigError  # re-exported: mt.config.ConfigError
 
 
 # --------------------------------------------------------------------------- sections
