@@ -61,11 +61,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _measure(args: argparse.Namespace, lines: list[str]) -> int:
-    from mt.decode.options import DecodeOptions
-    from mt.decode.translator import load_translator
+    from mt.decode.translator import Translator
 
-    translator = load_translator(args.model, device="cpu")  # packed, as mt serve decodes
-    opts = DecodeOptions(beam=args.beam)
+    # as each of mt serve's decoding processes decodes: the model directory's stored defaults
+    # (packed on CPU) in one worker, with --beam on top
+    translator = Translator.load(args.model, workers=1, device="cpu")
+    opts = translator.options.replace(beam=args.beam, n_best=min(translator.options.n_best, args.beam))
+    dm = translator.model
+    print(f"decoding: {dm.describe()}; padding: rows x{dm.padding.rows} ({dm.padding.finding})", flush=True)
     rng = random.Random(args.seed)
     texts = [rng.choice(lines) for _ in range(args.sentences)]
     translator.translate(texts[: 2 * args.batch], opts)  # warm-up

@@ -38,7 +38,8 @@ What each side does (model loading is never timed):
   an ended hypothesis takes its beam slot with it). Greedy is
   ``-beam_size 1``, which 3.0.4 runs through its beam search. It reads the pieces from a file,
   as ``onmt_translate`` does; the subword encoding is not in its time.
-* mt: what ``mt evaluate --threads 2 --max-tokens 1024 --beam B`` does: ``load_translator`` and
+* mt: what ``mt evaluate --threads 2 --max-tokens 1024 --beam B`` does: ``Translator.load``
+  (the model directory's stored decoding defaults with the flags on top) and
   ``Translator.translate`` on the raw sentences (normalisation and SentencePiece included in
   its time; the script prints how long that part takes). ``--mt-args`` adds decoding flags of
   ``mt evaluate`` (e.g. ``--shortlist``, ``--int8``); each value is one variant,
@@ -104,11 +105,11 @@ from mt.config import ModelConfig  # noqa: E402
 from mt.data.batching import make_source  # noqa: E402
 from mt.data.fetch import resolve_data_dir  # noqa: E402
 from mt.data.text import TextPipeline  # noqa: E402
-from mt.decode.options import DecodeOptions  # noqa: E402
-from mt.decode.translator import Translator, load_translator  # noqa: E402
+from mt.decode.options import DecodeOptions, from_args  # noqa: E402
+from mt.decode.translator import Translator  # noqa: E402
 from mt.evaluate import corpus_scores  # noqa: E402
 from mt.model import Attention, FeedForward, Transformer, sinusoidal_table  # noqa: E402
-from mt.modelio import load_model  # noqa: E402
+from mt.modelio import load_model, stored_decode_options  # noqa: E402
 from mt.runtime import tune_malloc  # noqa: E402
 
 # OpenNMT-py's names for mt's ids 0..3 (pad, unk, bos, eos); onmt.constants.DefaultTokens
@@ -388,13 +389,13 @@ class MtVariant:
     def load(cls, model_dir: str, extra: str, threads: int) -> "MtVariant":
         argv = ["--device", "cpu", "--threads", str(threads), "--max-tokens", "1024", *shlex.split(extra)]
         args = mt_arg_parser().parse_args(argv)
-        # exactly mt evaluate's call
-        translator = load_translator(model_dir, args.device, args.int8, args.threads, args.dtype,
-                                     args.workers, args.shortlist, not args.no_pack)  # fmt: skip
+        # exactly mt evaluate's calls: the stored defaults, the flags on top
+        opts = from_args(args, stored_decode_options(model_dir))
+        translator = Translator.load(model_dir, opts, args.workers, args.threads)
         return cls(f"mt {extra}".strip(), args, translator)
 
     def options(self, beam: int) -> DecodeOptions:
-        return DecodeOptions.from_args(self.args).replace(beam=beam)
+        return self.translator.options.replace(beam=beam)
 
     def run(self, src: list[str], beam: int) -> list[list[int]]:
         return [hyps[0].tokens for hyps in self.translator.translate(src, self.options(beam))]
@@ -577,7 +578,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         greedy_peer = Peer(ckpt, src_file, 1, args.batch_size, eps) if 1 not in peers else peers[1]
         peer_greedy = peer_tokens(greedy_peer.run())
         # mt greedy with the peer's length limits (min 0, max_length steps) so only numerics can differ
-        check = load_translator(args.model, "cpu", threads=args.threads)
+        check = Translator.load(args.model, threads=args.threads, device="cpu")
+        # (DecodeOptions' defaults otherwise, not the model's stored ones: a stored no_repeat_ngram
+        # or unk_penalty would change the search itself)
         limits = DecodeOptions(beam=1, min_len=greedy_peer.settings["min_length"], max_len_a=0.0,
                                max_len_b=greedy_peer.settings["max_length"], max_tokens=1024)  # fmt: skip
         mt_greedy = [h[0].tokens for h in check.translate(src, limits)]

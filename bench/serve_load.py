@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="requests sent one at a time for the comparison (a prefix of the same requests; "
                    "half before, half after the concurrent run; default 300)")
     p.add_argument("--max-seconds", type=float, default=600, help="stop issuing requests after this long (per phase)")
-    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--beam", type=int, default=None,
+                   help="beam_size of every request (default: none sent: the server's, i.e. its --beam or the model's stored one)")
     p.add_argument("--input", help="sentences, one per line (default: synthetic sentences)")
     p.add_argument("--server-args", default="", help="extra flags for python -m serve, e.g. '--max-wait-ms 3'")
     p.add_argument("--api-key", default=os.environ.get("MT_API_KEY"))
@@ -207,10 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.input:
         sentences = [s for s in Path(args.input).read_text(encoding="utf-8").splitlines() if s.strip()]
     else:
-        from serve.devmodel import synthetic_sentences
+        from bench.devmodel import synthetic_sentences
 
         sentences = synthetic_sentences(2000, seed=7)
-    payloads = [json.dumps({"texts": [sentences[i % len(sentences)]], "beam_size": args.beam}).encode()
+    options = {} if args.beam is None else {"beam_size": args.beam}
+    payloads = [json.dumps({"texts": [sentences[i % len(sentences)]], **options}).encode()
                 for i in range(args.requests)]
 
     tmp = None
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         if url is None:
             model_dir = args.model
             if args.random_model:
-                from serve.devmodel import make_random_model_dir
+                from bench.devmodel import make_random_model_dir
 
                 tmp = tempfile.TemporaryDirectory(prefix="mt-bench-")
                 model_dir = str(make_random_model_dir(Path(tmp.name) / "model", preset=args.random_model,
@@ -259,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             tmp.cleanup()
 
     ratio = conc["throughput_rps"] / base["throughput_rps"] if base["throughput_rps"] else float("nan")
-    print(f"\nmodel: {model_desc}; beam {args.beam}; one sentence per request")
+    beam = "the server's default" if args.beam is None else args.beam
+    print(f"\nmodel: {model_desc}; beam {beam}; one sentence per request")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs (shared with anything else running)\n")
     print("| clients | requests | errors | throughput (req/s) | p50 ms | p95 ms | p99 ms | mean batch |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["load_model", "__version__"]
+_EXPORTS = {"load_model": "mt.modelio", "Translator": "mt.decode.translator", "DecodeOptions": "mt.config"}
+__all__ = ["__version__", *_EXPORTS]
 
 
-def load_model(model_dir: str, device: str = "cpu") -> Any:
-    """Load a model directory (config.json + model.safetensors + SentencePiece); see mt.modelio."""
-    from mt.modelio import load_model as _load
-
-    return _load(model_dir, device=device)
+def __getattr__(name: str) -> Any:
+    """Load the exported names on first use (PEP 562): ``import mt`` imports no torch."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mt' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

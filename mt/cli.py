@@ -2,12 +2,159 @@
 
 Each subcommand's work lives in its own module; imports are lazy so ``mt --help`` is fast
 and a server install does not import the trainer.
+
+User errors end in one line on stderr, ``mt <command>: error: <message>``, and exit code 2:
+argparse's through :class:`ArgumentParser`, everything else through :func:`main`, which
+catches :class:`mt.errors.UserError` (and a missing, unreadable or undecodable file that a
+user named). Paths the user names are checked here, before any work starts
+(:func:`_check_input`, :func:`_check_output`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
+from typing import NoReturn, Optional
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``mt <command>: error: <message>``, exit 2, no usage
+    block (``--help`` still shows it). Subparsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        # unknown arguments are found by the top-level parser: name the subcommand anyway
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            prog = command_name(ns) if getattr(ns, "command", None) else self.prog
+            self.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(extras)}\n")
+        return ns
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line: its non-empty lines joined with ``; ``."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    out = lines[0] if lines else "unknown error"
+    for line in lines[1:]:
+        out += (" " if out.endswith(":") else "; ") + line
+    return out
+
+
+def command_name(args: argparse.Namespace) -> str:
+    """``mt translate``, ``mt data fetch``: the prefix of the command's error lines."""
+    parts = ["mt", args.command]
+    if getattr(args, "data_command", None):
+        parts.append(args.data_command)
+    return " ".join(parts)
+
+
+# --------------------------------------------------------------------------- boundary checks
+
+# the text files each command reads, as (dest, flag); "-" is stdin
+INPUT_FLAGS = {
+    "translate": (("input", "--input"),),
+    "evaluate": (("src", "--src"), ("ref", "--ref")),
+    "shortlist": (("src", "--src"), ("tgt", "--tgt"), ("check_src", "--check-src"), ("check_tgt", "--check-tgt")),
+}
+
+
+def _named_inputs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """``[(flag, path)]`` of the input files given to this command."""
+    pairs = [(flag, getattr(args, dest, None)) for dest, flag in INPUT_FLAGS.get(args.command, ())]
+    return [(flag, str(path)) for flag, path in pairs if path is not None]
+
+
+def _check_input(flag: str, path: Optional[str]) -> None:
+    """A file to read: it exists, is not a directory, and can be opened."""
+    from mt.errors import ConfigError, MissingFileError
+
+    if path is None or path == "-":
+        return
+    p = Path(path)
+    if not p.exists():
+        raise MissingFileError(f"{flag} {path}: file not found")
+    if p.is_dir():
+        raise ConfigError(f"{flag} {path}: is a directory, expected a text file")
+    if not os.access(p, os.R_OK):
+        raise ConfigError(f"{flag} {path}: not readable (permission denied)")
+
+
+def _check_output(flag: str, path: Optional[str]) -> None:
+    """A file to write: its directory exists and is writable, and it is not a directory."""
+    from mt.errors import ConfigError, MissingFileError
+
+    if path is None or path == "-":
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{flag} {path}: is a directory, expected a file name")
+    parent = p.parent
+    if not parent.is_dir():
+        raise MissingFileError(f"{flag} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise ConfigError(f"{flag} {path}: not writable (permission denied)")
+
+
+def _check_output_dir(flag: str, path: str) -> None:
+    """A directory to create or replace (its missing parents are created)."""
+    from mt.errors import ConfigError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{flag} {path}: exists and is not a directory")
+    ancestor = next(a for a in (p.parent, *p.parent.parents) if a.exists())
+    if not ancestor.is_dir():
+        raise ConfigError(f"{flag} {path}: {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: {ancestor} is not writable (permission denied)")
+
+
+def _check_device(device: Optional[str]) -> None:
+    """``--device``: a device this machine has (``auto``, ``cpu``, ``cuda[:N]``, ``mps``)."""
+    from mt.errors import ConfigError
+
+    if device is None or device == "auto":
+        return
+    import torch
+
+    expected = "expected auto, cpu, cuda, cuda:N or mps"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device: {expected}; got {device!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"--device {device}: MPS is not available on this machine")
+    elif dev.type != "cpu":
+        raise ConfigError(f"--device: {expected}; got {device!r}")
+
+
+def _check_model_dir(path: str) -> None:
+    """``--model``: a directory with the files of a model and a valid ``config.json`` (the
+    weights and the text pipeline are checked when it is loaded)."""
+    from mt.modelio import check_model_dir, read_model_config
+
+    read_model_config(check_model_dir(path))
+
+
+def _check_decoding_command(args: argparse.Namespace) -> None:
+    """What ``translate`` and ``evaluate`` share: inputs readable, model present, device real."""
+    for flag, path in _named_inputs(args):
+        _check_input(flag, path)
+    _check_model_dir(args.model)
+    _check_device(getattr(args, "device", None))
+
+
+# --------------------------------------------------------------------------- commands
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -23,29 +170,20 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from mt.config import load_config
-    from mt.data import DataError
+    from mt.config import ConfigError, load_config
     from mt.data.prepare import prepare
 
     cfg = load_config(args.config, args.overrides)
-    try:
-        prepare(cfg, data_dir=args.data_dir, force=args.force)
-    except DataError as e:
-        print(f"mt prepare: error: {e}", file=sys.stderr)
-        return 2
+    if cfg.data.train is None:
+        raise ConfigError(f"{args.config}: data.train: a training corpus is required")
+    prepare(cfg, data_dir=args.data_dir, force=args.force)
     return 0
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from mt.data import DataError
     from mt.data.fetch import fetch_dataset
 
-    try:
-        path = fetch_dataset(args.name, data_dir=args.data_dir, base_url=args.base_url)
-    except DataError as e:
-        print(f"mt data fetch: error: {e}", file=sys.stderr)
-        return 2
-    print(path)
+    print(fetch_dataset(args.name, data_dir=args.data_dir, base_url=args.base_url))
     return 0
 
 
@@ -61,6 +199,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_average(args: argparse.Namespace) -> int:
     from mt.train.checkpoint import average_checkpoints
 
+    _check_output_dir("--out", args.out)
     average_checkpoints(args.run_dir, args.out, last=args.last, inputs=args.inputs)
     return 0
 
@@ -68,18 +207,25 @@ def _cmd_average(args: argparse.Namespace) -> int:
 def _cmd_translate(args: argparse.Namespace) -> int:
     from mt.decode.translator import translate_cli
 
+    _check_decoding_command(args)
+    _check_output("--output", args.output)
     return translate_cli(args)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from mt.evaluate import evaluate_cli
 
+    _check_decoding_command(args)
+    _check_output("--hyp-out", args.hyp_out)
     return evaluate_cli(args)
 
 
 def _cmd_shortlist(args: argparse.Namespace) -> int:
     from mt.decode.shortlist import shortlist_cli
 
+    for flag, path in _named_inputs(args):
+        _check_input(flag, path)
+    _check_model_dir(args.model)
     return shortlist_cli(args)
 
 
@@ -90,77 +236,63 @@ def _cmd_backtranslate(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from serve.app import serve_cli
+    from serve.cli import serve_cli
 
     return serve_cli(args)
 
 
 def _add_decode_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("decoding")
-    g.add_argument("--beam", type=int, default=5, help="beam size; 1 = greedy (default 5)")
-    g.add_argument(
-        "--length-norm",
-        choices=["avg", "gnmt", "none"],
-        default="avg",
-        help="avg: score/len^alpha; gnmt: score/((5+len)/6)^alpha; none (default avg)",
-    )
-    g.add_argument("--alpha", type=float, default=1.0, help="length normalisation exponent (default 1.0)")
-    g.add_argument("--max-len-a", type=float, default=1.2, help="max output length = a*src_len + b")
-    g.add_argument("--max-len-b", type=int, default=10)
-    g.add_argument("--min-len", type=int, default=1, help="EOS is blocked before this many tokens")
-    g.add_argument("--no-repeat-ngram", type=int, default=0, help="block repeated n-grams of this size")
-    g.add_argument("--unk-penalty", type=float, default=0.0, help="subtracted from the unknown token's log-prob")
-    g.add_argument(
-        "--sampling",
-        choices=["none", "topk", "topp", "beam_noise"],
-        default="none",
-        help="sample instead of searching (for back-translation)",
-    )
-    g.add_argument("--topk", type=int, default=10)
-    g.add_argument("--topp", type=float, default=0.9)
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--seed", type=int, default=1)
-    g.add_argument("--max-tokens", type=int, default=4096, help="source tokens per decoding batch")
-    g.add_argument("--device", default="auto")
+    """The decoding flags, generated from ``mt.config.DecodeOptions`` (defaults: the model
+    directory's stored ones), and the CPU thread flags."""
+    from mt.decode.options import add_arguments
+
+    add_arguments(p)
+    g = p.add_argument_group("CPU threads")
     g.add_argument("--threads", type=_positive_int, default=None, help="torch threads on CPU, shared by the workers")
     g.add_argument(
         "--workers", type=_positive_int, default=None,
         help="batches decoded at once on CPU (default: 2 if there are >= 2 threads, else 1); output is identical",
     )
-    g.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of linear layers (CPU)")
-    g.add_argument(
-        "--no-pack", action="store_true",
-        help="CPU: multiply by the stored weights (F.linear) instead of oneDNN-packed copies (slower, same tokens)",
-    )
-    g.add_argument(
-        "--shortlist", action="store_true",
-        help="compute logits only for the batch's likely target tokens (MODEL/shortlist.safetensors, "
-        "from `mt shortlist`): faster, approximate, not batch-invariant",
-    )
-    g.add_argument(
-        "--dtype",
-        choices=["fp32", "bf16", "fp16"],
-        default="fp32",
-        help="weights and activations for decoding (bf16/fp16: for GPUs; scores stay fp32)",
-    )
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 
+def _port(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in [0, 65535], got {value}")
+    return value
+
+
+def _beam_list(text: str) -> str:
+    """``--beam-sweep``: comma-separated beam sizes >= 1 (kept as the normalised string)."""
+    beams = [b.strip() for b in text.split(",") if b.strip()]
+    if not beams or not all(b.isdigit() and int(b) >= 1 for b in beams):
+        raise argparse.ArgumentTypeError(f"expected comma-separated beam sizes >= 1 such as 1,2,5,10; got {text!r}")
+    return ",".join(str(int(b)) for b in beams)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="mt",
         description="Neural machine translation: prepare data, train, decode, back-translate, serve.",
     )
@@ -188,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("average", help="average the last N checkpoints into a model directory")
     p.add_argument("run_dir", help="training run directory")
     p.add_argument("--out", required=True, help="output model directory")
-    p.add_argument("--last", type=int, default=5, help="how many of the newest checkpoints (default 5)")
+    p.add_argument("--last", type=_positive_int, default=5, help="how many of the newest checkpoints (default 5)")
     p.add_argument("--inputs", nargs="*", default=None, help="explicit checkpoint directories instead")
     p.set_defaults(func=_cmd_average)
 
@@ -196,7 +328,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--input", "-i", default="-", help="input file (default: stdin)")
     p.add_argument("--output", "-o", default="-", help="output file (default: stdout)")
-    p.add_argument("--n-best", type=int, default=1, help="write the n best as TSV: index, score, text")
     _add_decode_options(p)
     p.set_defaults(func=_cmd_translate)
 
@@ -206,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref", required=True, help="reference file (raw text)")
     p.add_argument("--hyp-out", default=None, help="also write the hypotheses here")
     p.add_argument(
-        "--beam-sweep", default=None, help="comma-separated beam sizes, e.g. 1,2,5,10,25,50"
+        "--beam-sweep", type=_beam_list, default=None, help="comma-separated beam sizes, e.g. 1,2,5,10,25,50"
     )
     _add_decode_options(p)
     p.set_defaults(func=_cmd_evaluate)
@@ -231,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="HTTP translation server (FastAPI + uvicorn)")
     p.add_argument("--model", action="append", required=True, metavar="[NAME=]DIR", help="model dir (repeatable)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--api-key", default=None, help="require this key (or set MT_API_KEY)")
     # the CLI is the composition root, so it may name the server's knobs (serve/settings.py)
     from serve.settings import add_arguments as add_server_arguments
@@ -241,29 +372,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _domain_errors() -> tuple[type[Exception], ...]:
-    """Errors that carry a user-facing message (bad data, damaged checkpoint): print, exit 2."""
-    from mt.data import DataError
-    from mt.train.checkpoint import CheckpointError
+def _os_error_message(e: OSError) -> str:
+    """``PATH: reason`` for an OSError from opening a file (its own message if it has one)."""
+    if e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
 
-    return (DataError, CheckpointError)
+
+def _decode_error_message(args: argparse.Namespace, e: UnicodeDecodeError) -> str:
+    """Which input was not UTF-8: the first named file with an undecodable line, else stdin."""
+    for flag, path in _named_inputs(args):
+        if path == "-":
+            continue
+        try:
+            with open(path, "rb") as f:
+                for lineno, line in enumerate(f, 1):
+                    try:
+                        line.decode("utf-8")
+                    except UnicodeDecodeError as bad:
+                        return f"{flag} {path}:{lineno}: invalid UTF-8 at byte {bad.start} of the line"
+        except OSError:
+            continue
+    source = "stdin" if any(path == "-" for _, path in _named_inputs(args)) else "an input file"
+    return f"{source}: invalid UTF-8 ({e.reason}, byte 0x{e.object[e.start]:02x})"
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a user error ends as one line ``mt <command>: error: <message>`` on
+    stderr and exit code 2 (argparse errors included, see :class:`ArgumentParser`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
-    from mt.config import ConfigError
+    from mt.errors import UserError
     from mt.runtime import tune_malloc
 
     tune_malloc()
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, *_domain_errors()) as e:
-        print(f"mt {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except UserError as e:
+        message = str(e)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+        message = _os_error_message(e)  # a file the user named (a path in the config, a flag)
+    except UnicodeDecodeError as e:
+        message = _decode_error_message(args, e)
+    print(f"{command_name(args)}: error: {one_line(message)}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

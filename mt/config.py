@@ -6,7 +6,7 @@ One YAML file describes an experiment; each command reads the sections it needs:
     data:   {...}   # mt prepare
     model:  {...}   # mt train
     train:  {...}   # mt train
-    decode: {...}   # mt translate / evaluate defaults
+    decode: {...}   # decoding: validation during training, then stored with the model
 
 Every error names the file and the dotted field path (``model.n_heads``), so a typo
 fails before any work starts instead of deep inside torch.
@@ -180,7 +180,8 @@ class DataConfig:
             raise ConfigError(f"{where}.tgt_lang: must differ from src_lang ({self.src_lang!r})")
         for name in ("src_lang", "tgt_lang"):
             lang = getattr(self, name)
-            if not lang or not all(c.isalnum() or c in "-_" for c in lang):
+            # a letter first: YAML reads `src_lang: 5` as a number, which is no language
+            if not lang or not lang[0].isalpha() or not all(c.isalnum() or c in "-_" for c in lang):
                 raise ConfigError(f"{where}.{name}: expected a language code like 'de', got {lang!r}")
         for name in self.test:
             if name in ("train", "valid") or not name or not all(c.isalnum() or c in "-_" for c in name):
@@ -195,6 +196,20 @@ PRESETS: dict[str, dict[str, Any]] = {
     "base": dict(d_model=512, n_heads=8, enc_layers=6, dec_layers=6, ffn_dim=2048),
     "big": dict(d_model=1024, n_heads=16, enc_layers=6, dec_layers=6, ffn_dim=4096),
 }
+
+
+# generous upper bounds of the architecture fields, far above any real translation model;
+# they exist so that a typo fails in validation instead of in a 100 GB allocation
+MODEL_LIMITS: dict[str, int] = {
+    "vocab_size": 1 << 21,
+    "d_model": 16384,
+    "n_heads": 1024,
+    "enc_layers": 256,
+    "dec_layers": 256,
+    "ffn_dim": 131072,
+    "max_positions": 1 << 16,
+}
+MAX_PARAMETERS = 4_000_000_000  # 16 GB of fp32 weights
 
 
 @dataclass
@@ -239,15 +254,52 @@ class ModelConfig:
         return ModelConfig(**values)
 
     def validate(self, where: str) -> None:
+        """Sizes positive and bounded (``MODEL_LIMITS``, ``MAX_PARAMETERS``: a typo such as
+        ``d_model: 100000`` fails here, not by allocating 100 GB), heads dividing ``d_model``,
+        special ids inside the vocabulary. ``vocab_size`` 0 means "from SentencePiece"."""
         r = self.resolved()
+        for name, limit in MODEL_LIMITS.items():
+            value = getattr(r, name)
+            low = 0 if name == "vocab_size" else 1
+            if not low <= value <= limit:
+                bound = f">= {low} and <= {limit}" if low == 0 else f"in [1, {limit}]"
+                raise ConfigError(f"{where}.{name}: must be {bound}, got {value}")
         if r.d_model % r.n_heads != 0:
             raise ConfigError(f"{where}.n_heads: {r.n_heads} heads do not divide d_model={r.d_model}")
-        for name in ("d_model", "n_heads", "enc_layers", "dec_layers", "ffn_dim", "max_positions"):
-            if getattr(r, name) <= 0:
-                raise ConfigError(f"{where}.{name}: must be positive, got {getattr(r, name)}")
         for name in ("dropout", "attn_dropout", "act_dropout"):
-            if not 0.0 <= getattr(r, name) < 1.0:
-                raise ConfigError(f"{where}.{name}: must be in [0, 1), got {getattr(r, name)}")
+            value = getattr(r, name)
+            if not 0.0 <= value < 1.0:  # NaN fails too
+                raise ConfigError(f"{where}.{name}: must be in [0, 1), got {value}")
+        for name in ("pad_id", "unk_id", "bos_id", "eos_id", "decoder_start_id"):
+            value = getattr(r, name)
+            if value is None:
+                continue
+            if value < 0 or (r.vocab_size and value >= r.vocab_size):
+                top = f"vocab_size={r.vocab_size}" if r.vocab_size else "the vocabulary size"
+                raise ConfigError(f"{where}.{name}: must be >= 0 and < {top}, got {value}")
+        # the sinusoidal position table is a buffer of max_positions x d_model
+        n = r.estimated_parameters() + (r.max_positions * r.d_model if r.positions == "sinusoidal" else 0)
+        if n > MAX_PARAMETERS:
+            raise ConfigError(
+                f"{where}: about {n / 1e9:.1f} billion weights (d_model={r.d_model}, ffn_dim={r.ffn_dim}, "
+                f"enc_layers={r.enc_layers}, dec_layers={r.dec_layers}, vocab_size={r.vocab_size}), "
+                f"more than the limit of {MAX_PARAMETERS / 1e9:.0f} billion"
+            )
+
+    def estimated_parameters(self) -> int:
+        """Parameters (unique tensors, tied ones once) of :class:`mt.model.Transformer` with
+        this configuration, from the sizes alone: no tensor is allocated."""
+        r = self.resolved()
+        d, f, v = r.d_model, r.ffn_dim, r.vocab_size
+        attn = 4 * d * d + 4 * d  # fused qkv (or q + kv) and output projections, with biases
+        ffn = 2 * d * f + f + d
+        norm = 2 * d
+        enc = r.enc_layers * (attn + ffn + 2 * norm)
+        dec = r.dec_layers * (2 * attn + ffn + 3 * norm)
+        emb = v * d * (1 if r.share_embeddings else 2) + (0 if r.tie_output else v * d)
+        pos = 2 * r.max_positions * d if r.positions == "learned" else 0
+        extra = (2 * norm if r.layernorm_embedding else 0) + (2 * norm if r.norm == "pre" else 0)
+        return enc + dec + emb + pos + extra
 
 
 @dataclass
@@ -329,56 +381,110 @@ class TrainConfig:
             raise ConfigError(f"{where}.device: expected auto, cpu, cuda, cuda:N or mps; got {dev!r}")
 
 
-@dataclass
-class DecodeConfig:
-    beam_size: int = 5
-    length_norm: Literal["avg", "gnmt", "none"] = "avg"
-    alpha: float = 1.0
-    max_len_a: float = 1.2
-    max_len_b: int = 10
-    min_len: int = 1
-    n_best: int = 1
-    no_repeat_ngram: int = 0
-    unk_penalty: float = 0.0
-    max_tokens: int = 4096  # source tokens per decoding batch
+def _opt(default: Any, help: str, group: str = "search", low: Any = None, high: Any = None,
+         low_open: bool = False, choices: tuple = ()) -> Any:
+    """A :class:`DecodeOptions` field with what the CLI, the server schema and validation need:
+    ``help``; ``group`` (``search``: what to generate, stored with a model; ``batch``:
+    batching; ``model``: which decoding model is built, fixed once loaded); bounds ``low``
+    (exclusive when ``low_open``) / ``high``; ``choices``."""
+    meta = {"help": help, "group": group, "low": low, "high": high, "low_open": low_open, "choices": choices}
+    return field(default=default, metadata=meta)
 
-    def validate(self, where: str) -> None:
-        if self.beam_size < 1:
-            raise ConfigError(f"{where}.beam_size: must be >= 1, got {self.beam_size}")
-        if not 1 <= self.n_best <= self.beam_size:
-            raise ConfigError(f"{where}.n_best: must be in [1, beam_size]")
-        if self.alpha < 0:
-            raise ConfigError(f"{where}.alpha: must be >= 0")
+
+LENGTH_NORMS = ("avg", "gnmt", "none")
+SAMPLING_MODES = ("none", "topk", "topp", "beam_noise")
+DEVICES_HELP = "auto (CUDA if available, else CPU), cpu, cuda, cuda:N or mps"
 
 
 @dataclass
-class BTGenerationConfig:
-    """How the reverse model writes synthetic sources (``backtranslate.generation``).
+class DecodeOptions:
+    """Every decoding setting, defined once: the YAML ``decode:`` section, the flags of
+    ``mt translate`` / ``evaluate`` / ``serve`` / back-translation generation
+    (:mod:`mt.decode.options` generates them from these fields), the server's request
+    schema, training's validation decoding (``replace(beam=...)``) and the defaults a model
+    directory stores (the ``search`` group).
 
-    ``mode``: ``topk`` (default; sampling from the ``topk`` most likely tokens, Edunov et al.
-    2018), ``topp`` (nucleus), ``beam`` (beam search, ``beam`` wide), ``beam_noise`` (beam
-    search, then word dropout/blanking/local swaps), ``greedy``. Work is cut into shards of
-    ``shard_size`` lines; shard ``k`` is decoded with seed ``seed`` mixed with ``k``, so a
-    resumed or multi-process run writes exactly the lines an uninterrupted one would.
+    ``sampling``: ``none`` = beam search (greedy when ``beam == 1``); ``topk`` / ``topp`` =
+    ancestral sampling of ``n_best`` outputs per sentence from the ``topk`` most likely
+    tokens / the smallest set with probability >= ``topp``, after dividing logits by
+    ``temperature``; ``beam_noise`` = beam search, then noise on the output (Edunov et al.
+    2018). ``seed`` makes sampling and noise reproducible.
     """
 
-    mode: Literal["topk", "topp", "beam", "beam_noise", "greedy"] = "topk"
-    topk: int = 10
-    topp: float = 0.9
-    temperature: float = 1.0
-    beam: int = 5
-    seed: int = 1
-    shard_size: int = 5000
-    max_tokens: int = 4096  # padded source tokens per decoding batch
+    beam: int = _opt(5, "beam size; 1 = greedy", low=1, high=1024)
+    length_norm: str = _opt("avg", "avg: score/len^alpha; gnmt: score/((5+len)/6)^alpha; none",
+                            choices=LENGTH_NORMS)
+    alpha: float = _opt(1.0, "length normalisation exponent", low=0.0, high=10.0)
+    max_len_a: float = _opt(1.2, "max output length = a * source length + b", low=0.0, high=100.0)
+    max_len_b: int = _opt(10, "max output length = a * source length + b", low=0, high=100_000)
+    min_len: int = _opt(1, "EOS is blocked before this many tokens", low=0, high=100_000)
+    n_best: int = _opt(1, "hypotheses per input (<= beam for beam search); > 1 writes TSV", low=1, high=1024)
+    no_repeat_ngram: int = _opt(0, "block repeated n-grams of this size (0 = off)", low=0, high=100)
+    unk_penalty: float = _opt(0.0, "subtracted from the unknown token's log-prob", low=0.0, high=1e4)
+    sampling: str = _opt("none", "sample instead of searching (back-translation)", choices=SAMPLING_MODES)
+    topk: int = _opt(10, "sampling: draw from the k most likely tokens", low=1, high=1_000_000)
+    topp: float = _opt(0.9, "sampling: draw from the nucleus of this mass", low=0.0, high=1.0, low_open=True)
+    temperature: float = _opt(1.0, "sampling: divide logits by this", low=0.0, high=100.0, low_open=True)
+    seed: int = _opt(1, "seed of sampling and noise", low=0, high=2**62)
+    max_tokens: int = _opt(4096, "padded source tokens per decoding batch", "batch", low=1, high=10_000_000)
+    device: str = _opt("auto", DEVICES_HELP, "model")
+    dtype: str = _opt("fp32", "weights and activations (scores stay fp32)", "model", choices=("fp32", "bf16", "fp16"))
+    int8: bool = _opt(False, "int8 dynamic quantisation of the linear layers (CPU; not batch-invariant)", "model")
+    pack: bool = _opt(True, "CPU: oneDNN-packed weights (off: F.linear on the stored weights)", "model")
+    shortlist: bool = _opt(False, "logits only for the batch's likely target tokens (MODEL/shortlist.safetensors, "
+                           "from `mt shortlist`): faster, approximate, not batch-invariant", "model")
 
-    def validate(self, where: str) -> None:
-        for name in ("topk", "beam", "shard_size", "max_tokens"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
-        if not 0.0 < self.topp <= 1.0:
-            raise ConfigError(f"{where}.topp: must be in (0, 1], got {self.topp}")
-        if self.temperature <= 0:
-            raise ConfigError(f"{where}.temperature: must be positive, got {self.temperature}")
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, where: str = "") -> None:
+        """Raise :class:`ConfigError` naming the first bad field by its path in ``where``
+        (``decode.beam``); the CLI turns a field name into its flag (``--beam``)."""
+        for f in dataclasses.fields(self):
+            _check_field(f, getattr(self, f.name), where)
+        # sampling draws n_best independent samples, so n_best is not bounded by beam there
+        if self.sampling in ("none", "beam_noise") and self.n_best > self.beam:
+            raise ConfigError(f"{_label('n_best', where)}: must be <= {_label('beam', where)} "
+                              f"({self.beam}) for beam search, got {self.n_best}")
+        if self.int8 and self.dtype != "fp32":
+            raise ConfigError(f"{_label('int8', where)}: quantises fp32 weights; it cannot be combined with "
+                              f"{_label('dtype', where)} {self.dtype}")
+        dev = self.device
+        if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise ConfigError(f"{_label('device', where)}: expected {DEVICES_HELP}; got {dev!r}")
+
+    def replace(self, **changes: Any) -> "DecodeOptions":
+        return dataclasses.replace(self, **changes)
+
+    def group(self, name: str) -> dict[str, Any]:
+        """The fields of one group (``search``, ``batch``, ``model``) as a dict."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["group"] == name}
+
+
+def _label(name: str, where: str) -> str:
+    """The dotted field path (``decode.beam``), or the bare name where there is no section."""
+    return f"{where}.{name}" if where else name
+
+
+def _check_field(f: dataclasses.Field, value: Any, where: str) -> None:
+    m = f.metadata
+    if m.get("choices") and value not in m["choices"]:
+        raise ConfigError(f"{_label(f.name, where)}: must be one of {', '.join(m['choices'])}; got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    low, high = m.get("low"), m.get("high")
+    if value != value:  # NaN fails every comparison below
+        raise ConfigError(f"{_label(f.name, where)}: must be a number, got {value}")
+    if low is not None and (value <= low if m["low_open"] else value < low):
+        raise ConfigError(f"{_label(f.name, where)}: must be {'>' if m['low_open'] else '>='} {low}, got {value}")
+    if high is not None and value > high:
+        raise ConfigError(f"{_label(f.name, where)}: must be <= {high}, got {value}")
+
+
+def bt_generation_default() -> DecodeOptions:
+    """Back-translation's default generation: top-k sampling from the 10 most likely tokens
+    (Edunov et al. 2018)."""
+    return DecodeOptions(sampling="topk", topk=10)
 
 
 @dataclass
@@ -422,7 +528,12 @@ class BacktranslateConfig:
     mono_tgt: Optional[str] = None
     mono_src: Optional[str] = None
     max_mono_lines: int = 0  # first N usable lines of each monolingual file; 0 = all
-    generation: BTGenerationConfig = field(default_factory=BTGenerationConfig)
+    # how the reverse model writes synthetic sources: sampling (topk, topp), beam search
+    # (sampling: none), beam + noise (beam_noise) or greedy (sampling: none, beam: 1)
+    generation: DecodeOptions = field(default_factory=bt_generation_default)
+    # generation is cut into shards of this many lines; shard k is decoded with the seed mixed
+    # with k, so a resumed or multi-process run writes exactly the lines an uninterrupted one would
+    shard_size: int = 5000
     filter: BTFilterConfig = field(default_factory=BTFilterConfig)
     upsample: int = 1  # the bitext is repeated this many times next to the synthetic pairs
     tagged: bool = False  # prepend `tag` to synthetic sources (Caswell et al. 2019)
@@ -433,7 +544,7 @@ class BacktranslateConfig:
     forward_train: dict[str, Any] = field(default_factory=dict)
     reverse_train: dict[str, Any] = field(default_factory=dict)
     continue_train: dict[str, Any] = field(default_factory=dict)
-    eval_beam: Optional[int] = None  # None = decode.beam_size
+    eval_beam: Optional[int] = None  # None = decode.beam
     eval_sentences: int = 0  # first N sentences of valid/test; 0 = all (report marks subsets)
     device: str = "auto"  # generation and evaluation
 
@@ -442,6 +553,8 @@ class BacktranslateConfig:
             raise ConfigError(f"{where}.rounds: must be >= 0, got {self.rounds}")
         if self.rounds >= 1 and not self.mono_tgt:
             raise ConfigError(f"{where}.mono_tgt: required for rounds >= 1 (target-language text)")
+        if self.shard_size < 1:
+            raise ConfigError(f"{where}.shard_size: must be >= 1, got {self.shard_size}")
         for name in ("max_mono_lines", "eval_sentences"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{where}.{name}: must be >= 0, got {getattr(self, name)}")
@@ -462,7 +575,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    decode: DecodeOptions = field(default_factory=DecodeOptions)
     backtranslate: Optional[BacktranslateConfig] = None
     source_file: Optional[str] = None  # set by load_config; where relative paths resolve
 
@@ -576,10 +689,16 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
             f"{prefix}{unknown[0]}: unknown key (allowed: {', '.join(sorted(names))})"
         )
     kwargs = {}
+    defaults = {f.name: f.default_factory for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING}
     for name, value in data.items():
         key = f"{where}.{name}" if where else name
+        if isinstance(value, dict) and dataclasses.is_dataclass(hints[name]) and name in defaults:
+            value = {**to_dict(defaults[name]()), **value}  # keys not given keep the section's defaults
         kwargs[name] = _convert(value, hints[name], key)
-    obj = cls(**kwargs)
+    try:
+        obj = cls(**kwargs)
+    except ConfigError as e:  # raised by __post_init__ with the bare field name
+        raise ConfigError(f"{where}.{e}" if where else str(e)) from None
     validate = getattr(obj, "validate", None)
     if callable(validate):
         validate(where or cls.__name__)
@@ -604,12 +723,26 @@ def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Expe
     before validation, e.g. ``["train.max_steps=100", "model.preset=tiny"]``.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected an experiment YAML file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        if mark is not None:
+            problem = getattr(e, "problem", None) or e
+            raise ConfigError(f"{path}:{mark.line + 1}:{mark.column + 1}: invalid YAML: {problem}") from None
         raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if data is None:
+        raise ConfigError(f"{path}: empty config file (expected run_dir, data, model, train... sections)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     for item in overrides or []:
@@ -626,12 +759,15 @@ def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Expe
 def apply_override(data: dict[str, Any], item: str) -> None:
     """Set ``a.b.c=value`` inside nested dict ``data`` (value parsed as YAML)."""
     if "=" not in item:
-        raise ConfigError(f"override {item!r}: expected key=value")
+        raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. train.max_steps=100")
     key, raw = item.split("=", 1)
     parts = key.strip().split(".")
     node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {item!r}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw)
+            raise ConfigError(f"--set {item}: {part} is not a section")
+    try:
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item}: the value is not valid YAML ({getattr(e, 'problem', None) or e})") from None

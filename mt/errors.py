@@ -12,3 +12,14 @@ class UserError(Exception):
 class ConfigError(UserError, ValueError):
     """A configuration value (YAML field, CLI flag, ``config.json`` field) is missing,
     unknown, of the wrong type or out of range."""
+
+
+class ModelDirError(UserError, ValueError):
+    """A model directory (``config.json``, ``model.safetensors``, ``text.json``, the
+    SentencePiece files) is damaged or inconsistent; the message names the file."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or directory the user named (or one that it must contain, such as a model
+    directory's ``config.json``) does not exist. Also a ``FileNotFoundError``, as callers
+    that check for missing files expect."""

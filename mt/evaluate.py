@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from typing import Any, Optional
 
 import torch
 from sacrebleu.metrics import BLEU, CHRF
+
+from mt.errors import ConfigError
+from mt.fileio import atomic_write, read_lines
 
 
 def corpus_scores(hyps: list[str], refs: list[str]) -> dict[str, Any]:
@@ -31,11 +33,6 @@ def corpus_scores(hyps: list[str], refs: list[str]) -> dict[str, Any]:
         "bleu_signature": str(bleu.get_signature()),
         "chrf_signature": str(chrf.get_signature()),
     }
-
-
-def _read(path: str) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
 
 
 def length_stats(hyps: list[str]) -> dict[str, Any]:
@@ -58,20 +55,30 @@ def beam_sweep(translator, src: list[str], refs: list[str], opts, beams: list[in
     return rows
 
 
+def parse_beams(text: str) -> list[int]:
+    """``--beam-sweep 1,2,5`` → ``[1, 2, 5]``; a bad item raises ``ConfigError`` naming it."""
+    try:
+        beams = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise ConfigError(f"--beam-sweep: expected comma-separated beam sizes, got {text!r}") from None
+    if not beams or min(beams) < 1:
+        raise ConfigError(f"--beam-sweep: beam sizes must be >= 1, got {text!r}")
+    return beams
+
+
 def evaluate_cli(args: argparse.Namespace) -> int:
     """``mt evaluate``: BLEU + chrF with signatures, then one JSON line (or a beam sweep)."""
-    from mt.decode.options import DecodeOptions
-    from mt.decode.translator import load_translator
+    from mt.decode.options import from_args
+    from mt.decode.translator import Translator
+    from mt.modelio import stored_decode_options
 
-    opts = DecodeOptions.from_args(args)
-    src, refs = _read(args.src), _read(args.ref)
+    opts = from_args(args, stored_decode_options(args.model))
+    beams = parse_beams(args.beam_sweep) if args.beam_sweep else []
+    src, refs = list(read_lines(args.src)), list(read_lines(args.ref))
     if len(src) != len(refs):
-        print(f"mt evaluate: error: {args.src} has {len(src)} lines, {args.ref} has {len(refs)}", file=sys.stderr)
-        return 2
-    translator = load_translator(args.model, args.device, args.int8, args.threads, args.dtype,
-                                 args.workers, args.shortlist, not args.no_pack)
-    if args.beam_sweep:
-        beams = [int(b) for b in args.beam_sweep.split(",") if b.strip()]
+        raise ConfigError(f"--ref: {args.ref} has {len(refs)} lines, --src {args.src} has {len(src)}")
+    translator = Translator.load(args.model, opts, args.workers, args.threads)
+    if beams:
         ref_len = length_stats(refs)["mean_len"]
         rows = []
         print(f"{'norm':<6}{'beam':>5}{'BLEU':>8}{'chrF':>8}{'len':>8}{'empty':>7}{'sec':>8}   (reference mean length {ref_len})")
@@ -86,16 +93,16 @@ def evaluate_cli(args: argparse.Namespace) -> int:
     hyps = [h[0].text for h in translator.translate(src, opts)]
     seconds = time.perf_counter() - t0
     if args.hyp_out:
-        with open(args.hyp_out, "w", encoding="utf-8") as f:
+        with atomic_write(args.hyp_out) as f:
             f.write("".join(h + "\n" for h in hyps))
     s = corpus_scores(hyps, refs)
     print(f"BLEU = {s['bleu']:.2f}  {s['bleu_signature']}")
     print(f"chrF = {s['chrf']:.2f}  {s['chrf_signature']}")
     record = {**s, **length_stats(hyps), "sentences": len(src), "seconds": round(seconds, 2),
-              "beam": opts.beam, "length_norm": opts.length_norm, "alpha": opts.alpha, "int8": bool(args.int8),
-              "dtype": args.dtype, "device": str(translator.device), "threads": torch.get_num_threads(),
-              "workers": translator.workers, "shortlist": bool(args.shortlist),
-              "packed": bool(not args.no_pack and not args.int8 and translator.device.type == "cpu"),
+              "beam": opts.beam, "length_norm": opts.length_norm, "alpha": opts.alpha, "int8": opts.int8,
+              "dtype": opts.dtype, "device": str(translator.device), "threads": torch.get_num_threads(),
+              "workers": translator.workers, "shortlist": opts.shortlist, "packed": translator.model.packed,
+              "batch_invariant": translator.model.padding.invariant,
               "sent_per_s": round(len(src) / seconds, 1) if seconds > 0 else None}  # fmt: skip
     print(json.dumps(record))
     return 0

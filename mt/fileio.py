@@ -1,12 +1,35 @@
-"""File helpers every layer shares: content hashes and atomic directory replacement."""
+"""File helpers every layer shares: content hashes, atomic writes and a line reader.
+
+Every file or directory that mt writes for later stages goes through a temporary sibling
+and a rename, so a crash or an exception leaves either the old version or the new one,
+never a half-written one that looks complete:
+
+* :func:`atomic_write` (and :func:`atomic_write_text` / :func:`atomic_write_bytes`): one file;
+* :func:`atomic_dir`: a directory built in a temporary sibling, then :func:`replace_dir`;
+* :func:`read_lines`: text files line by line (``"-"`` = stdin), invalid UTF-8 named by file
+  and line (:class:`FileFormatError`).
+
+This module imports nothing from mt but :mod:`mt.errors`, so any layer can use it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
+import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any, Iterator
+
+from mt.errors import UserError
+
+
+class FileFormatError(UserError, ValueError):
+    """A file mt reads is not in the expected format (e.g. not UTF-8); the message names the
+    file and line. A ``ValueError`` too, as the ``UnicodeDecodeError`` it replaces was."""
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -35,3 +58,158 @@ def replace_dir(tmp: Path, out: Path) -> None:
     os.replace(tmp, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- atomic files
+
+
+def _open_temp(path: Path) -> tuple[Path, int]:
+    """Create ``.<name>.tmp<pid>.<random>`` next to ``path`` (exclusively, so two writers never
+    share one) with mode 0666 & ~umask, the permissions ``open(path, "w")`` would give."""
+    while True:
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.{secrets.token_hex(3)}")
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+
+
+@contextmanager
+def atomic_write(
+    path: str | Path, mode: str = "w", *, encoding: str = "utf-8", newline: str = "\n", fsync: bool = False
+) -> Iterator[IO[Any]]:
+    """Write ``path`` through a temporary sibling file and ``os.replace``::
+
+        with atomic_write(out) as f:          # text ("w", UTF-8, "\n" newlines)
+            f.write(...)
+        with atomic_write(out, "wb") as f:    # binary
+
+    On a normal exit the temporary file replaces ``path`` (readers see the old file or all of
+    the new one); if the body raises, it is removed and ``path`` is left as it was. The parent
+    directory must exist. ``fsync=True`` flushes the data to disk before the rename (for files
+    that must survive a power cut, not just a killed process).
+    """
+    if mode not in ("w", "wt", "wb"):
+        raise ValueError(f"atomic_write: mode must be 'w' or 'wb', not {mode!r}")
+    path = Path(path)
+    binary = "b" in mode
+    tmp, fd = _open_temp(path)
+    try:
+        with os.fdopen(fd, mode, encoding=None if binary else encoding, newline=None if binary else newline) as f:
+            yield f
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str, *, fsync: bool = False) -> None:
+    """Write ``text`` (UTF-8, newlines untranslated) to ``path`` atomically (:func:`atomic_write`)."""
+    with atomic_write(path, fsync=fsync) as f:
+        f.write(text)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_write`)."""
+    with atomic_write(path, "wb", fsync=fsync) as f:
+        f.write(data)
+
+
+def _merge_dir(tmp: Path, out: Path) -> None:
+    """Move the files of ``tmp`` into ``out`` one by one (each by a rename), keeping the files
+    of ``out`` that ``tmp`` lacks; one rename of the whole directory if ``out`` is new."""
+    if not out.exists():
+        chmod_like_mkdir(tmp)
+        os.replace(tmp, out)  # a directory rename: fails rather than replace a non-empty ``out``
+        return
+    for path in sorted(tmp.rglob("*")):
+        if path.is_file():
+            dest = out / path.relative_to(tmp)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, dest)
+
+
+class atomic_dir:
+    """Build a directory in a temporary sibling that replaces ``final`` on success::
+
+        with atomic_dir(out) as tmp:
+            (tmp / "a.json").write_text(...)
+
+    On a normal exit ``tmp`` becomes ``final`` through :func:`replace_dir` (a crash at any
+    point leaves the old or the new directory complete); if the body raises (or is
+    interrupted) ``tmp`` is deleted and ``final`` is untouched. The temporary directory,
+    ``.<name>.tmp-<random>`` next to ``final``, is created by the call itself, before the
+    ``with`` statement, so that a caller can report an unwritable location on its own::
+
+        try:
+            build = atomic_dir(out)
+        except OSError as e:
+            raise MyError(f"cannot write {out}: {e.strerror}")
+        with build as tmp:
+            ...
+
+    ``merge=True`` keeps the files of an existing ``final`` that the new tree lacks: the new
+    files are moved in one by one (each replacement atomic, the set of them not), and
+    ``final`` is created by one rename when it does not exist yet.
+    """
+
+    def __init__(self, final: str | Path, *, merge: bool = False) -> None:
+        self.final = Path(final)
+        self.merge = merge
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.tmp-", dir=self.final.parent))
+
+    def __enter__(self) -> Path:
+        return self.tmp
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if exc_type is None:
+                if self.merge:
+                    _merge_dir(self.tmp, self.final)
+                else:
+                    replace_dir(self.tmp, self.final)
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)  # after a success: gone, or emptied by a merge
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _strip_newline(line: str) -> str:
+    if line.endswith("\n"):
+        line = line[:-2] if line.endswith("\r\n") else line[:-1]
+    return line
+
+
+def read_lines(path: str | Path) -> Iterator[str]:
+    """The lines of the UTF-8 text file ``path`` (``"-"``: standard input), one at a time,
+    without their ``"\n"`` or ``"\r\n"`` ending.
+
+    Lines end at ``"\n"`` only, as with :mod:`mt.data.sources`: a lone ``"\r"`` or a U+2028
+    inside a line stays in it, so the line count is the number of newlines (plus a last
+    unterminated line) and aligned files stay aligned. Invalid UTF-8 raises
+    :class:`FileFormatError` naming the file and the line number; a missing file raises
+    ``FileNotFoundError``.
+    """
+    if str(path) == "-":
+        stream = getattr(sys.stdin, "buffer", None)
+        if stream is None:  # sys.stdin replaced by a text stream (e.g. io.StringIO in tests)
+            yield from (_strip_newline(line) for line in sys.stdin)
+            return
+        yield from _decode_lines(stream, "<stdin>")
+        return
+    with open(path, "rb") as f:
+        yield from _decode_lines(f, str(path))
+
+
+def _decode_lines(stream: IO[bytes], name: str) -> Iterator[str]:
+    for lineno, raw in enumerate(stream, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise FileFormatError(f"{name}:{lineno}: invalid UTF-8 at byte {e.start} of the line") from None
+        yield _strip_newline(line)

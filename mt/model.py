@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mt.config import ModelConfig
+from mt.decoder_state import DecoderState, LayerCache
 
 
 # --------------------------------------------------------------------------- pieces
@@ -134,15 +134,6 @@ class Attention(nn.Module):
         q, k, v = (self._heads(t) for t in self.qkv_proj(x).chunk(3, dim=-1))
         return self.out_proj(self._merge(self._sdpa(q, k, v, mask, causal)))
 
-    def self_attention_tokens(self, x: Tensor, real: Tensor, mask: Tensor) -> Tensor:
-        """Encoder self-attention over the real tokens only. ``x``: ``(tokens, d_model)``, the
-        rows of a padded ``(batch, len, d_model)`` where ``real`` ``(batch, len)`` is True;
-        ``mask``: ``(batch, 1, 1, len)``. The projections skip the padding; attention runs
-        padded (padding keys are zeros here, masked as always)."""
-        qkv = x.new_zeros(*real.shape, x.shape[-1] * 3).index_put_((real,), self.qkv_proj(x))
-        q, k, v = (self._heads(t) for t in qkv.chunk(3, dim=-1))
-        return self.out_proj(self._merge(self._sdpa(q, k, v, mask, False))[real])
-
     def self_attention_step(self, x: Tensor, cache: "LayerCache") -> Tensor:
         """One decoding step. ``x``: ``(n, 1, d_model)``; writes this step's key/value into
         ``cache`` and attends over every step so far (``(n, heads, t, d_head)`` views)."""
@@ -216,12 +207,6 @@ class EncoderLayer(nn.Module):
         x = self.attn_block(x, lambda h: self.self_attn.self_attention(h, mask, causal=False))
         return self.ffn_block(x, self.ffn)
 
-    def forward_tokens(self, x: Tensor, real: Tensor, mask: Tensor) -> Tensor:
-        """:meth:`forward` on the real tokens only, ``x``: ``(tokens, d_model)`` (see
-        :meth:`Attention.self_attention_tokens`)."""
-        x = self.attn_block(x, lambda h: self.self_attn.self_attention_tokens(h, real, mask))
-        return self.ffn_block(x, self.ffn)
-
 
 class DecoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
@@ -247,89 +232,6 @@ class DecoderLayer(nn.Module):
         return self.ffn_block(x, self.ffn)
 
 
-# --------------------------------------------------------------------------- decoding state
-
-
-class LayerCache:
-    """Keys/values of one decoder layer.
-
-    Self-attention keys and values live in one preallocated buffer ``(rows, 2, heads,
-    capacity, d_head)`` (``[:, 0]`` = keys, ``[:, 1]`` = values); each step writes its slice in
-    place and attention reads views of the filled prefix (:attr:`k`, :attr:`v`: ``(n, heads,
-    steps, d_head)``). Growing by ``torch.cat`` would copy the whole cache every step (and, with
-    glibc's defaults, page-fault fresh memory in); here a step writes ``n * d_model`` floats.
-    Rows come first so that moving a row (beam search's reorders) copies ``2 * heads`` runs
-    of ``steps * d_head`` floats: 2.1× faster than with keys/values first.
-
-    ``capacity`` grows in chunks of :data:`CACHE_CHUNK` steps and the rows in use are a prefix
-    of the buffer, so the strides a step's attention sees depend on the step alone, never on
-    the batch: that keeps decoding batch-invariant (a matmul's kernel, hence its last bits,
-    can depend on the layout; ``mt/decode/shapes.py``).
-
-    Reordering gathers the filled prefix into a second buffer and swaps the two
-    (:meth:`reorder`), or copies just the rows that change (:meth:`copy_rows`).
-
-    ``cross_k``/``cross_v``: cross-attention, ``(batch, heads, src_len, d_head)``, contiguous.
-    """
-
-    def __init__(self, cross_k: Tensor, cross_v: Tensor) -> None:
-        self.cross_k = cross_k.contiguous()
-        self.cross_v = cross_v.contiguous()
-        self.kv: Tensor | None = None  # (rows_allocated, 2, heads, capacity, d_head)
-        self._spare: Tensor | None = None  # same shape: the target of reorder's gather
-        self.rows = 0  # rows in use (a prefix of the buffer's rows)
-        self.length = 0  # steps written
-
-    @property
-    def k(self) -> Tensor | None:
-        """``(n, heads, steps, d_head)`` view of the keys written so far."""
-        return None if self.kv is None else self.kv[: self.rows, 0, :, : self.length]
-
-    @property
-    def v(self) -> Tensor | None:
-        return None if self.kv is None else self.kv[: self.rows, 1, :, : self.length]
-
-    def append(self, kv: Tensor) -> tuple[Tensor, Tensor]:
-        """Write one step. ``kv``: ``(n, 2, heads, d_head)`` (this step's key and value per
-        row) → views of all keys and values so far, each ``(n, heads, steps, d_head)``."""
-        n, _, h, dh = kv.shape
-        if self.kv is None:
-            self.rows = n
-            self.kv = kv.new_empty(n, 2, h, CACHE_CHUNK, dh)
-        elif self.length == self.kv.shape[3]:  # full: grow by one chunk (rare)
-            grown = self.kv.new_empty(self.kv.shape[0], 2, h, self.length + CACHE_CHUNK, dh)
-            grown[..., : self.length, :] = self.kv[..., : self.length, :]
-            self.kv, self._spare = grown, None
-        self.kv[: self.rows, :, :, self.length] = kv
-        self.length += 1
-        return self.k, self.v
-
-    def reorder(self, rows: Tensor) -> None:
-        """Rows take rows ``rows`` (``(n',)`` indices) of the filled prefix: one gather into
-        the spare buffer, then the two buffers swap."""
-        if self.kv is None:
-            return
-        n, t = rows.shape[0], self.length
-        if self._spare is None or self._spare.shape[0] < n:
-            self._spare = self.kv.new_empty(max(n, self.kv.shape[0]), *self.kv.shape[1:])
-        torch.index_select(self.kv[: self.rows, ..., :t, :], 0, rows, out=self._spare[:n, ..., :t, :])
-        self.kv, self._spare = self._spare, self.kv
-        self.rows = n
-
-    def copy_rows(self, dst: Tensor, src: Tensor, keep: int) -> None:
-        """Row ``dst[i]`` takes row ``src[i]``, every other row stays, then only the first
-        ``keep`` rows stay in use: cheaper than :meth:`reorder` when few rows change.
-        Sources are read before anything is written."""
-        if self.kv is not None:
-            if dst.numel():
-                filled = self.kv[:, ..., : self.length, :]
-                filled.index_copy_(0, dst, filled.index_select(0, src))
-            self.rows = keep
-
-
-CACHE_CHUNK = 32  # self-attention cache capacity grows in steps of this many positions
-
-
 @dataclass
 class EncoderOut:
     """``memory``: ``(batch, src_len, d_model)``; ``pad_mask``: ``(batch, src_len)``, True at padding."""
@@ -341,84 +243,6 @@ class EncoderOut:
     def attn_mask(self) -> Tensor:
         """``(batch, 1, 1, src_len)`` bool, True where attending is allowed."""
         return (~self.pad_mask)[:, None, None, :]
-
-
-class DecoderState:
-    """Everything the decoder needs between steps for ``batch`` sentences × ``beam`` rows each.
-
-    ``reorder`` follows beam search's choice of parent hypotheses; ``select_sentences``
-    drops finished sentences so later steps do less work.
-    """
-
-    def __init__(self, layers: list[LayerCache], src_mask: Tensor, beam: int) -> None:
-        self.layers = layers
-        self.src_mask = src_mask  # (batch, 1, 1, src_len)
-        self.beam = beam
-        self.step = 0
-        # output shortlist (mt/decode/shortlist.py): sorted target ids (V',); None = all
-        self.vocab: Tensor | None = None
-        # the output layer restricted to the shortlist: (rows, d_model) -> (rows, V')
-        self.out_layer: Callable[[Tensor], Tensor] | None = None
-
-    @property
-    def batch_size(self) -> int:
-        return self.src_mask.shape[0]
-
-    def reorder(self, rows: Tensor) -> None:
-        """Self-attention caches take rows ``rows`` (``(n',)`` indices into the current rows);
-        used after each beam step with the parents of the surviving hypotheses, and to drop
-        finished sentences. Only rows that change are copied when they are few (beam search
-        keeps a hypothesis's first child in its parent's row, and
-        :func:`mt.decode.shapes.keep_sentences` fills the places of dropped sentences from the
-        end of the batch); ``rows == 0..n'-1`` copies nothing."""
-        n = rows.shape[0]
-        if self.layers and n <= self.layers[0].rows:  # not the first step's growth to beam rows
-            moved = _moved(rows)
-            if _few(moved, n):
-                for layer in self.layers:
-                    layer.copy_rows(moved, rows[moved], n)
-                return
-        for layer in self.layers:
-            layer.reorder(rows)
-
-    def select_sentences(self, keep: Tensor, rows: Tensor | None = None) -> None:
-        """Keep sentences ``keep`` (``(batch',)`` indices), with all their beam rows.
-
-        ``rows``: ``(batch' * beam,)`` indices into the current rows for the self-attention
-        caches, when beam search moves rows in the same step (one gather instead of a
-        :meth:`reorder` and then another); default: the kept sentences' rows unchanged.
-        """
-        if rows is None:
-            rows = (keep[:, None] * self.beam + torch.arange(self.beam, device=keep.device)).reshape(-1)
-        moved = _moved(keep)
-        for layer in self.layers:
-            layer.cross_k = _keep_prefix_rows(layer.cross_k, keep, moved)
-            layer.cross_v = _keep_prefix_rows(layer.cross_v, keep, moved)
-        self.src_mask = self.src_mask.index_select(0, keep)
-        self.reorder(rows)
-
-
-def _moved(index: Tensor) -> Tensor:
-    """The positions ``i`` where ``index[i] != i``: what taking rows ``index`` in place must copy."""
-    return index.ne(torch.arange(index.shape[0], device=index.device)).nonzero().squeeze(1)
-
-
-def _few(moved: Tensor, n: int) -> bool:
-    """Whether copying the ``moved`` rows in place beats gathering all ``n``: copying ``m`` rows
-    moves ~``2m`` rows of data (read into a temporary, write back), a gather ``n``."""
-    return 2 * moved.shape[0] <= n
-
-
-def _keep_prefix_rows(x: Tensor, keep: Tensor, moved: Tensor) -> Tensor:
-    """``x[keep]`` (``keep``: ``(b',)`` indices along dim 0), computed in place when few rows
-    move (``moved``: :func:`_moved` of ``keep``): those rows are copied into ``x`` and the
-    result is a contiguous prefix view of it."""
-    b = keep.shape[0]
-    if not _few(moved, b):
-        return x.index_select(0, keep)
-    if moved.numel():
-        x.index_copy_(0, moved, x.index_select(0, keep[moved]))
-    return x[:b]
 
 
 # --------------------------------------------------------------------------- model
@@ -433,12 +257,6 @@ class Transformer(nn.Module):
         if cfg.vocab_size <= 0:
             raise ValueError("model.vocab_size must be set (take it from the SentencePiece model)")
         self.cfg = cfg
-        # Whether decoding pads rows (and encodes padding tokens) so MKL's row-count-dependent
-        # linear kernels stay batch-invariant (mt/decode/shapes.py). Inference copies turn it
-        # off where it buys nothing: oneDNN-packed layers give each row the same bits for any
-        # row count (mt/decode/packed.py); int8 layers depend on the whole batch anyway
-        # (mt/decode/quantize.py). Then the encoder also skips padding tokens.
-        self.pad_rows = True
         d = cfg.d_model
         self.embed_scale = math.sqrt(d) if cfg.scale_embedding else 1.0
         self.src_embed = nn.Embedding(cfg.vocab_size, d, padding_idx=cfg.pad_id)
@@ -501,30 +319,9 @@ class Transformer(nn.Module):
             x = (self.src_embed_norm if which == "src" else self.tgt_embed_norm)(x)
         return self.dropout(x)
 
-    def untie_output(self) -> None:
-        """Give a tied model its own output layer, a copy of the embedding matrix, so that layer
-        can be converted for inference (int8, packed) while the embedding lookup stays as it is.
-        A no-op for a model that already has one."""
-        if getattr(self, "output_proj", None) is None:
-            weight = self.tgt_embed.weight
-            self.output_proj = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-            self.output_proj.weight = nn.Parameter(weight.detach().clone(), requires_grad=weight.requires_grad)
-
-    def output_weight(self) -> Tensor:
-        """The output layer's ``(vocab, d_model)`` weight as a float tensor (dequantised when
-        ``quantize_int8`` replaced the layer)."""
-        proj = getattr(self, "output_proj", None)
-        if proj is None:
-            return self.tgt_embed.weight
-        w = proj.weight() if callable(proj.weight) else proj.weight
-        return w.dequantize() if w.is_quantized else w
-
-    def output_logits(self, h: Tensor, state: DecoderState | None = None) -> Tensor:
-        """``(..., d_model)`` → ``(..., vocab)``; with a decoding ``state`` that carries its own
-        output layer (``start_state``), ``(rows, d_model)`` → ``(rows, V')`` through that."""
-        if state is not None and state.out_layer is not None:
-            return state.out_layer(h)
-        proj = getattr(self, "output_proj", None)  # also set on tied models by quantize_int8
+    def output_logits(self, h: Tensor) -> Tensor:
+        """``(..., d_model)`` → ``(..., vocab)``."""
+        proj = getattr(self, "output_proj", None)  # None: tied to the target embedding
         logits = proj(h) if proj is not None else F.linear(h, self.tgt_embed.weight)
         if self.cfg.final_logits_bias:
             logits = logits + self.final_logits_bias
@@ -537,15 +334,6 @@ class Transformer(nn.Module):
         pad_mask = src.eq(self.cfg.pad_id)
         x = self._embed(src, 0, "src")
         mask = (~pad_mask)[:, None, None, :]
-        if not self.pad_rows and not self.training:
-            # skip the padding in the projections and feed-forward layers (batch-invariant
-            # sources are padded to >= 32 positions, ~2x a typical sentence's tokens); with
-            # MKL's row-count-dependent kernels that would break batch invariance
-            real = ~pad_mask
-            h = x[real]  # (tokens, d_model)
-            for layer in self.encoder_layers:
-                h = layer.forward_tokens(h, real, mask)
-            return EncoderOut(x.new_zeros(x.shape).index_put_((real,), self.encoder_norm(h)), pad_mask)
         for layer in self.encoder_layers:
             x = layer(x, mask)
         return EncoderOut(self.encoder_norm(x), pad_mask)
@@ -566,42 +354,25 @@ class Transformer(nn.Module):
 
     # ---- incremental decoding
 
-    def start_state(self, enc: EncoderOut, beam: int = 1, vocab: Tensor | None = None) -> DecoderState:
+    def start_state(self, enc: EncoderOut, beam: int = 1) -> DecoderState:
         """Project cross-attention keys/values once per source sentence; ``beam`` rows per
-        sentence will share them. ``vocab``: sorted target ids ``(V',)`` to compute logits for
-        (a shortlist); :meth:`decode_step` then returns ``(rows, V')``."""
+        sentence will share them."""
         layers = [LayerCache(*layer.cross_attn.project_kv(enc.memory)) for layer in self.decoder_layers]
-        state = DecoderState(layers, enc.attn_mask, beam)
-        dev, dtype = enc.memory.device, enc.memory.dtype
-        if vocab is not None:
-            state.vocab = vocab.to(dev)
-            state.out_layer = self._output_rows(state.vocab, dtype)
-        return state
+        return DecoderState(layers, enc.attn_mask, beam)
 
-    def _output_rows(self, ids: Tensor, dtype: torch.dtype) -> Callable[[Tensor], Tensor]:
-        """The output layer (final-logits bias included) for target ids ``ids`` only. An
-        output layer that can build its own restriction (``rows(ids)``, e.g. the packed one of
-        ``mt.decode.packed``) does; otherwise a plain ``F.linear`` over the gathered rows."""
-        bias = self.final_logits_bias.index_select(0, ids).to(dtype) if self.cfg.final_logits_bias else None
-        proj = getattr(self, "output_proj", None)
-        if hasattr(proj, "rows"):
-            layer = proj.rows(ids)
-            return layer if bias is None else (lambda h: layer(h).add_(bias))
-        weight = self.output_weight().index_select(0, ids).to(dtype)
-        return lambda h: F.linear(h, weight, bias)
-
-    def decode_step(self, tokens: Tensor, state: DecoderState) -> Tensor:
-        """Feed one token per row. ``tokens``: ``(batch * beam,)`` → logits ``(batch * beam, vocab)``
-        (``(batch * beam, V')`` over ``state.vocab`` with a shortlist).
-
-        Rows are ordered sentence-major (the beams of sentence 0 first). Advances
-        ``state.step`` and extends its self-attention caches.
-        """
+    def decode_hidden_step(self, tokens: Tensor, state: DecoderState) -> Tensor:
+        """Feed one token per row. ``tokens``: ``(rows,)`` → final hidden states ``(rows,
+        d_model)`` (decoder norm applied). Rows are ordered sentence-major (the beams of
+        sentence 0 first). Advances ``state.step`` and extends its self-attention caches."""
         x = self._embed(tokens[:, None], state.step, "tgt")
         for layer, cache in zip(self.decoder_layers, state.layers):
             x = layer.step(x, cache, state.src_mask)
         state.step += 1
-        return self.output_logits(self.decoder_norm(x[:, 0]), state)
+        return self.decoder_norm(x[:, 0])
+
+    def decode_step(self, tokens: Tensor, state: DecoderState) -> Tensor:
+        """:meth:`decode_hidden_step`, then the output layer: logits ``(rows, vocab)``."""
+        return self.output_logits(self.decode_hidden_step(tokens, state))
 
     # ---- accounting
 

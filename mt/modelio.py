@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
-import tempfile
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model as st_load_model
 from safetensors.torch import save_model as st_save_model
 
-from mt.config import ConfigError, ModelConfig, from_dict, to_dict
+from mt.config import ConfigError, DecodeOptions, ModelConfig, from_dict, to_dict
 from mt.data.text import TextPipeline
-from mt.fileio import replace_dir
+from mt.errors import MissingFileError, ModelDirError
+from mt.fileio import atomic_dir
 from mt.model import Transformer
 
 FORMAT = "mt-model"
@@ -44,26 +44,11 @@ class LoadedModel:
     path: Path | None = None
 
 
-def atomic_dir(final: Path):
-    """Context manager yielding a temp dir that replaces ``final`` on success."""
-
-    class _Ctx:
-        def __enter__(self) -> Path:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp", dir=final.parent))
-            return self.tmp
-
-        def __exit__(self, exc_type, exc, tb) -> None:
-            if exc_type is not None:
-                shutil.rmtree(self.tmp, ignore_errors=True)
-                return
-            replace_dir(self.tmp, final)
-
-    return _Ctx()
-
-
-def save_model(out_dir: str | Path, model: Transformer, text: TextPipeline, meta: dict[str, Any] | None = None) -> Path:
-    """Write a model directory atomically (the old one, if any, is replaced only on success)."""
+def save_model(out_dir: str | Path, model: Transformer, text: TextPipeline, meta: dict[str, Any] | None = None,
+               decode: DecodeOptions | None = None) -> Path:
+    """Write a model directory atomically (the old one, if any, is replaced only on success).
+    ``decode``: the decoding settings the model was trained (validated) with; their
+    ``search`` group is stored as the directory's decoding defaults."""
     out = Path(out_dir)
     meta = dict(meta or {})
     meta.setdefault("src_lang", text.src_lang)
@@ -77,59 +62,137 @@ def save_model(out_dir: str | Path, model: Transformer, text: TextPipeline, meta
             state_model.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
         st_save_model(state_model, str(tmp / "model.safetensors"))
         config = {"format": FORMAT, "version": VERSION, "model": to_dict(model.cfg), "meta": meta}
+        if decode is not None:
+            config["decode"] = decode.group("search")
         (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         text.save(tmp)
     return out
 
 
-def read_model_config(model_dir: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
-    """``(ModelConfig, meta)`` from ``model_dir/config.json``, with errors naming the file."""
-    path = Path(model_dir) / "config.json"
+def _read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; a missing, unreadable or malformed file raises an error naming it."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise MissingFileError(f"{path}: missing from the model directory") from None
+    except IsADirectoryError:
+        raise ModelDirError(f"{path}: is a directory, expected a JSON file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    return raw
+
+
+def read_model_config(model_dir: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
+    """``(ModelConfig, meta)`` from ``model_dir/config.json``, with errors naming the file and
+    the field; the architecture is validated (:meth:`ModelConfig.validate`: bounded sizes,
+    heads dividing ``d_model``, special ids inside the vocabulary) before anything is allocated."""
+    path = Path(model_dir) / "config.json"
+    raw = _read_json_object(path)
     if raw.get("format") != FORMAT:
-        raise ConfigError(f"{path}: not an mt model config (format={raw.get('format')!r})")
-    if raw.get("version", 0) > VERSION:
-        raise ConfigError(f"{path}: written by a newer mt (version {raw['version']} > {VERSION})")
+        raise ConfigError(f"{path}: format: not an mt model config (format={raw.get('format')!r})")
+    version = raw.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ConfigError(f"{path}: version: expected an integer, got {version!r}")
+    if version > VERSION:
+        raise ConfigError(f"{path}: written by a newer mt (version {version} > {VERSION})")
+    if "model" not in raw:
+        raise ConfigError(f"{path}: model: missing (the architecture settings)")
+    if not isinstance(raw["model"], dict):
+        raise ConfigError(f"{path}: model: expected a mapping, got {type(raw['model']).__name__}")
     try:
         cfg = from_dict(ModelConfig, raw["model"], "model")
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-    return cfg, raw.get("meta", {})
+    if cfg.vocab_size < 1:
+        raise ConfigError(f"{path}: model.vocab_size: must be >= 1 in a model directory, got {cfg.vocab_size}")
+    meta = raw.get("meta", {})
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{path}: meta: expected a mapping, got {type(meta).__name__}")
+    return cfg, meta
 
 
 def check_model_dir(model_dir: str | Path) -> Path:
-    """Raise ``FileNotFoundError`` naming the first missing file of a model directory."""
+    """Raise :class:`MissingFileError` (a ``FileNotFoundError``) naming the model
+    directory or its first missing file."""
     d = Path(model_dir)
     if not d.is_dir():
-        raise FileNotFoundError(f"{d}: model directory not found")
+        what = "not a directory" if d.exists() else "model directory not found"
+        raise MissingFileError(f"{d}: {what}")
     for name in REQUIRED_FILES:
         if not (d / name).is_file():
-            raise FileNotFoundError(f"{d / name}: missing from the model directory")
+            raise MissingFileError(f"{d / name}: missing from the model directory")
     return d
 
 
+def _stored_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor shapes of a safetensors file, from its header (no tensor is read)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelDirError(f"{path}: not a readable safetensors file (truncated or damaged?): {e}") from None
+
+
+def _check_stored_size(path: Path, shapes: dict[str, list[int]], cfg: ModelConfig) -> None:
+    """Refuse a ``config.json`` whose architecture is far larger than the weights stored next
+    to it, before the model is allocated (a ``d_model`` typo must not allocate 100 GB)."""
+    r = cfg.resolved()
+    emb = shapes.get("src_embed.weight")
+    if emb is not None and emb != [r.vocab_size, r.d_model]:
+        raise ModelDirError(
+            f"{path}: src_embed.weight is {'x'.join(map(str, emb))} but config.json has "
+            f"model.vocab_size={r.vocab_size}, model.d_model={r.d_model}"
+        )
+    stored = sum(math.prod(s) for s in shapes.values())
+    expected = r.estimated_parameters()
+    if expected > 1.1 * stored + 10_000:
+        raise ModelDirError(
+            f"{path}: holds {stored:,} weights but config.json's model (d_model={r.d_model}, "
+            f"ffn_dim={r.ffn_dim}, enc_layers={r.enc_layers}, dec_layers={r.dec_layers}) needs {expected:,}"
+        )
+
+
+def _check_shapes(path: Path, model: Transformer, shapes: dict[str, list[int]]) -> None:
+    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+    # tied weights are stored once; anything else missing is a real mismatch
+    missing = [k for k in expected if k not in shapes and not _is_tied_alias(model, k)]
+    unexpected = [k for k in shapes if k not in expected]
+    wrong = [f"{k} {shapes[k]} != {expected[k]}" for k in expected if k in shapes and shapes[k] != expected[k]]
+    if missing or unexpected or wrong:
+        found = [f"missing {missing[:3]}"] if missing else []
+        found += [f"unexpected {unexpected[:3]}"] if unexpected else []
+        found += [f"shapes {'; '.join(wrong[:3])}"] if wrong else []
+        raise ModelDirError(f"{path}: weights do not match config.json ({', '.join(found)})")
+
+
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a model directory written by :func:`save_model` (or the Marian importer)."""
+    """Load a model directory written by :func:`save_model` (or the Marian importer).
+
+    Everything is checked before the weights are allocated: the files exist, ``config.json``
+    is valid (:func:`read_model_config`), the text pipeline loads and matches its vocabulary,
+    and the safetensors header's tensor shapes fit the configuration. Errors are
+    :class:`mt.errors.UserError` subclasses naming the file (and field)."""
     d = check_model_dir(model_dir)
     cfg, meta = read_model_config(d)
-    model = Transformer(cfg)
-    try:
-        missing, unexpected = st_load_model(model, str(d / "model.safetensors"), strict=False)
-    except (SafetensorError, OSError, RuntimeError) as e:
-        raise ValueError(f"{d / 'model.safetensors'}: cannot load weights: {e}") from None
-    # tied weights are stored once; anything else missing is a real mismatch
-    missing = [k for k in missing if not _is_tied_alias(model, k)]
-    if missing or unexpected:
-        raise ValueError(
-            f"{d / 'model.safetensors'}: weights do not match config.json "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
     text = TextPipeline.load(d)
     if text.vocab_size != cfg.vocab_size:
-        raise ValueError(f"{d}: SentencePiece vocabulary ({text.vocab_size}) != model.vocab_size ({cfg.vocab_size})")
+        raise ModelDirError(
+            f"{d / 'config.json'}: model.vocab_size is {cfg.vocab_size} but the SentencePiece "
+            f"vocabulary of {d / 'text.json'} has {text.vocab_size} pieces"
+        )
+    weights = d / "model.safetensors"
+    shapes = _stored_shapes(weights)
+    _check_stored_size(weights, shapes, cfg)
+    model = Transformer(cfg)
+    _check_shapes(weights, model, shapes)
+    try:
+        st_load_model(model, str(weights), strict=False)
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise ModelDirError(f"{weights}: cannot load weights: {e}") from None
     model.to(device).eval()
     return LoadedModel(model=model, text=text, meta=meta, path=d)
 
@@ -150,3 +213,18 @@ def model_summary(loaded: LoadedModel) -> dict[str, Any]:
         "parameters": loaded.model.num_parameters(),
         "config": dataclasses.asdict(cfg),
     }
+
+
+def stored_decode_options(model_dir: str | Path) -> DecodeOptions:
+    """The decoding defaults stored in ``model_dir/config.json`` (its ``decode`` key, written
+    by :func:`save_model`; ``DecodeOptions()`` for a directory without one), errors naming
+    the file and field."""
+    read_model_config(model_dir)  # a located error for a missing or broken config.json
+    path = Path(model_dir) / "config.json"
+    stored = json.loads(path.read_text(encoding="utf-8")).get("decode", {})
+    if not isinstance(stored, dict):
+        raise ConfigError(f"{path}: decode: expected a mapping of decoding settings")
+    try:
+        return from_dict(DecodeOptions, stored, "decode")
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from serve.app import serve_cli
+from serve.cli import serve_cli
 from serve.settings import add_arguments
 
 

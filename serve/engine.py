@@ -9,31 +9,54 @@ or a test double.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from mt.decode.options import DecodeOptions, Hypothesis
+from mt.config import DecodeOptions
+from mt.decode.options import Hypothesis
+from mt.errors import ConfigError
+from serve.guard import ApiError
 
 
 @dataclass(frozen=True)
 class RequestOptions:
-    """The decoding options a request may set. Hashable: the batcher only merges requests
-    whose options are equal, because one batched search runs with one set of options."""
+    """The decoding options a request may set (None: the model's default). Hashable: the
+    batcher only merges requests whose options are equal, because one batched search runs
+    with one set of options."""
 
-    beam: int
-    alpha: float
-    max_length: Optional[int]
-    n_best: int
+    beam: Optional[int] = None
+    alpha: Optional[float] = None
+    max_length: Optional[int] = None
+    n_best: Optional[int] = None
 
     def decode_options(self, base: DecodeOptions) -> DecodeOptions:
-        changes: dict[str, Any] = {"beam": self.beam, "alpha": self.alpha, "n_best": self.n_best}
+        """``base`` with this request's values; raises ``ConfigError`` naming the field (as
+        the request spells it) when they do not fit together, e.g. ``n_best`` > the beam."""
+        changes: dict[str, Any] = {k: v for k, v in (("beam", self.beam), ("alpha", self.alpha),
+                                                     ("n_best", self.n_best)) if v is not None}
         if self.max_length is not None:
             # max output length = a * src_len + b, so a fixed cap is a=0, b=cap
             changes.update(max_len_a=0.0, max_len_b=self.max_length)
-        return base.replace(**changes)
+        try:
+            return base.replace(**changes)
+        except ConfigError as e:
+            raise ConfigError(_request_names(str(e))) from None
+
+
+def _request_names(message: str) -> str:
+    """A decoding-settings error in the request's field names (``n_best: must be <= beam
+    (5)`` → ``n_best: must be <= beam_size (5)``)."""
+    for name, field in REQUEST_FIELDS.items():
+        message = re.sub(rf"\b{field}\b(?=:| \()", name, message)
+    return message
+
+
+# request field -> DecodeOptions field (the HTTP API keeps its established names)
+REQUEST_FIELDS = {"beam_size": "beam", "length_penalty": "alpha", "n_best": "n_best"}
 
 
 class ModelEngine:
@@ -66,6 +89,14 @@ class ModelEngine:
         """Source tokens per text, exactly as the decoder will see them (normalised + spm)."""
         return [len(ids) for ids in self.text.encode_source(list(texts))]
 
+    def options_for(self, opts: RequestOptions) -> DecodeOptions:
+        """This model's decoding settings for a request; an :class:`ApiError` 422 naming the
+        request field when the request's values do not fit them (e.g. n_best > the beam)."""
+        try:
+            return opts.decode_options(self.base_options)
+        except ConfigError as e:
+            raise ApiError(422, "invalid_options", str(e), str(e).split(":")[0]) from None
+
     def translate(self, texts: list[str], opts: RequestOptions) -> list[list[Hypothesis]]:
         with torch.inference_mode():
             return self.translator.translate(list(texts), opts.decode_options(self.base_options))
@@ -84,46 +115,30 @@ def default_name(obj: Any, path: Optional[str | Path] = None) -> str:
     raise ValueError("model has no languages in its metadata; give it a name (NAME=DIR)")
 
 
-def build_engine(
-    name: str,
-    obj: Any,
-    base_options: Optional[DecodeOptions] = None,
-    pack: bool = True,
-    int8: bool = False,
-    dtype: str = "fp32",
-    shortlist: bool = False,
-) -> ModelEngine:
+def build_engine(name: str, obj: Any, decode: Optional[dict[str, Any]] = None, decoding: bool = True) -> ModelEngine:
     """Wrap a ``LoadedModel``, a ``Translator``-like object or a ``ModelEngine`` under ``name``.
 
-    A ``LoadedModel`` is decoded by :func:`mt.decode.translator.decoding_model` of it: ``int8``
-    quantised or cast to ``dtype``, with oneDNN-packed weights on CPU when ``pack``; with
-    ``shortlist``, over its directory's output shortlist (``mt shortlist``). An engine that
-    only counts tokens (the server process when decoding processes decode) needs none of this:
-    ``pack=False`` and the defaults."""
+    A ``LoadedModel`` decodes with its directory's stored decoding defaults with ``decode``
+    (field → value, the server's flags) on top, through the same variant builder as
+    ``mt translate`` (:meth:`mt.decode.translator.Translator.from_loaded`). ``decoding=False``:
+    an engine that only counts tokens (the server process when decoding processes decode)."""
     if isinstance(obj, ModelEngine):
         obj.name = name
         return obj
     meta = getattr(obj, "meta", None) or {}
     if hasattr(obj, "translate"):  # a Translator (or a double): use as is
-        return ModelEngine(name, obj, obj.text, meta, getattr(obj, "model", None), base_options)
+        base = getattr(obj, "options", None) or DecodeOptions()
+        return ModelEngine(name, obj, obj.text, meta, getattr(obj, "model", None), base)
     if hasattr(obj, "model") and hasattr(obj, "text"):  # a LoadedModel
-        from mt.decode.shortlist import Shortlist
-        from mt.decode.translator import Translator, decoding_model
+        from mt.decode.options import apply
+        from mt.decode.translator import Translator
+        from mt.modelio import stored_decode_options
 
-        try:
-            device = next(obj.model.parameters()).device
-        except StopIteration:
-            device = torch.device("cpu")
-        model = obj.model
-        if not model.training:
-            model = decoding_model(model, device, int8=int8, dtype=dtype, pack=pack)
-        lexicon = None
-        if shortlist:
-            if getattr(obj, "path", None) is None:
-                raise ValueError(f"model {name!r}: --shortlist needs the model's directory")
-            lexicon = Shortlist.load(obj.path)
-        translator = Translator(model, obj.text, device, shortlist=lexicon)
-        return ModelEngine(name, translator, obj.text, meta, obj.model, base_options)
+        base = apply(stored_decode_options(obj.path) if obj.path else DecodeOptions(), decode or {})
+        if base.shortlist and obj.path is None:
+            raise ValueError(f"model {name!r}: --shortlist needs the model's directory")
+        translator = Translator.from_loaded(obj, base, workers=1) if decoding else None
+        return ModelEngine(name, translator, obj.text, meta, obj.model, base)
     raise TypeError(f"model {name!r}: expected a LoadedModel or a Translator, got {type(obj).__name__}")
 
 

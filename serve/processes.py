@@ -25,17 +25,17 @@ from typing import Any, Hashable, Optional, Sequence
 log = logging.getLogger(__name__)
 
 
-def _child_main(specs: list[str], threads: int, model_options: dict[str, Any], conn) -> None:
+def _child_main(specs: list[str], threads: int, decode: dict[str, Any], conn) -> None:
     """Process body: load the models, say "ready", then translate batches until ``None``.
-    ``model_options``: ``build_engine`` keywords (``ServerSettings.model_options``)."""
+    ``decode``: the decoding settings given to the server (``ServerSettings.decode``)."""
     import torch
 
     torch.set_num_threads(threads)
-    from serve.app import load_models  # the same names and engines as the server process
     from serve.engine import build_engine
+    from serve.modelspecs import load_models  # the same names and engines as the server process
 
     try:
-        engines = {name: build_engine(name, obj, **model_options) for name, obj in load_models(specs).items()}
+        engines = {name: build_engine(name, obj, decode) for name, obj in load_models(specs).items()}
     except Exception as e:  # noqa: BLE001 - reported to the parent, which refuses to start
         conn.send(("error", f"{type(e).__name__}: {e}"))
         return
@@ -56,14 +56,14 @@ def _child_main(specs: list[str], threads: int, model_options: dict[str, Any], c
 
 class DecodeProcesses:
     """``n`` decoding processes, each with ``threads`` torch threads, for models ``specs``
-    (``[NAME=]DIR``, as given to ``mt serve --model``), built with ``model_options``
-    (``build_engine`` keywords: int8, dtype, shortlist, pack). :meth:`run_batch` is a
+    (``[NAME=]DIR``, as given to ``mt serve --model``), decoding with the settings ``decode``
+    (field → value, over each model's stored defaults). :meth:`run_batch` is a
     ``MicroBatcher`` ``run_batch``: call it from at most ``n`` threads at once."""
 
-    def __init__(self, specs: list[str], n: int, threads: int, model_options: Optional[dict[str, Any]] = None,
+    def __init__(self, specs: list[str], n: int, threads: int, decode: Optional[dict[str, Any]] = None,
                  start_timeout_s: float = 300.0) -> None:  # fmt: skip
         self.specs, self.threads, self.start_timeout_s = list(specs), threads, start_timeout_s
-        self.model_options = dict(model_options or {})
+        self.decode = dict(decode or {})
         self._ctx = mp.get_context("spawn")  # fork would copy the parent's OpenMP and event-loop threads' state
         self._lock = threading.Lock()
         self._free: queue.SimpleQueue = queue.SimpleQueue()
@@ -79,7 +79,7 @@ class DecodeProcesses:
 
     def _spawn(self, i: int) -> int:
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_child_main, args=(self.specs, self.threads, self.model_options, child),
+        proc = self._ctx.Process(target=_child_main, args=(self.specs, self.threads, self.decode, child),
                                  daemon=True, name=f"mt-decode-{i}")  # fmt: skip
         proc.start()
         child.close()  # the parent's copy: EOF reaches us when the process dies

@@ -10,12 +10,14 @@ lone surrogate cannot even be encoded to UTF-8 for SentencePiece.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from mt.config import DecodeOptions
 from serve.settings import ServerSettings
 
 _BAD_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -110,6 +112,16 @@ class Schemas:
     LTTranslateRequest: type[BaseModel]
 
 
+def decode_field(name: str, limit: Optional[float] = None) -> Any:
+    """A request field for ``DecodeOptions.<name>``: its help and bounds (tightened to the
+    server's ``limit``), default None (the model's stored default)."""
+    meta = {f.name: f.metadata for f in dataclasses.fields(DecodeOptions)}[name]
+    high = meta["high"] if limit is None else min(meta["high"], limit)
+    bound = {"gt" if meta["low_open"] else "ge": meta["low"], "le": high}
+    extra = {"allow_inf_nan": False} if isinstance(meta["low"], float) else {}
+    return Field(default=None, description=f"{meta['help']} (default: the model's)", **bound, **extra)
+
+
 def build_schemas(settings: ServerSettings) -> Schemas:
     """Request models whose field limits come from ``settings``."""
     s = settings
@@ -125,22 +137,19 @@ def build_schemas(settings: ServerSettings) -> Schemas:
             default=None, description="model name from GET /v1/models (default: the first model)"
         )
         texts: list[Text] = Field(min_length=1, max_length=s.max_texts, description="source sentences")
-        beam_size: int = Field(default=s.beam_size, ge=1, le=s.max_beam)
-        length_penalty: float = Field(
-            default=s.length_penalty, ge=0.0, le=10.0, allow_inf_nan=False,
-            description="alpha of length normalisation: score / length**alpha",
-        )
+        beam_size: Optional[int] = decode_field("beam", s.max_beam)
+        length_penalty: Optional[float] = decode_field("alpha")
         max_length: Optional[int] = Field(
             default=None, ge=1, le=s.max_output_length,
-            description="most output tokens (default: 1.2 * source length + 10)",
+            description="most output tokens (default: max_len_a * source length + max_len_b, the model's)",
         )
-        n_best: int = Field(default=1, ge=1, le=s.max_beam, description="hypotheses per text (<= beam_size)")
+        n_best: Optional[int] = decode_field("n_best", s.max_beam)
 
         @field_validator("n_best")
         @classmethod
-        def _n_best_within_beam(cls, value: int, info: ValidationInfo) -> int:
+        def _n_best_within_beam(cls, value: Optional[int], info: ValidationInfo) -> Optional[int]:
             beam = info.data.get("beam_size")  # absent when beam_size itself was invalid
-            if beam is not None and value > beam:
+            if beam is not None and value is not None and value > beam:
                 raise ValueError(f"must not exceed beam_size ({beam}), got {value}")
             return value
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
+
 
 
 @dataclass(frozen=True)
@@ -25,10 +26,6 @@ class ServerSettings:
     max_output_length: int = 512
     request_timeout_s: float = 30.0  # per request, queueing included -> 504
 
-    # ---- decoding defaults (a request may override them within the limits)
-    beam_size: int = 5
-    length_penalty: float = 1.0  # alpha of 'avg' length normalisation
-
     # ---- micro-batching
     max_batch_tokens: int = 2048  # source tokens merged into one batched search
     max_wait_ms: float = 5.0  # how long the first queued request waits for company
@@ -48,13 +45,10 @@ class ServerSettings:
     # reference VM (measured with threads, before worker processes became the default).
     switch_interval_ms: float = 1.0
 
-    # ---- the model decoding runs, as `mt translate`'s --int8 / --dtype / --shortlist / --no-pack
-    # (mt.decode.translator.decoding_model): int8 dynamic quantisation (CPU), a dtype cast,
-    # the model dir's output shortlist (approximate, not batch-invariant), oneDNN-packed weights
-    int8: bool = False
-    dtype: str = "fp32"
-    shortlist: bool = False
-    pack: bool = True
+    # ---- decoding: DecodeOptions fields given to `mt serve` (--beam, --alpha, --dtype,
+    # --int8, --shortlist, --no-pack ...). Each model decodes with the defaults stored in its
+    # directory with these on top; a request may override beam, alpha, n_best, max length.
+    decode: dict[str, Any] = field(default_factory=dict)
 
     # ---- access
     api_key: Optional[str] = None  # None = open; else required on every route but /health, /ready
@@ -62,18 +56,16 @@ class ServerSettings:
     def replace(self, **changes) -> "ServerSettings":
         return dataclasses.replace(self, **changes)
 
-    def model_options(self) -> dict[str, Any]:
-        """The decoding-model fields, as ``serve.engine.build_engine`` keywords."""
-        return {"int8": self.int8, "dtype": self.dtype, "shortlist": self.shortlist, "pack": self.pack}
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first nonsensical setting."""
         for name in ("max_texts", "max_chars", "max_tokens_per_text", "max_body_bytes", "max_beam",
-                     "max_output_length", "beam_size", "max_batch_tokens", "max_queue"):
+                     "max_output_length", "max_batch_tokens", "max_queue"):
             if getattr(self, name) < 1:
                 raise ValueError(f"settings.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.beam_size > self.max_beam:
-            raise ValueError(f"settings.beam_size: {self.beam_size} exceeds max_beam={self.max_beam}")
+        beam = self.decode.get("beam")
+        if beam is not None and beam > self.max_beam:
+            raise ValueError(f"--beam: {beam} exceeds --max-beam={self.max_beam}")
         if self.request_timeout_s <= 0 or self.max_wait_ms < 0:
             raise ValueError("settings.request_timeout_s must be > 0 and max_wait_ms >= 0")
         if self.worker_processes not in (0, 1):
@@ -84,32 +76,24 @@ class ServerSettings:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"settings.{name}: must be >= 1, got {value}")
-        from mt.decode.translator import check_variant
+        from mt.decode.options import check
 
-        try:
-            check_variant(self.int8, self.dtype)
-        except ValueError as e:
-            raise ValueError(f"settings.dtype/int8: {e}") from None
+        check(self.decode)
         if self.api_key is not None and not self.api_key:
             raise ValueError("settings.api_key: must not be empty (use None for no key)")
 
 
 def add_arguments(parser) -> None:
-    """Add ``--max-texts`` … ``--max-wait-ms`` (one per field but ``api_key``) to an argparse
-    parser; ``serve.app.settings_from_args`` reads them back. Defaults stay None, meaning
-    "the ServerSettings default"."""
+    """Add the decoding flags (:func:`mt.decode.options.add_arguments`, stored in
+    ``decode``) and ``--max-texts`` … ``--switch-interval-ms`` (one per field but ``api_key``)
+    to an argparse parser; ``serve.cli.settings_from_args`` reads them back. Defaults stay
+    None, meaning "the ServerSettings default"."""
+    from mt.decode.options import add_arguments as add_decode_arguments
+
+    add_decode_arguments(parser, ("search", "model"))
     group = parser.add_argument_group("server limits and batching")
-    model = parser.add_argument_group("decoding model")
-    model.add_argument("--int8", dest="int8", action="store_true", default=None,
-                       help="int8 dynamic quantisation of the linear layers (CPU; not batch-invariant)")
-    model.add_argument("--dtype", dest="dtype", choices=["fp32", "bf16", "fp16"], default=None,
-                       help="weights and activations for decoding (default fp32)")
-    model.add_argument("--shortlist", dest="shortlist", action="store_true", default=None,
-                       help="decode over MODEL/shortlist.safetensors (`mt shortlist`): faster, approximate")
-    model.add_argument("--no-pack", dest="pack", action="store_false", default=None,
-                       help="CPU: F.linear on the stored weights instead of oneDNN-packed copies")
     for f in dataclasses.fields(ServerSettings):
-        if f.name in ("api_key", "int8", "dtype", "shortlist", "pack"):
+        if f.name in ("api_key", "decode"):
             continue
         kind = float if isinstance(f.default, float) else int  # workers, threads: None -> int
         group.add_argument(

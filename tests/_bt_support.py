@@ -60,10 +60,11 @@ def bt_config(tmp_path: Path, bt: dict[str, Any] | None = None, **extra: Any) ->
         "model": dict(preset=None, d_model=32, n_heads=2, enc_layers=1, dec_layers=1, ffn_dim=64, max_positions=64),
         "train": dict(seed=1, max_tokens=400, lr=3e-3, warmup_steps=2, max_steps=4, threads=1, valid_every=4,
                       save_every=4, log_every=2, valid_bleu=False, best_metric="loss", progress="off", peak_tflops=0.1),
-        "decode": {"beam_size": 2, "max_len_b": 5},
+        "decode": {"beam": 2, "max_len_b": 5},
         "backtranslate": {
             "rounds": 1, "mono_tgt": "mono.en", "mono_src": "mono.de",
-            "generation": {"shard_size": 25, "max_tokens": 400},
+            "generation": {"max_tokens": 400, "max_len_b": 5},
+            "shard_size": 25,
             "device": "cpu", **(bt or {}),
         },
         **extra,

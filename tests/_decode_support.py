@@ -56,7 +56,9 @@ def src_tensor(ids: list[list[int]]) -> torch.Tensor:
 
 
 def forced_log_prob(model: Transformer, src_ids: list[int], tokens: list[int]) -> float:
-    """Teacher-forced (full-sequence) log-probability of ``tokens + [eos]``."""
+    """Teacher-forced (full-sequence) log-probability of ``tokens + [eos]`` (``model``: a
+    Transformer or a decoding model)."""
+    model = getattr(model, "net", model)
     src = src_tensor([src_ids])
     tgt_in = torch.tensor([[model.decoder_start_id] + tokens])
     with torch.inference_mode():
@@ -75,3 +77,11 @@ class IntText:
 
     def decode_target(self, ids: list[list[int]]) -> list[str]:
         return [" ".join(str(i) for i in seq) for seq in ids]
+
+
+def plain(model: Transformer | None = None, **kw):
+    """``model`` (default: the toy model) as decoding runs it unpacked in fp32 on CPU, with
+    the padding rule probed on this machine."""
+    from mt.decode.variant import prepare
+
+    return prepare(model if model is not None else toy_model(), "cpu", pack=False, **kw)

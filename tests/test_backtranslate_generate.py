@@ -18,7 +18,7 @@ from _train_tiny import make_prepared, synthetic_pairs
 from mt.backtranslate import generate as gen
 from mt.backtranslate.filter import filter_files, filter_pairs, FilterReport, write_training_corpus
 from mt.backtranslate.report import write_report
-from mt.config import BTFilterConfig, BTGenerationConfig
+from mt.config import BTFilterConfig, DecodeOptions, bt_generation_default
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,7 +71,7 @@ def test_kill_9_mid_generation_then_resume_gives_identical_output(tiny, tmp_path
 
 def test_shards_spread_over_workers_match_one_worker(tiny, tmp_path: Path) -> None:
     model, inp = tiny
-    opts = gen.decode_options(BTGenerationConfig(seed=5))
+    opts = bt_generation_default().replace(seed=5, device="cpu")
     one, _ = gen.run_generation(model, inp, tmp_path / "one", opts, 30, threads=1, progress=False)
     out = tmp_path / "three"
     merged = [gen.run_generation(model, inp, out, opts, 30, shard=(i, 3), threads=1, progress=False)[1] for i in (2, 0, 1)]
@@ -83,11 +83,11 @@ def test_shards_spread_over_workers_match_one_worker(tiny, tmp_path: Path) -> No
         gen.run_generation(model, inp, out, opts.replace(seed=6), 30, threads=1, progress=False)
 
 
-@pytest.mark.parametrize("mode", ["beam", "beam_noise", "topp", "greedy"])
-def test_generation_modes(tiny, tmp_path: Path, mode: str) -> None:
+@pytest.mark.parametrize("sampling, beam", [("none", 2), ("beam_noise", 2), ("topp", 1), ("none", 1)])
+def test_generation_modes(tiny, tmp_path: Path, sampling: str, beam: int) -> None:
+    """Beam search, beam + noise, nucleus sampling and greedy: the decoding settings' modes."""
     model, inp = tiny
-    opts = gen.decode_options(BTGenerationConfig(mode=mode, beam=2))
-    assert (opts.sampling, opts.beam) == {"beam": ("none", 2), "beam_noise": ("beam_noise", 2), "topp": ("topp", 1), "greedy": ("none", 1)}[mode]
+    opts = DecodeOptions(sampling=sampling, beam=beam, device="cpu")
     short = tmp_path / "in.txt"
     write(short, inp.read_text().splitlines()[:30])
     _, merged = gen.run_generation(model, short, tmp_path / "out", opts, 16, threads=1, progress=False)

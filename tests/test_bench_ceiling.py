@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from serve.devmodel import make_random_model_dir, synthetic_sentences
+from _serve_support import make_random_model_dir, synthetic_sentences
 
 ROOT = Path(__file__).resolve().parents[1]
 

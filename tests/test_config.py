@@ -13,8 +13,8 @@ def _write(tmp_path, text):
 
 def test_valid_config_and_overrides(tmp_path):
     p = _write(tmp_path, "run_dir: runs/x\nmodel: {preset: tiny}\ntrain: {lr: 0.001}\n")
-    cfg = load_config(p, ["train.max_steps=7", "decode.beam_size=4"])
-    assert cfg.train.max_steps == 7 and cfg.train.lr == 0.001 and cfg.decode.beam_size == 4
+    cfg = load_config(p, ["train.max_steps=7", "decode.beam=4"])
+    assert cfg.train.max_steps == 7 and cfg.train.lr == 0.001 and cfg.decode.beam == 4
     assert cfg.model.resolved().d_model == 64
 
 
@@ -34,7 +34,7 @@ def test_yaml_on_off_words_reach_string_choices(tmp_path):
         ("train: {learning_rate: 1}\n", "learning_rate"),
         ("model: {preset: small, n_heads: 5}\n", "n_heads"),
         ("model: {preset: gigantic}\n", "model.preset"),
-        ("decode: {beam_size: 0}\n", "beam_size"),
+        ("decode: {beam: 0}\n", "decode.beam"),
         ("data: {clean: {invalid_utf8: ignore}}\n", "invalid_utf8"),
         ("bogus_section: 1\n", "bogus_section"),
     ],

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from mt.decode.lengths import length_penalty, max_output_len, min_output_len, normalize
-from mt.decode.options import DecodeOptions
+from mt.config import DecodeOptions
 from mt.decode.search import beam_search, greedy_search
-from _decode_support import random_sources, src_tensor, toy_model
+from _decode_support import plain, random_sources, src_tensor
 
 
 def test_formulas():
@@ -30,7 +30,7 @@ def test_neutral_values():
 @pytest.mark.parametrize("mode,alpha", [("avg", 1.0), ("gnmt", 0.6), ("none", 1.0)])
 def test_eos_counts_toward_length(mode, alpha):
     """A hypothesis of n tokens is normalised with length n + 1 (its EOS included)."""
-    model = toy_model()
+    model = plain()
     ids = random_sources(6, seed=3)
     for search, beam in ((greedy_search, 1), (beam_search, 3)):
         opts = DecodeOptions(beam=beam, n_best=beam, length_norm=mode, alpha=alpha)

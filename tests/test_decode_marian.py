@@ -4,8 +4,9 @@ downloaded) gives the same logits and the same greedy tokens in mt as in HF's ge
 import pytest
 import torch
 
-from mt.decode.options import DecodeOptions
+from mt.config import DecodeOptions
 from mt.decode.search import greedy_search
+from _decode_support import plain
 
 transformers = pytest.importorskip("transformers")
 
@@ -72,7 +73,7 @@ def test_greedy_matches_hf_generate(hf_dir):
         )  # fmt: skip
     # HF forces EOS as the n_new-th new token; mt forces it after max_len tokens
     opts = DecodeOptions(beam=1, min_len=0, max_len_a=0.0, max_len_b=n_new - 1)
-    hyps = greedy_search(ours, src, opts)
+    hyps = greedy_search(plain(ours), src, opts)
     ended_early = 0
     for row, h in zip(ref.tolist(), hyps):
         toks = row[1:]  # drop the decoder start

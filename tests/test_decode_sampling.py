@@ -1,10 +1,10 @@
 import torch
 
-from mt.decode.options import DecodeOptions
+from mt.config import DecodeOptions
 from mt.decode.sampling import add_noise, draw, restrict_
 from mt.decode.search import greedy_search
 from mt.decode.translator import Translator, generate
-from _decode_support import IntText, forced_log_prob, random_sources, src_tensor, toy_model
+from _decode_support import plain, IntText, forced_log_prob, random_sources, src_tensor
 
 IDS = random_sources(10, seed=7)
 
@@ -14,7 +14,7 @@ def _tokens(results):
 
 
 def test_sampling_reproducible_for_a_seed():
-    model = toy_model()
+    model = plain()
     for mode in ("topk", "topp"):
         opts = DecodeOptions(sampling=mode, n_best=3, topk=5, topp=0.8, temperature=1.2, seed=4)
         a = generate(model, src_tensor(IDS), opts)
@@ -31,7 +31,7 @@ def test_sampling_reproducible_for_a_seed():
 
 
 def test_top1_sampling_is_greedy():
-    model = toy_model()
+    model = plain()
     sampled = generate(model, src_tensor(IDS), DecodeOptions(sampling="topk", topk=1, n_best=1))
     greedy = greedy_search(model, src_tensor(IDS), DecodeOptions(beam=1))
     assert _tokens(sampled) == _tokens(greedy)
@@ -67,7 +67,7 @@ def test_beam_noise():
     pos = {w: i for i, w in enumerate(kept)}
     order = sorted(pos, key=lambda w: int(w[1:]))
     assert all(abs(pos[w] - i) <= 3 for i, w in enumerate(order))  # local shuffle only
-    tr = Translator(toy_model(), IntText())
+    tr = Translator(plain(), IntText())
     texts = [" ".join(map(str, x)) for x in IDS]
     clean = tr.translate(texts, DecodeOptions(beam=3))
     noisy = tr.translate(texts, DecodeOptions(beam=3, sampling="beam_noise", seed=3))

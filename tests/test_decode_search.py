@@ -1,15 +1,15 @@
 import pytest
 import torch
 
-from mt.decode.options import DecodeOptions
+from mt.config import DecodeOptions
 from mt.decode.search import _slots_near_parents, beam_search, block_repeated_ngrams_, greedy_search
-from _decode_support import forced_log_prob, random_sources, src_tensor, toy_model
+from _decode_support import plain, forced_log_prob, random_sources, src_tensor
 
 IDS = random_sources(24, seed=5)
 
 
 def test_beam1_equals_greedy():
-    model = toy_model()
+    model = plain()
     for opts in (DecodeOptions(beam=1), DecodeOptions(beam=1, min_len=3, no_repeat_ngram=2, unk_penalty=1.0)):
         g = greedy_search(model, src_tensor(IDS), opts)
         b = beam_search(model, src_tensor(IDS), opts)
@@ -20,7 +20,7 @@ def test_beam1_equals_greedy():
 def test_beam_scores_match_forced_decoding():
     """Every reported log-prob equals the teacher-forced score of its tokens, so the cache
     reordering and the bookkeeping of parents are right."""
-    model = toy_model()
+    model = plain()
     opts = DecodeOptions(beam=5, n_best=5, length_norm="none")
     beam = beam_search(model, src_tensor(IDS[:8]), opts)
     greedy = greedy_search(model, src_tensor(IDS[:8]), opts.replace(beam=1, n_best=1))
@@ -33,7 +33,7 @@ def test_beam_finds_better_scores_than_greedy():
     """Beam search is not guaranteed to beat greedy on every sentence (the greedy prefix can
     fall out of the beam and the sentence stops once it has ``beam`` finished hypotheses),
     but on this model beam 5 does on most sentences and on average, and beam 30 on all."""
-    model = toy_model()
+    model = plain()
     opts = DecodeOptions(beam=5, length_norm="none")
     greedy = [h[0].score for h in greedy_search(model, src_tensor(IDS), opts.replace(beam=1))]
     beam = [h[0].score for h in beam_search(model, src_tensor(IDS), opts)]
@@ -44,7 +44,7 @@ def test_beam_finds_better_scores_than_greedy():
 
 
 def test_nbest_sorted_and_distinct():
-    model = toy_model()
+    model = plain()
     for mode in ("avg", "gnmt", "none"):
         for hyps in beam_search(model, src_tensor(IDS), DecodeOptions(beam=4, n_best=4, length_norm=mode)):
             assert len(hyps) == 4
@@ -55,7 +55,7 @@ def test_nbest_sorted_and_distinct():
 
 @pytest.mark.parametrize("beam", [1, 4])
 def test_max_and_min_length(beam):
-    model = toy_model()
+    model = plain()
     ids = [x for x in IDS if len(x) > 5]
     short = DecodeOptions(beam=beam, max_len_a=0.5, max_len_b=1)
     for src, hyps in zip(ids, (greedy_search if beam == 1 else beam_search)(model, src_tensor(ids), short)):
@@ -70,13 +70,13 @@ def test_max_and_min_length(beam):
 
 
 def test_empty_output_possible_only_without_min_len():
-    model = toy_model()
+    model = plain()
     opts = DecodeOptions(beam=2, min_len=1)
     assert all(len(h[0].tokens) >= 1 for h in beam_search(model, src_tensor(IDS), opts))
 
 
 def test_no_repeat_ngram():
-    model = toy_model()
+    model = plain()
     for n in (1, 2, 3):
         for search, beam in ((greedy_search, 1), (beam_search, 3)):
             opts = DecodeOptions(beam=beam, n_best=beam, no_repeat_ngram=n, max_len_a=2.0)
@@ -95,26 +95,26 @@ def test_block_repeated_ngrams_unit():
 
 
 def test_unk_penalty_and_special_tokens():
-    model = toy_model()
+    model = plain()
     # make <unk> the most likely token everywhere by biasing its logit through a hook
     from mt.model import Transformer
 
     orig = Transformer.output_logits
 
-    def biased(self, h, state=None):
-        out = orig(self, h, state)
+    def biased(self, h):
+        out = orig(self, h)
         out[..., self.cfg.unk_id] += 30.0
         return out
 
     Transformer.output_logits = biased
     try:
-        plain = beam_search(model, src_tensor(IDS[:6]), DecodeOptions(beam=2))
+        whole = beam_search(model, src_tensor(IDS[:6]), DecodeOptions(beam=2))
         penalised = beam_search(model, src_tensor(IDS[:6]), DecodeOptions(beam=2, unk_penalty=100.0))
     finally:
         Transformer.output_logits = orig
-    assert all(1 in h[0].tokens for h in plain)
+    assert all(1 in h[0].tokens for h in whole)
     assert all(1 not in h[0].tokens for h in penalised)
-    for hyps in plain + penalised:  # pad (0) and bos (2) are never generated, eos (3) only at the end
+    for hyps in whole + penalised:  # pad (0) and bos (2) are never generated, eos (3) only at the end
         assert not {0, 2, 3} & set(hyps[0].tokens)
 
 

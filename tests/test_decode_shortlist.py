@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mt.decode.options import DecodeOptions
+from mt.config import DecodeOptions
 from mt.decode.search import beam_search, greedy_search
 from mt.decode.shortlist import Shortlist, build, coverage
 from mt.decode.translator import Translator
-from _decode_support import VOCAB, IntText, random_sources, src_tensor, toy_model
+from _decode_support import plain, VOCAB, IntText, random_sources, src_tensor
 
 IDS = random_sources(12, seed=5, max_len=12)
 
@@ -41,18 +41,18 @@ def test_build_puts_the_translation_first_and_counts_frequent_tokens():
 
 
 def test_full_shortlist_decodes_like_the_whole_vocabulary():
-    model = toy_model()
+    model = plain()
     everything = torch.arange(VOCAB)
     for search, opts in [(beam_search, DecodeOptions(beam=3, n_best=2)), (greedy_search, DecodeOptions(beam=1))]:
-        plain = search(model, src_tensor(IDS), opts)
+        whole = search(model, src_tensor(IDS), opts)
         listed = search(model, src_tensor(IDS), opts, everything)
-        for a, b in zip(plain, listed):
+        for a, b in zip(whole, listed):
             assert [h.tokens for h in a] == [h.tokens for h in b]
             assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-4)
 
 
 def test_decoding_only_produces_shortlisted_tokens():
-    model = toy_model()
+    model = plain()
     allowed = torch.tensor([1, 3] + list(range(20, 40)))
     for search, opts in [(beam_search, DecodeOptions(beam=4)), (greedy_search, DecodeOptions(beam=1))]:
         for hyps in search(model, src_tensor(IDS), opts, allowed):
@@ -68,7 +68,7 @@ def test_translator_with_shortlist_and_file_roundtrip(tmp_path):
     assert torch.equal(loaded.table, sl.table) and torch.equal(loaded.frequent, sl.frequent)
     assert loaded.always == (3, 1)
     texts = [" ".join(map(str, s)) for s in IDS]
-    out = Translator(toy_model(), IntText(), shortlist=loaded).translate(texts, DecodeOptions(beam=2))
+    out = Translator(plain(), IntText(), shortlist=loaded).translate(texts, DecodeOptions(beam=2))
     for s, hyps in zip(IDS, out):
         assert set(hyps[0].tokens) <= set(loaded.for_sources([s]).tolist()) | set(loaded.for_sources(IDS).tolist())
     with pytest.raises(FileNotFoundError, match="mt shortlist"):

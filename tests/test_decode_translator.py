@@ -8,14 +8,15 @@ import torch
 
 from mt.cli import build_parser
 from mt.config import ModelConfig
-from mt.decode.options import DecodeOptions
+from mt.config import DecodeOptions
+from mt.decode.options import from_args
 from mt.decode.translator import Translator
 from mt.model import Transformer
-from _decode_support import IntText, random_sources, toy_model
+from _decode_support import plain, IntText, random_sources, toy_model
 
 
 def test_translate_restores_order_and_detokenises():
-    tr = Translator(toy_model(), IntText())
+    tr = Translator(plain(), IntText())
     ids = random_sources(9, seed=2)
     texts = [" ".join(map(str, x)) for x in ids]
     out = tr.translate(texts, DecodeOptions(beam=2, max_tokens=20))
@@ -28,7 +29,7 @@ def test_parallel_workers_give_identical_output_and_restore_threads():
     """workers=2 decodes batches on two threads: same tokens and scores as one worker, for
     beam search and for seeded sampling (one generator per batch), and torch's thread count
     is restored afterwards."""
-    model = toy_model()
+    model = plain()
     texts = [" ".join(map(str, x)) for x in random_sources(40, seed=4)]
     before = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -48,7 +49,7 @@ def test_parallel_workers_give_identical_output_and_restore_threads():
 
 
 def test_empty_input_gives_empty_translation():
-    tr = Translator(toy_model(), IntText())
+    tr = Translator(plain(), IntText())
     out = tr.translate(["", "5 6 7", "   "], DecodeOptions(beam=3, n_best=2))
     assert out[0][0].text == "" and out[0][0].tokens == [] and out[2][0].text == ""
     assert out[1][0].text != "" and len(out[1]) == 2
@@ -56,7 +57,7 @@ def test_empty_input_gives_empty_translation():
 
 
 def test_overlong_input_is_truncated_with_warning():
-    model = toy_model(max_positions=24)
+    model = plain(toy_model(max_positions=24))
     tr = Translator(model, IntText())
     long = " ".join(["7"] * 40)
     with pytest.warns(UserWarning, match="truncated"):
@@ -67,18 +68,30 @@ def test_overlong_input_is_truncated_with_warning():
         tr.translate(["5 6"], DecodeOptions(beam=2))  # no warning for a normal sentence
 
 
-def test_options_validation_and_from_config():
-    from mt.config import DecodeConfig
-
-    with pytest.raises(ValueError):
+def test_options_validation_and_flags():
+    with pytest.raises(ValueError, match="n_best"):
         DecodeOptions(beam=2, n_best=3)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="length_norm"):
         DecodeOptions(length_norm="wu")
-    o = DecodeOptions.from_config(DecodeConfig(beam_size=4, alpha=0.6))
-    assert o.beam == 4 and o.alpha == 0.6
+    with pytest.raises(ValueError, match="alpha"):
+        DecodeOptions(alpha=float("nan"))
     args = build_parser().parse_args(["translate", "--model", "x", "--beam", "3", "--n-best", "2"])
-    o = DecodeOptions.from_args(args, n_best=args.n_best)
-    assert o.beam == 3 and o.n_best == 2 and o.sampling == "none"
+    o = from_args(args, DecodeOptions(alpha=0.6, beam=7))
+    assert o.beam == 3 and o.n_best == 2 and o.sampling == "none" and o.alpha == 0.6  # flags over the base
+    args = build_parser().parse_args(["translate", "--model", "x", "--beam", "0"])
+    with pytest.raises(ValueError, match="^--beam: must be >= 1"):
+        from_args(args)
+
+
+def test_every_decoding_field_has_one_flag_and_help():
+    """The CLI flags are generated from DecodeOptions: one per field, with its help."""
+    import dataclasses
+
+    parser = build_parser()
+    help_text = parser._subparsers._group_actions[0].choices["translate"].format_help()
+    for f in dataclasses.fields(DecodeOptions):
+        name = ("--no-" if f.default is True else "--") + f.name.replace("_", "-")
+        assert name in help_text, name
 
 
 # ---------------------------------------------------------------- CLI with a real model dir
@@ -207,3 +220,23 @@ def test_shortlist_cli_bad_input_is_a_clear_error(model_dir, tmp_path, capsys):
     assert not (model_dir / "model" / "shortlist.safetensors").exists()  # nothing written on error
     with pytest.raises(SystemExit):
         build_parser().parse_args(base + ["--src", "a", "--tgt", "b", "--per-source", "0"])
+
+
+def test_model_directory_remembers_its_decoding_defaults(model_dir, tmp_path):
+    """save_model stores the search settings; Translator.load and `mt translate` use them,
+    and flags override them."""
+    from mt.modelio import load_model, save_model, stored_decode_options
+
+    loaded = load_model(model_dir / "model")
+    stored = DecodeOptions(beam=3, max_len_a=0.0, max_len_b=2, length_norm="none", int8=True)
+    save_model(tmp_path / "m", loaded.model, loaded.text, decode=stored)
+    got = stored_decode_options(tmp_path / "m")
+    assert (got.beam, got.max_len_a, got.max_len_b, got.length_norm) == (3, 0.0, 2, "none")
+    assert not got.int8  # the search settings are stored, not how one machine ran the model
+    tr = Translator.load(tmp_path / "m")
+    assert tr.options == got
+    assert all(len(h[0].tokens) <= 2 for h in tr.translate(["haus baum katze und hund rot blau"]))
+    assert Translator.load(tmp_path / "m", max_len_b=6).options.max_len_b == 6
+    rc, out = _run(["translate", "--model", str(tmp_path / "m"), "--max-len-b", "1", "--n-best", "2"], "haus baum\n")
+    assert rc == 0 and len(out.splitlines()) == 2  # n-best over the stored beam of 3
+    assert stored_decode_options(model_dir / "model") == DecodeOptions()  # none stored: the defaults

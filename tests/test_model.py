@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from mt.config import ConfigError, ModelConfig, from_dict
-from mt.decode.shapes import keep_sentences
-from mt.model import CACHE_CHUNK, Transformer, sinusoidal_table
+from mt.decode.shapes import PaddingRule, keep_sentences
+from mt.decoder_state import CACHE_CHUNK
+from mt.model import Transformer, sinusoidal_table
 
 
 def _model(**kw) -> Transformer:
@@ -105,7 +106,7 @@ def test_dropping_sentences_moves_only_the_tail_into_the_holes():
     beam, steps = 2, 6
     tokens = torch.randint(4, 40, (4 * beam, steps), generator=g)
     tokens[:, 0] = 2
-    keep = keep_sentences(torch.tensor([True, False, True, True]), beam, rows=1)
+    keep = keep_sentences(torch.tensor([True, False, True, True]), beam, PaddingRule(rows=1))
     assert keep.tolist() == [0, 3, 2]  # sentence 3 takes sentence 1's place; 0 and 2 stay
     rows = (keep[:, None] * beam + torch.arange(beam)).view(-1)
     with torch.no_grad():

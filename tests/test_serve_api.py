@@ -16,9 +16,12 @@ from fastapi.testclient import TestClient
 
 from mt.decode.options import Hypothesis
 from mt.modelio import load_model
-from serve.app import create_app, decoding_threads, parse_model_spec, settings_from_args
-from serve.devmodel import make_random_model_dir
+from serve.app import create_app
+from serve.cli import settings_from_args
+from serve.modelspecs import parse_model_spec
 from serve.settings import ServerSettings
+from serve.state import decoding_threads
+from _serve_support import make_random_model_dir
 
 KEY = "s3cret-key"
 
@@ -225,7 +228,17 @@ def test_openapi_documents_the_configured_limits(client):
     req = spec["components"]["schemas"]["TranslateRequest"]["properties"]
     assert req["texts"]["maxItems"] == SETTINGS.max_texts
     assert req["texts"]["items"]["maxLength"] == SETTINGS.max_chars
-    assert req["beam_size"]["maximum"] == SETTINGS.max_beam
+    # the decoding fields are optional (null: the model's stored default); bounds and help come
+    # from DecodeOptions, beam_size and n_best capped at max_beam
+    def bounds(name):
+        (given,) = [s for s in req[name]["anyOf"] if s["type"] != "null"]  # optional: null allowed
+        assert "the model's" in req[name]["description"]
+        return given.get("minimum"), given.get("maximum")
+
+    assert bounds("beam_size") == (1, SETTINGS.max_beam)
+    assert bounds("n_best") == (1, SETTINGS.max_beam)
+    assert bounds("length_penalty") == (0.0, 10.0)
+    assert bounds("max_length") == (1, SETTINGS.max_output_length)
     assert client.get("/docs").status_code == 200
 
 
@@ -253,8 +266,8 @@ def test_settings_must_fit_the_model(tmp_path):
     loaded = load_model(make_random_model_dir(tmp_path / "m"))
     with pytest.raises(ValueError, match="max_positions"):
         create_app({"x": loaded}, ServerSettings(max_tokens_per_text=loaded.model.cfg.max_positions))
-    with pytest.raises(ValueError, match="beam_size"):
-        create_app({"x": loaded}, ServerSettings(beam_size=20, max_beam=16))
+    with pytest.raises(ValueError, match="--beam"):
+        create_app({"x": loaded}, ServerSettings(decode={"beam": 20}, max_beam=16))
     with pytest.raises(ValueError, match="no models"):
         create_app({}, ServerSettings())
 
@@ -273,24 +286,36 @@ def test_worker_and_thread_settings():
 
 
 def test_decoding_model_settings_and_flags(capsys):
-    """`mt serve --int8 / --dtype / --shortlist / --no-pack` reach ServerSettings, and impossible
+    """`mt serve --int8 / --dtype / --shortlist / --no-pack / --beam` reach ServerSettings.decode
+    (only the flags given: the rest stay each model's stored defaults), and impossible
     combinations are refused at start-up."""
     from mt.cli import build_parser
 
-    args = build_parser().parse_args(["serve", "--model", "m", "--int8", "--no-pack", "--shortlist"])
+    args = build_parser().parse_args(["serve", "--model", "m", "--int8", "--no-pack", "--shortlist", "--beam", "3",
+                                      "--alpha", "0.5"])
     settings = settings_from_args(args)
-    assert settings.model_options() == {"int8": True, "dtype": "fp32", "shortlist": True, "pack": False}
+    assert settings.decode == {"int8": True, "shortlist": True, "pack": False, "beam": 3, "alpha": 0.5}
+    settings.validate()
     defaults = settings_from_args(build_parser().parse_args(["serve", "--model", "m"]))
-    assert defaults.model_options() == {"int8": False, "dtype": "fp32", "shortlist": False, "pack": True}
+    assert defaults.decode == {}
+    bf16 = settings_from_args(build_parser().parse_args(["serve", "--model", "m", "--dtype", "bf16"]))
+    assert bf16.decode == {"dtype": "bf16"}
     with pytest.raises(ValueError, match="int8"):
-        ServerSettings(int8=True, dtype="bf16").validate()
+        ServerSettings(decode={"int8": True, "dtype": "bf16"}).validate()
     # the CLI refuses it before loading anything (the model dir does not even exist)
     from mt.cli import main
 
     assert main(["serve", "--model", "/nonexistent", "--int8", "--dtype", "bf16"]) == 2
-    assert "settings.dtype/int8" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "int8" in err and "dtype" in err and "Traceback" not in err
+    assert main(["serve", "--model", "/nonexistent", "--beam", "20", "--max-beam", "16"]) == 2
+    assert "--beam" in capsys.readouterr().err
     with pytest.raises(ValueError, match="dtype"):
-        ServerSettings(dtype="fp8").validate()
+        ServerSettings(decode={"dtype": "fp8"}).validate()
+    with pytest.raises(ValueError, match="beam"):
+        ServerSettings(decode={"beam": 0}).validate()
+    with pytest.raises(ValueError, match="no_such_option"):
+        ServerSettings(decode={"no_such_option": 1}).validate()
 
 
 def test_served_model_is_the_requested_decoding_variant(tmp_path):
@@ -304,20 +329,90 @@ def test_served_model_is_the_requested_decoding_variant(tmp_path):
     model_dir = make_random_model_dir(tmp_path / "m")
     loaded = load_model(model_dir)
     with pytest.raises(FileNotFoundError, match="shortlist"):
-        create_app({"m": loaded}, ServerSettings(shortlist=True))
-    int8 = create_app({"m": loaded}, ServerSettings(int8=True)).state.engines["m"]
-    assert any("quantized" in type(m).__module__ for m in int8.translator.model.modules())
-    assert not any(type(m) is nn.Linear for m in int8.translator.model.modules())
+        create_app({"m": loaded}, ServerSettings(decode={"shortlist": True}))
+    int8 = create_app({"m": loaded}, ServerSettings(decode={"int8": True})).state.engines["m"]
+    assert int8.translator.model.int8 and int8.base_options.int8
+    assert any("quantized" in type(m).__module__ for m in int8.translator.model.net.modules())
+    assert not any(type(m) is nn.Linear for m in int8.translator.model.net.modules())
     vocab = loaded.model.cfg.vocab_size
     sl.build([[5, 6, 7]], [[8, 9]], vocab, frequent=20, per_source=4).save(model_dir, {})
-    plain = create_app({"m": load_model(model_dir)}, ServerSettings(pack=False, shortlist=True)).state.engines["m"]
+    plain = create_app({"m": load_model(model_dir)},
+                       ServerSettings(decode={"pack": False, "shortlist": True})).state.engines["m"]
     assert plain.translator.shortlist is not None
-    assert not any(isinstance(m, PackedLinear) for m in plain.translator.model.modules())
+    assert not plain.translator.model.packed
+    assert not any(isinstance(m, PackedLinear) for m in plain.translator.model.net.modules())
     if packing_available():
-        bf16 = create_app({"m": loaded}, ServerSettings(dtype="bf16")).state.engines["m"]
-        assert isinstance(bf16.translator.model.output_proj, PackedLinear)
-        assert bf16.translator.model.output_proj.weight.dtype == torch.bfloat16
+        bf16 = create_app({"m": loaded}, ServerSettings(decode={"dtype": "bf16"})).state.engines["m"]
+        assert bf16.translator.model.packed and bf16.translator.model.dtype == "bf16"
+        assert isinstance(bf16.translator.model.net.output_proj, PackedLinear)
+        assert bf16.translator.model.net.output_proj.weight.dtype == torch.bfloat16
         assert next(loaded.model.parameters()).dtype == torch.float32  # the loaded model is left as is
-    with TestClient(create_app({"m": loaded}, ServerSettings(int8=True))) as client:
+    with TestClient(create_app({"m": loaded}, ServerSettings(decode={"int8": True}))) as client:
         r = client.post("/v1/translate", json={"texts": ["ein test", "zwei"]})
         assert r.status_code == 200 and len(r.json()["translations"]) == 2
+
+
+def test_served_model_decodes_with_its_stored_defaults(tmp_path):
+    """A model directory's stored decoding defaults (``save_model(..., decode=...)``) are what
+    a request without options gets; `mt serve` flags go on top of them, request fields on top
+    of both."""
+    from mt.config import DecodeOptions
+    from mt.decode.translator import Translator
+    from mt.decode.variant import prepare
+    from mt.modelio import save_model, stored_decode_options
+
+    base = load_model(make_random_model_dir(tmp_path / "random"))
+    stored = DecodeOptions(beam=1, max_len_a=0.0, max_len_b=3)
+    model_dir = save_model(tmp_path / "m", base.model, base.text, base.meta, decode=stored)
+    assert stored_decode_options(model_dir) == stored
+    loaded = load_model(model_dir)
+    texts = ["ein kleiner test", "zwei hunde laufen schnell nach hause"]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        reference = Translator(prepare(loaded.model), loaded.text)
+        expect_stored = reference.translate(texts, stored)
+        expect_request = reference.translate(texts, stored.replace(beam=2, max_len_b=12))
+        expect_plain = reference.translate(texts, DecodeOptions())
+    finally:
+        torch.set_num_threads(before)
+    # the stored defaults make a difference here, so the comparisons below can tell them apart
+    assert all(len(h[0].tokens) <= 3 for h in expect_stored)
+    assert [h[0].tokens for h in expect_stored] != [h[0].tokens for h in expect_plain]
+    assert [h[0].tokens for h in expect_stored] != [h[0].tokens for h in expect_request]
+
+    app = create_app({"m": loaded}, SETTINGS.replace(threads=1))
+    assert app.state.engines["m"].base_options == stored
+    with TestClient(app) as client:
+        r = client.post("/v1/translate", json={"texts": texts})
+        assert r.status_code == 200, r.text
+        got = r.json()["translations"]
+        assert [t["text"] for t in got] == [h[0].text for h in expect_stored]
+        assert [t["score"] for t in got] == pytest.approx([h[0].score for h in expect_stored], abs=1e-4)
+        # request fields override the stored defaults (max_length: a = 0, b = max_length)
+        r = client.post("/v1/translate", json={"texts": texts, "beam_size": 2, "max_length": 12})
+        assert r.status_code == 200, r.text
+        assert [t["text"] for t in r.json()["translations"]] == [h[0].text for h in expect_request]
+        # n_best above the model's default beam (1) when the request gives no beam_size: a 422
+        # naming n_best, not a 500 from the search
+        r = client.post("/v1/translate", json={"texts": texts, "n_best": 2})
+        assert r.status_code == 422, r.text
+        err = r.json()
+        assert err["field"] == "n_best" and err["error"].startswith("n_best") and "beam_size" in err["error"], err
+        r = client.post("/v1/translate", json={"texts": texts, "n_best": 2, "beam_size": 2})
+        assert r.status_code == 200 and len(r.json()["translations"][0]["n_best"]) == 2, r.text
+    # `mt serve` flags (ServerSettings.decode) go on top of the stored defaults
+    engine = create_app({"m": loaded}, SETTINGS.replace(decode={"beam": 2})).state.engines["m"]
+    assert engine.base_options == stored.replace(beam=2)
+
+
+def test_n_best_above_the_default_beam_is_a_422(text_pipeline):
+    """Without beam_size, n_best is checked against the model's default beam (5 here)."""
+    with TestClient(create_app({"de-en": Reverser(text_pipeline)}, SETTINGS)) as c:
+        r = c.post("/v1/translate", json={"texts": ["abc"], "n_best": 6})
+        assert r.status_code == 422, r.text
+        err = r.json()
+        assert err["field"] == "n_best" and err["error"].startswith("n_best"), err
+        r = c.post("/v1/translate", json={"texts": ["abc"], "n_best": 5})
+        assert r.status_code == 200 and len(r.json()["translations"][0]["n_best"]) == 5
+        ok(c)

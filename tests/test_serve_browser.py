@@ -19,9 +19,8 @@ from mt.decode.options import DecodeOptions
 from mt.decode.translator import Translator
 from mt.modelio import load_model
 from serve.app import create_app
-from serve.devmodel import make_random_model_dir
 from serve.settings import ServerSettings
-from serve.testing import LiveServer
+from _serve_support import LiveServer, make_random_model_dir
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -53,12 +52,13 @@ def browser():
 
 def test_type_click_and_read_the_translation(browser, tmp_path):
     tiny = load_model(make_random_model_dir(tmp_path / "model", preset="tiny", seed=5))
-    app = create_app({"de-en": tiny}, ServerSettings(api_key=KEY, beam_size=3, threads=1))
+    app = create_app({"de-en": tiny}, ServerSettings(api_key=KEY, decode={"beam": 3}, threads=1))
     source = "Hallo Welt, wie geht es dir?"
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        expected = Translator(tiny.model, tiny.text, "cpu").translate([source], DecodeOptions(beam=3))[0][0].text
+        # what the server decodes with: the model dir's defaults (none stored: DecodeOptions()), --beam 3
+        expected = Translator.from_loaded(tiny, DecodeOptions(beam=3), workers=1).translate([source])[0][0].text
     finally:
         torch.set_num_threads(before)
     assert expected.strip(), "the random model should produce some output for this check to mean anything"

@@ -16,10 +16,10 @@ from schemathesis.generation import GenerationMode
 
 from mt.modelio import load_model
 from serve.app import create_app
-from serve.devmodel import make_random_model_dir
 from serve.settings import ServerSettings
+from _serve_support import make_random_model_dir
 
-LIMITS = ServerSettings(max_texts=4, max_chars=200, max_tokens_per_text=64, max_beam=4, beam_size=2,
+LIMITS = ServerSettings(max_texts=4, max_chars=200, max_tokens_per_text=64, max_beam=4, decode={"beam": 2},
                         max_output_length=16, max_body_bytes=16 * 1024, request_timeout_s=20)
 
 

@@ -20,9 +20,8 @@ from mt.decode.options import DecodeOptions, Hypothesis
 from mt.decode.translator import Translator
 from mt.modelio import load_model
 from serve.app import create_app
-from serve.devmodel import make_random_model_dir, synthetic_sentences
 from serve.settings import ServerSettings
-from serve.testing import LiveServer, free_port
+from _serve_support import LiveServer, free_port, make_random_model_dir, synthetic_sentences
 
 KEY = "live-test-key"
 
@@ -48,6 +47,12 @@ def tiny(model_dir):
 
 
 @pytest.fixture(scope="module")
+def reference(tiny):
+    """A Translator decoding exactly as the server's engine does (same loader, same defaults)."""
+    return Translator.from_loaded(tiny, DecodeOptions(), workers=1)
+
+
+@pytest.fixture(scope="module")
 def live(tiny):
     app = create_app({"de-en": tiny}, ServerSettings(max_wait_ms=30, max_body_bytes=64 * 1024, api_key=KEY, threads=1))
     with LiveServer(app) as url:
@@ -57,10 +62,10 @@ def live(tiny):
 AUTH = {"X-API-Key": KEY}
 
 
-def test_concurrent_clients_each_get_their_own_translation(live, tiny):
+def test_concurrent_clients_each_get_their_own_translation(live, reference):
     texts = synthetic_sentences(24, seed=11)
     opts = DecodeOptions(beam=4, alpha=1.0, max_len_a=0.0, max_len_b=12)
-    alone = [Translator(tiny.model, tiny.text, "cpu").translate([t], opts)[0][0] for t in texts]
+    alone = [reference.translate([t], opts)[0][0] for t in texts]
     barrier = threading.Barrier(len(texts))
 
     def client(text: str) -> dict:
@@ -79,10 +84,10 @@ def test_concurrent_clients_each_get_their_own_translation(live, tiny):
     assert max(r["timings"]["batch_requests"] for r in replies) > 1, "requests were not batched"
 
 
-def test_multi_text_request_keeps_order(live, tiny):
+def test_multi_text_request_keeps_order(live, reference):
     texts = synthetic_sentences(6, seed=5)
     opts = DecodeOptions(beam=2, alpha=1.0, max_len_a=0.0, max_len_b=8)
-    ref = [h[0].text for h in Translator(tiny.model, tiny.text, "cpu").translate(texts, opts)]
+    ref = [h[0].text for h in reference.translate(texts, opts)]
     r = httpx.post(live + "/v1/translate", headers=AUTH,
                    json={"texts": texts, "beam_size": 2, "max_length": 8}, timeout=60)
     assert [t["text"] for t in r.json()["translations"]] == ref
@@ -146,7 +151,7 @@ def test_mt_serve_command(model_dir, tmp_path):
     env = dict(os.environ, MT_API_KEY=KEY)
     proc = subprocess.Popen(
         [sys.executable, "-m", "mt.cli", "serve", "--model", f"tiny={model_dir}", "--model", str(model_dir),
-         "--port", str(port)],
+         "--port", str(port), "--beam", "2", "--max-len-b", "6"],  # generated decoding flags
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

@@ -9,9 +9,9 @@ import threading
 import pytest
 
 from mt.modelio import load_model
-from serve.devmodel import make_random_model_dir
 from serve.engine import RequestOptions, build_engine
 from serve.processes import DecodeProcesses
+from _serve_support import make_random_model_dir
 
 TEXTS = ["ein kleiner test", "zwei hunde", "", "noch ein etwas längerer satz für den test"]
 
@@ -68,15 +68,15 @@ def test_processes_build_the_requested_decoding_model(pool):
     int8 engine's (int8 scores differ from fp32), and a missing shortlist stops start-up."""
     _, model_dir = pool
     opts = RequestOptions(beam=2, alpha=1.0, max_length=None, n_best=1)
-    procs = DecodeProcesses([f"m={model_dir}"], n=1, threads=1, model_options={"int8": True})
+    procs = DecodeProcesses([f"m={model_dir}"], n=1, threads=1, decode={"int8": True})
     try:
         remote = procs.run_batch(("m", opts), TEXTS)
     finally:
         procs.close()
-    local = build_engine("m", load_model(model_dir), int8=True).translate(TEXTS, opts)
+    local = build_engine("m", load_model(model_dir), {"int8": True}).translate(TEXTS, opts)
     fp32 = build_engine("m", load_model(model_dir)).translate(TEXTS, opts)
     key = [[(h.tokens, h.score) for h in hyps] for hyps in remote]
     assert key == [[(h.tokens, h.score) for h in hyps] for hyps in local]
     assert key != [[(h.tokens, h.score) for h in hyps] for hyps in fp32]
     with pytest.raises(RuntimeError, match="shortlist"):
-        DecodeProcesses([f"m={model_dir}"], n=1, threads=1, model_options={"shortlist": True})
+        DecodeProcesses([f"m={model_dir}"], n=1, threads=1, decode={"shortlist": True})

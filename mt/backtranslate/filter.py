@@ -12,13 +12,12 @@ counted under the first rule that fires, so ``read = kept + sum(dropped)``:
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from mt.backtranslate.generate import read_lines
 from mt.config import BTFilterConfig
+from mt.fileio import atomic_write, read_lines
 
 RULES = ("empty", "too_long", "ratio", "duplicate")
 
@@ -68,14 +67,11 @@ def filter_files(synthetic: Path, real: Path, out_syn: Path, out_real: Path, cfg
     n_syn, n_real = sum(1 for _ in read_lines(synthetic)), sum(1 for _ in read_lines(real))
     if n_syn != n_real:
         raise ValueError(f"{synthetic} has {n_syn} lines but {real} has {n_real}; they must be aligned")
-    tmp_s = out_syn.with_name(f".{out_syn.name}.tmp{os.getpid()}")
-    tmp_r = out_real.with_name(f".{out_real.name}.tmp{os.getpid()}")
-    with open(tmp_s, "w", encoding="utf-8", newline="\n") as fs, open(tmp_r, "w", encoding="utf-8", newline="\n") as fr:
+    # two aligned files: renamed into place (out_syn first) only when both are written
+    with atomic_write(out_real) as fr, atomic_write(out_syn) as fs:
         for s, r in filter_pairs(zip(read_lines(synthetic), read_lines(real)), cfg, report):
             fs.write(s + "\n")
             fr.write(r + "\n")
-    os.replace(tmp_s, out_syn)
-    os.replace(tmp_r, out_real)
     return report
 
 
@@ -95,9 +91,8 @@ def write_training_corpus(
     """
     bitext = list(bitext)
     counts = {"bitext": len(bitext), "bitext_upsampled": len(bitext) * upsample, "synthetic": 0}
-    tmp_s = out_src.with_name(f".{out_src.name}.tmp{os.getpid()}")
-    tmp_t = out_tgt.with_name(f".{out_tgt.name}.tmp{os.getpid()}")
-    with open(tmp_s, "w", encoding="utf-8", newline="\n") as fs, open(tmp_t, "w", encoding="utf-8", newline="\n") as ft:
+    # two aligned files: renamed into place (out_src first) only when both are written
+    with atomic_write(out_tgt) as ft, atomic_write(out_src) as fs:
         for _ in range(upsample):
             for s, t in bitext:
                 fs.write(s + "\n")
@@ -108,7 +103,5 @@ def write_training_corpus(
                 fs.write(prefix + s + "\n")
                 ft.write(t + "\n")
                 counts["synthetic"] += 1
-    os.replace(tmp_s, out_src)
-    os.replace(tmp_t, out_tgt)
     counts["total"] = counts["bitext_upsampled"] + counts["synthetic"]
     return counts

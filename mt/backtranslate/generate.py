@@ -35,11 +35,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
-from mt.config import BTGenerationConfig
+from mt.config import DecodeOptions, bt_generation_default
+from mt.fileio import atomic_write, atomic_write_text, read_lines
 from mt.fileio import sha256_file as _sha256
 from mt.data.sources import ReadStats, read_monolingual
+from mt.decode.options import add_arguments, from_args
 
 SHARDS_DIR = "shards"
 SYNTHETIC = "synthetic.txt"
@@ -49,25 +51,8 @@ SETTINGS = "generation.json"
 # --------------------------------------------------------------------------- small helpers
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``path`` via a temporary sibling and a rename: readers see all of it or nothing."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def read_lines(path: Path) -> Iterator[str]:
-    """Lines of a UTF-8 file written by this module (newline removed)."""
-    with open(path, encoding="utf-8", newline="\n") as f:
-        for line in f:
-            yield line[:-1] if line.endswith("\n") else line
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", fsync=True)
 
 
 def count_lines(path: Path) -> int:
@@ -118,8 +103,7 @@ def clean_monolingual(src: Path, out: Path, max_tokens: int, max_lines: int = 0)
     """
     stats = MonoStats()
     read_stats = ReadStats()
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+    with atomic_write(out, fsync=True) as f:
         for line in read_monolingual(src, invalid_utf8="drop", stats=read_stats):
             stats.read += 1
             # a stray CR or U+2028 would split the line in two when read back
@@ -133,30 +117,9 @@ def clean_monolingual(src: Path, out: Path, max_tokens: int, max_lines: int = 0)
             else:
                 stats.kept += 1
                 f.write(" ".join(tokens) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out)
     stats.invalid_utf8 = read_stats.invalid_utf8
     stats.read += read_stats.invalid_utf8
     return stats
-
-
-# --------------------------------------------------------------------------- decoding options
-
-
-def decode_options(gen: BTGenerationConfig, decode_cfg: Any = None):  # -> DecodeOptions
-    """:class:`mt.decode.options.DecodeOptions` for a generation mode; length limits and
-    normalisation come from the experiment's ``decode`` section when given."""
-    from mt.decode.options import DecodeOptions
-
-    base = DecodeOptions.from_config(decode_cfg) if decode_cfg is not None else DecodeOptions()
-    common = dict(n_best=1, seed=gen.seed, max_tokens=gen.max_tokens, temperature=gen.temperature,
-                  topk=gen.topk, topp=gen.topp)  # fmt: skip
-    if gen.mode in ("topk", "topp"):
-        return base.replace(sampling=gen.mode, beam=1, **common)
-    if gen.mode == "greedy":
-        return base.replace(sampling="none", beam=1, **common)
-    return base.replace(sampling="beam_noise" if gen.mode == "beam_noise" else "none", beam=gen.beam, **common)
 
 
 # --------------------------------------------------------------------------- shards
@@ -182,7 +145,8 @@ def _settings(model_dir: Path, input_path: Path, opts: Any, shard_size: int, n_l
         "input_sha256": _sha256(input_path),
         "input_lines": n_lines,
         "shard_size": shard_size,
-        "options": dataclasses.asdict(opts),
+        # where it runs is per worker (cuda:0, cuda:1 ...); everything else must agree
+        "options": {k: v for k, v in dataclasses.asdict(opts).items() if k != "device"},
     }
 
 
@@ -255,7 +219,7 @@ def generate_shards(
         hyps = translator.translate(chunk, opts.replace(seed=shard_seed(opts.seed, k)), progress=bar.update)
         # a generated line must stay one line, or every later pair would be misaligned
         out = ["".join(" " if c in "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029" else c for c in h[0].text) for h in hyps]
-        atomic_write_text(shard_path(out_dir, k), "".join(x + "\n" for x in out))
+        atomic_write_text(shard_path(out_dir, k), "".join(x + "\n" for x in out), fsync=True)
         result.shards_generated += 1
         result.sentences += len(chunk)
         if on_shard is not None:
@@ -272,18 +236,13 @@ def merge_shards(out_dir: Path, n_lines: int, shard_size: int) -> Optional[Path]
     if missing_shards(out_dir, n_lines, shard_size):
         return None
     final = out_dir / SYNTHETIC
-    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+    with atomic_write(final, fsync=True) as f:
         for k in range(n_shards(n_lines, shard_size)):
             text = shard_path(out_dir, k).read_text(encoding="utf-8")
             want = min(shard_size, n_lines - k * shard_size)
             if text.count("\n") != want:
-                tmp.unlink()
                 raise ValueError(f"{shard_path(out_dir, k)}: {text.count(chr(10))} lines, expected {want}; delete it and resume")
             f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
     return final
 
 
@@ -291,20 +250,20 @@ def run_generation(
     model_dir: Path,
     input_path: Path,
     out_dir: Path,
-    opts: Any,
+    opts: DecodeOptions,
     shard_size: int,
     shard: tuple[int, int] = (0, 1),
-    device: str = "auto",
     threads: Optional[int] = None,
     progress: bool = True,
 ) -> tuple[GenerationResult, Optional[Path]]:
-    """Load ``model_dir``, generate this worker's shards, merge when complete."""
-    from mt.decode.translator import load_translator
+    """Load ``model_dir`` (as ``opts``'s model group says), generate this worker's shards,
+    merge when complete."""
+    from mt.decode.translator import Translator
 
     out_dir.mkdir(parents=True, exist_ok=True)
     n_lines = count_lines(input_path)
     check_settings(out_dir, _settings(model_dir, input_path, opts, shard_size, n_lines))
-    translator = load_translator(str(model_dir), device=device, threads=threads)
+    translator = Translator.load(model_dir, opts, threads=threads)
     result = generate_shards(translator, input_path, out_dir, opts, shard_size, shard, progress)
     return result, merge_shards(out_dir, n_lines, shard_size)
 
@@ -335,25 +294,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--out-dir", required=True, help="shards/, generation.json and synthetic.txt go here")
     p.add_argument("--shard", default=None, metavar="I/N", help="do shards k with k %% N == I (default: torchrun rank/world size, else 0/1)")
     p.add_argument("--shard-size", type=int, default=5000)
-    p.add_argument("--mode", choices=["topk", "topp", "beam", "beam_noise", "greedy"], default="topk")
-    p.add_argument("--topk", type=int, default=10)
-    p.add_argument("--topp", type=float, default=0.9)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--beam", type=int, default=5)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--max-tokens", type=int, default=4096, help="padded source tokens per batch")
-    p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
+    add_arguments(p, defaults=bt_generation_default())
     args = p.parse_args(argv)
-
-    gen = BTGenerationConfig(mode=args.mode, topk=args.topk, topp=args.topp, temperature=args.temperature,
-                             beam=args.beam, seed=args.seed, shard_size=args.shard_size, max_tokens=args.max_tokens)  # fmt: skip
-    gen.validate("generation")
-    shard, device = _worker_from_env(args.shard, args.device)
+    if args.shard_size < 1:
+        p.error(f"argument --shard-size: must be >= 1, got {args.shard_size}")
+    opts = from_args(args, bt_generation_default(), n_best=1)  # one output line per input line
+    shard, device = _worker_from_env(args.shard, opts.device)
     result, merged = run_generation(
-        Path(args.model), Path(args.input), Path(args.out_dir), decode_options(gen), args.shard_size,
-        shard, device, args.threads, progress=not args.no_progress,
+        Path(args.model), Path(args.input), Path(args.out_dir), opts.replace(device=device), args.shard_size,
+        shard, args.threads, progress=not args.no_progress,
     )  # fmt: skip
     print(json.dumps({"shard": f"{shard[0]}/{shard[1]}", **result.as_dict(), "merged": str(merged) if merged else None}))
     return 0

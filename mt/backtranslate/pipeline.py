@@ -42,6 +42,7 @@ from mt.backtranslate import filter as bt_filter
 from mt.backtranslate import generate as gen
 from mt.backtranslate.report import write_report
 from mt.config import ConfigError, ExperimentConfig, from_dict, to_dict
+from mt.fileio import atomic_dir, atomic_write_text, read_lines
 
 MANIFEST = "bt_manifest.json"
 Direction = Literal["forward", "reverse"]
@@ -304,19 +305,18 @@ class Pipeline:
 
     def _evaluate(self, direction: Direction, model: Path, out_dir: Path) -> dict[str, Any]:
         """sacreBLEU + chrF of ``model`` on valid and every test set; hypotheses saved."""
-        from mt.decode.options import DecodeOptions
-        from mt.decode.translator import load_translator
+        from mt.decode.translator import Translator
         from mt.evaluate import corpus_scores, length_stats
 
-        translator = load_translator(str(model), device=self.bt.device, threads=self.cfg.train.threads)
-        beam = self.bt.eval_beam or self.cfg.decode.beam_size
-        opts = DecodeOptions.from_config(self.cfg.decode, beam=beam, n_best=1)
+        beam = self.bt.eval_beam or self.cfg.decode.beam
+        opts = self.cfg.decode.replace(beam=beam, n_best=1, sampling="none", device=self.bt.device)
+        translator = Translator.load(model, opts, threads=self.cfg.train.threads)
         out_dir.mkdir(parents=True, exist_ok=True)
         scores: dict[str, Any] = {}
         for split, (src, ref) in self._eval_sets(direction).items():
             t0 = time.perf_counter()
             hyps = [h[0].text for h in translator.translate(src, opts)]
-            gen.atomic_write_text(out_dir / f"{split}.{self.names[direction]}.hyp", "".join(h + "\n" for h in hyps))
+            atomic_write_text(out_dir / f"{split}.{self.names[direction]}.hyp", "".join(h + "\n" for h in hyps))
             s = corpus_scores(hyps, ref)
             self.signatures = {"bleu": s.pop("bleu_signature"), "chrf": s.pop("chrf_signature")}
             scores[split] = {**s, **length_stats(hyps), "sentences": len(src), "seconds": round(time.perf_counter() - t0, 1)}
@@ -339,13 +339,13 @@ class Pipeline:
         pairs = list(cleaner(source))
         cleaner.add_invalid_utf8(source.stats.invalid_utf8)
         for i, lang in enumerate((d.src_lang, d.tgt_lang)):
-            gen.atomic_write_text(out / f"train.{lang}", "".join(p[i] + "\n" for p in pairs))
+            atomic_write_text(out / f"train.{lang}", "".join(p[i] + "\n" for p in pairs))
         return {"clean": cleaner.report.as_dict()}
 
     def _bitext(self, direction: Direction) -> list[tuple[str, str]]:
         d = self.cfg.data
-        src = gen.read_lines(self.root / "bitext" / f"train.{d.src_lang}")
-        tgt = gen.read_lines(self.root / "bitext" / f"train.{d.tgt_lang}")
+        src = read_lines(self.root / "bitext" / f"train.{d.src_lang}")
+        tgt = read_lines(self.root / "bitext" / f"train.{d.tgt_lang}")
         pairs = list(zip(src, tgt))
         return pairs if direction == "forward" else [(t, s) for s, t in pairs]
 
@@ -373,16 +373,17 @@ class Pipeline:
     def _generate(self, model: Path, side: str, out_dir: Path, r: int) -> dict[str, Any]:
         """Translate the cleaned mono file of ``side`` with ``model`` (resumable shards)."""
         g = self.bt.generation
-        opts = gen.decode_options(g, self.cfg.decode).replace(seed=g.seed + r)  # new samples each round
+        # new samples each round; one output line per input line
+        opts = g.replace(seed=g.seed + r, n_best=1, device=self.bt.device)
         result, merged = gen.run_generation(
-            model, self.root / "mono" / f"mono_{side}.txt", out_dir, opts, g.shard_size,
-            device=self.bt.device, threads=self.cfg.train.threads, progress=self.progress,
+            model, self.root / "mono" / f"mono_{side}.txt", out_dir, opts, self.bt.shard_size,
+            threads=self.cfg.train.threads, progress=self.progress,
         )  # fmt: skip
         if merged is None:  # cannot happen in one process; external workers may still be running
             raise RuntimeError(f"{out_dir}: shards missing after generation")
         print(f"mt backtranslate: generated {result.sentences} sentences in {result.seconds:.1f}s "
               f"({result.sentences_per_s:.1f} sentences/s)", file=sys.stderr)  # fmt: skip
-        return {**result.as_dict(), "synthetic": str(merged), "mode": g.mode}
+        return {**result.as_dict(), "synthetic": str(merged), "sampling": g.sampling, "beam": g.beam}
 
     def _filter(self, out_dir: Path, side: str) -> dict[str, Any]:
         report = bt_filter.filter_files(
@@ -504,12 +505,8 @@ class Pipeline:
 
             best = max(self.rows, key=key)  # max() keeps the earliest of equal scores
             dest = self.root / name
-            tmp = self.root / f".{name}.tmp{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(best[direction]["model"], tmp)
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(tmp, dest)
+            with atomic_dir(dest) as tmp:
+                shutil.copytree(best[direction]["model"], tmp, dirs_exist_ok=True)
             out[direction] = {"path": str(dest), "round": best["round"], "from": best[direction]["model"]}
         return out
 
@@ -518,7 +515,7 @@ class Pipeline:
             "directions": self.names,
             "rounds": self.rows,
             "eval_sentences": self.bt.eval_sentences,
-            "eval_beam": self.bt.eval_beam or self.cfg.decode.beam_size,
+            "eval_beam": self.bt.eval_beam or self.cfg.decode.beam,
             "generation": to_dict(self.bt.generation),
             "upsample": self.bt.upsample,
             "tagged": self.bt.tagged,

@@ -84,7 +84,7 @@ def markdown(report: dict[str, Any]) -> str:
             g = s.get("generation") or {}
             lines.append(
                 f"- round {r}, for the {report['directions'][side]} model: monolingual {_counts(mono)}; "
-                f"generated {g.get('sentences', 0)} sentences ({g.get('mode')}, {g.get('sentences_per_s', 0)} sentences/s"
+                f"generated {g.get('sentences', 0)} sentences ({g.get('sampling')}, {g.get('sentences_per_s', 0)} sentences/s"
                 f"{', resumed after ' + str(g['shards_done_before']) + ' shards' if g.get('shards_done_before') else ''}); "
                 f"filter {_counts(s.get('filter') or {})}"
             )

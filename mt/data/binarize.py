@@ -13,11 +13,12 @@ corpus that looks complete.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from mt.fileio import atomic_write
 
 _DTYPES = {"uint16": np.uint16, "int32": np.int32}
 
@@ -32,34 +33,27 @@ def write_indexed(prefix: str | Path, seqs: Iterable[Sequence[int]], vocab_size:
     dtype = "uint16" if vocab_size is not None and vocab_size <= 65536 else "int32"
     np_dtype = _DTYPES[dtype]
     bin_path, idx_path = prefix.with_name(prefix.name + ".bin"), prefix.with_name(prefix.name + ".idx")
-    tmp_bin = bin_path.with_name(bin_path.name + f".tmp{os.getpid()}")
-    tmp_idx = idx_path.with_name(idx_path.name + f".tmp{os.getpid()}")
     offsets = [0]
-    try:
-        with open(tmp_bin, "wb") as f:
-            chunk: list[np.ndarray] = []
-            pending = 0
-            for seq in seqs:
-                arr = np.asarray(seq, dtype=np.int64)
-                if arr.size and (arr.min() < 0 or arr.max() > np.iinfo(np_dtype).max):
-                    raise ValueError(f"{prefix}: token id out of range for {dtype}")
-                chunk.append(arr.astype(np_dtype))
-                offsets.append(offsets[-1] + arr.size)
-                pending += arr.size
-                if pending > 1 << 20:
-                    f.write(np.concatenate(chunk).tobytes())
-                    chunk, pending = [], 0
-            if chunk:
+    # two files, renamed into place only when both are written (.bin first, then .idx); a
+    # crash between the two renames over an older corpus would pair new and old, so stages
+    # that must be crash-safe (mt prepare) write their corpora inside an atomic_dir
+    with atomic_write(idx_path, "wb") as fi, atomic_write(bin_path, "wb") as f:
+        chunk: list[np.ndarray] = []
+        pending = 0
+        for seq in seqs:
+            arr = np.asarray(seq, dtype=np.int64)
+            if arr.size and (arr.min() < 0 or arr.max() > np.iinfo(np_dtype).max):
+                raise ValueError(f"{prefix}: token id out of range for {dtype}")
+            chunk.append(arr.astype(np_dtype))
+            offsets.append(offsets[-1] + arr.size)
+            pending += arr.size
+            if pending > 1 << 20:
                 f.write(np.concatenate(chunk).tobytes())
-        with open(tmp_idx, "wb") as f:
-            np.save(f, np.asarray(offsets, dtype=np.int64))
-            f.write(json.dumps({"dtype": dtype}).encode())
-        os.replace(tmp_bin, bin_path)
-        os.replace(tmp_idx, idx_path)
-    finally:
-        for tmp in (tmp_bin, tmp_idx):
-            if tmp.exists():
-                tmp.unlink()
+                chunk, pending = [], 0
+        if chunk:
+            f.write(np.concatenate(chunk).tobytes())
+        np.save(fi, np.asarray(offsets, dtype=np.int64))
+        fi.write(json.dumps({"dtype": dtype}).encode())
     return len(offsets) - 1
 
 

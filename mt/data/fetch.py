@@ -21,7 +21,6 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -31,7 +30,7 @@ from typing import Iterable, Optional
 
 from mt.config import resolve_path
 from mt.data import DataError
-from mt.fileio import sha256_file
+from mt.fileio import atomic_dir, atomic_write, sha256_file
 
 MULTI30K_COMMIT = "a3d2e0d26b56f3846f66a952536ffed4e401d05a"
 MULTI30K_URL = f"https://raw.githubusercontent.com/multi30k/dataset/{MULTI30K_COMMIT}"
@@ -121,19 +120,15 @@ def mono_key(line: str) -> str:
 def download(url: str, dest: Path, retries: int = 3, timeout: float = 60.0) -> Path:
     """Fetch ``url`` into ``dest`` (temp file + rename); HTTP errors name the URL."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + f".part{os.getpid()}")
     for attempt in range(1, retries + 1):
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as f:
+            with urllib.request.urlopen(url, timeout=timeout) as resp, atomic_write(dest, "wb") as f:
                 shutil.copyfileobj(resp, f, 1 << 20)
-            os.replace(tmp, dest)
             return dest
         except urllib.error.HTTPError as e:
-            tmp.unlink(missing_ok=True)
             if e.code < 500 or attempt == retries:  # 404 etc. will not get better
                 raise DataError(f"download failed: {url}: HTTP {e.code} {e.reason}") from None
         except (urllib.error.URLError, OSError, TimeoutError) as e:
-            tmp.unlink(missing_ok=True)
             if attempt == retries:
                 raise DataError(f"download failed: {url}: {getattr(e, 'reason', e)}") from None
         time.sleep(2.0 * attempt)
@@ -197,11 +192,13 @@ def fetch_dataset(
         root.mkdir(parents=True, exist_ok=True)
         cache = root / ".downloads" / name
         cache.mkdir(parents=True, exist_ok=True)
-        build = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
+        # merge: an existing ``target`` keeps files of its own (it may be a shared directory
+        # with more in it); only the verified files are moved in, one rename each
+        build = atomic_dir(target, merge=True)
     except OSError as e:
         raise DataError(f"cannot write to data directory {root}: {e.strerror or e}") from None
 
-    try:
+    with build as tmp:
         from tqdm import tqdm
 
         local: dict[str, Path] = {}
@@ -210,38 +207,22 @@ def fetch_dataset(
             if not dest.is_file():
                 download(f"{base}/{rel}", dest)
             local[rel] = dest
-        (build / "mono").mkdir()
+        (tmp / "mono").mkdir()
         for out_name, srcs in multi30k_sources().items():
             if out_name.startswith("mono/"):
                 lang = out_name.rsplit(".", 1)[1]
-                _build_mono([local[s] for s in srcs], [local[s] for s in _held_out_paths(lang)], build / out_name)
+                _build_mono([local[s] for s in srcs], [local[s] for s in _held_out_paths(lang)], tmp / out_name)
             else:
-                _gunzip_to([local[s] for s in srcs], build / out_name)
+                _gunzip_to([local[s] for s in srcs], tmp / out_name)
         bad = []
         for out_name, want in expected.items():
-            got = sha256_file(build / out_name) if (build / out_name).is_file() else "missing"
+            got = sha256_file(tmp / out_name) if (tmp / out_name).is_file() else "missing"
             if got != want:
                 bad.append(f"{out_name}: expected sha256 {want}, got {got}")
                 for s in multi30k_sources().get(out_name, []):  # re-download next time
                     local.get(s, cache / s).unlink(missing_ok=True)
         if bad:
             raise DataError(f"checksum mismatch for {name} from {base} (nothing installed):\n  " + "\n  ".join(bad))
-        _install(build, target)
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
     return target
 
 
-def _install(build: Path, target: Path) -> None:
-    """Move the verified files into ``target``: one rename if it is new, else file by file."""
-    if not target.exists():
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(build, 0o777 & ~umask)  # mkdtemp made it 0700
-        os.rename(build, target)
-        return
-    for path in sorted(build.rglob("*")):
-        if path.is_file():
-            dest = target / path.relative_to(build)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, dest)

@@ -20,8 +20,6 @@ import datetime as _dt
 import hashlib
 import itertools
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -30,7 +28,7 @@ from mt.config import ExperimentConfig, to_dict
 from mt.data import DataError
 from mt.data.clean import Cleaner, CleanReport
 from mt.data.fetch import resolve_data_dir
-from mt.fileio import replace_dir, sha256_file
+from mt.fileio import atomic_dir, read_lines, sha256_file
 from mt.data.sources import ParallelSource, open_corpus
 from mt.data.text import TextPipeline, train_sentencepiece
 
@@ -146,12 +144,6 @@ def _chunks(lines: Iterator[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
-def _read_lines(path: Path) -> Iterator[str]:
-    with open(path, encoding="utf-8", newline="\n") as f:
-        for line in f:
-            yield line[:-1] if line.endswith("\n") else line
-
-
 def _encode_file(text: TextPipeline, path: Path, side: str, prefix: Path, progress: bool, total: int) -> int:
     """Binarise an already-normalised text file; returns the number of tokens."""
     from tqdm import tqdm
@@ -164,7 +156,7 @@ def _encode_file(text: TextPipeline, path: Path, side: str, prefix: Path, progre
 
     def seqs() -> Iterator[list[int]]:
         nonlocal n_tokens
-        for chunk in _chunks(_read_lines(path), ENCODE_CHUNK):
+        for chunk in _chunks(read_lines(path), ENCODE_CHUNK):
             for ids in encode(chunk, normalized=True):
                 n_tokens += len(ids)
                 yield ids
@@ -244,11 +236,10 @@ def prepare(
         return out
 
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        build = atomic_dir(out)  # creates the temporary directory now: report an unwritable out here
     except OSError as e:
         raise DataError(f"cannot write prepared data to {out}: {e.strerror or e}") from None
-    try:
+    with build as tmp:
         # 1. read + clean the training pairs into normalised text
         t = time.perf_counter()
         report, src_txt, tgt_txt = _clean_train(corpora["train"], cfg, tmp, progress)
@@ -318,10 +309,6 @@ def prepare(
         with open(tmp / "manifest.json", "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, ensure_ascii=False)
             f.write("\n")
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
     _print_summary(counts, text, padding, cfg, timings, out)
     return out

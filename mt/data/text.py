@@ -22,6 +22,8 @@ from typing import Iterable, Literal, Optional, Sequence, Union
 import sentencepiece as spm
 
 from mt.data import DataError
+from mt.errors import MissingFileError
+from mt.fileio import atomic_write_bytes
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 UnicodeForm = Literal["NFKC", "NFC", "none"]
@@ -151,12 +153,12 @@ class TextPipeline:
         self.joint = Path(src_spm_path).resolve() == Path(tgt_spm_path).resolve()
         self._src_proto = Path(src_spm_path).read_bytes()
         self._tgt_proto = self._src_proto if self.joint else Path(tgt_spm_path).read_bytes()
-        self.src_sp = spm.SentencePieceProcessor(model_proto=self._src_proto)
-        self.tgt_sp = self.src_sp if self.joint else spm.SentencePieceProcessor(model_proto=self._tgt_proto)
-        for name, sp in (("source", self.src_sp), ("target", self.tgt_sp)):
+        self.src_sp = _processor(self._src_proto, src_spm_path)
+        self.tgt_sp = self.src_sp if self.joint else _processor(self._tgt_proto, tgt_spm_path)
+        for path, sp in ((src_spm_path, self.src_sp), (tgt_spm_path, self.tgt_sp)):
             ids = (sp.pad_id(), sp.unk_id(), sp.bos_id(), sp.eos_id())
             if ids != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
-                raise DataError(f"{name} SentencePiece model has pad/unk/bos/eos ids {ids}, expected (0, 1, 2, 3)")
+                raise DataError(f"{path}: SentencePiece model has pad/unk/bos/eos ids {ids}, expected (0, 1, 2, 3)")
         self.tag_id: Optional[int] = None
         if target_lang_tag:
             tag = f"<2{tgt_lang}>"
@@ -252,24 +254,92 @@ class TextPipeline:
         files = {cfg["spm"]["src"]: self._src_proto, cfg["spm"]["tgt"]: self._tgt_proto}
         files["text.json"] = (json.dumps(cfg, indent=2) + "\n").encode()
         for name, data in files.items():
-            tmp = directory / f".{name}.tmp{os.getpid()}"
-            tmp.write_bytes(data)
-            os.replace(tmp, directory / name)
+            atomic_write_bytes(directory / name, data)
 
     @classmethod
     def load(cls, directory: str | Path, num_threads: int = 0) -> "TextPipeline":
+        """Read ``directory/text.json`` and its SentencePiece model(s) (written by :meth:`save`).
+
+        Every field is checked; errors (:class:`DataError`) name the file and the field. The
+        SentencePiece models must be plain file names inside ``directory``: a ``text.json``
+        from elsewhere cannot make mt read any other file."""
         directory = Path(directory)
         path = directory / "text.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: text pipeline settings not found (run `mt prepare`)")
-        cfg = json.loads(path.read_text(encoding="utf-8"))
+            raise MissingFileError(f"{path}: text pipeline settings not found (run `mt prepare`)")
+        try:
+            cfg = json.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(cfg, dict):
+            raise DataError(f"{path}: expected a JSON object, got {type(cfg).__name__}")
+        _check_text_config(path, cfg)
+        files = {side: directory / cfg["spm"][side] for side in ("src", "tgt")}
+        for side, file in files.items():
+            if not file.is_file():
+                raise DataError(f"{path}: spm.{side}: {file} is missing (or not a file)")
         return cls(
             cfg["src_lang"],
             cfg["tgt_lang"],
-            directory / cfg["spm"]["src"],
-            directory / cfg["spm"]["tgt"],
+            files["src"],
+            files["tgt"],
             cfg["normalize_punct"],
             unicode_form=cfg.get("unicode_form", "NFKC"),
             target_lang_tag=cfg.get("target_lang_tag", False),
             num_threads=num_threads,
         )
+
+
+def _processor(proto: bytes, path: str | Path) -> spm.SentencePieceProcessor:
+    """A SentencePiece processor from the bytes of the model file ``path``; a file that is not
+    a SentencePiece model raises :class:`DataError` naming it."""
+    if not proto:
+        raise DataError(f"{path}: empty file, expected a SentencePiece model")
+    try:
+        sp = spm.SentencePieceProcessor(model_proto=proto)
+    except (RuntimeError, OSError):
+        raise DataError(f"{path}: not a SentencePiece model (cannot parse it)") from None
+    if sp.get_piece_size() < 4:
+        raise DataError(f"{path}: SentencePiece model has {sp.get_piece_size()} pieces, expected pad/unk/bos/eos and more")
+    return sp
+
+
+def _is_language_code(value: object) -> bool:
+    return (isinstance(value, str) and value[:1].isalpha()
+            and all(c.isalnum() or c in "-_" for c in value))  # fmt: skip
+
+
+def _check_text_config(path: Path, cfg: dict) -> None:
+    """Validate the fields of a ``text.json`` (``path``, for the messages)."""
+    fmt = cfg.get("format", 1)
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt > 1:
+        raise DataError(f"{path}: format: expected 1, got {fmt!r} (written by a newer mt?)")
+    for name in ("src_lang", "tgt_lang"):
+        if name not in cfg:
+            raise DataError(f"{path}: {name}: missing")
+        if not _is_language_code(cfg[name]):
+            raise DataError(f"{path}: {name}: expected a language code like 'de', got {cfg[name]!r}")
+    spm_files = cfg.get("spm")
+    if not isinstance(spm_files, dict):
+        raise DataError(f"{path}: spm: expected a mapping of src and tgt to file names, got {spm_files!r}")
+    for side in ("src", "tgt"):
+        name = spm_files.get(side)
+        # a plain file name inside the directory: no separators, no "..", nothing absolute
+        if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
+                or os.sep in name or (os.altsep and os.altsep in name) or "\0" in name):
+            raise DataError(f"{path}: spm.{side}: expected a file name inside {path.parent}, got {name!r}")
+    if "normalize_punct" not in cfg:
+        raise DataError(f"{path}: normalize_punct: missing")
+    punct = cfg["normalize_punct"]
+    if not isinstance(punct, bool) and not (
+        isinstance(punct, dict) and all(isinstance(k, str) and isinstance(v, bool) for k, v in punct.items())
+    ):
+        raise DataError(f"{path}: normalize_punct: expected true/false or {{language: true/false}}, got {punct!r}")
+    form = cfg.get("unicode_form", "NFKC")
+    if form not in ("NFKC", "NFC", "none"):
+        raise DataError(f"{path}: unicode_form: expected NFKC, NFC or none, got {form!r}")
+    tag = cfg.get("target_lang_tag", False)
+    if not isinstance(tag, bool):
+        raise DataError(f"{path}: target_lang_tag: expected true/false, got {tag!r}")

@@ -34,8 +34,10 @@ from typing import Literal, Union
 import torch
 from torch import Tensor
 
+from mt.config import LENGTH_NORMS
+
 LengthNorm = Literal["avg", "gnmt", "none"]
-MODES: tuple[str, ...] = ("avg", "gnmt", "none")
+MODES: tuple[str, ...] = LENGTH_NORMS  # defined with the decoding settings
 
 
 def length_penalty(length: Union[Tensor, int], mode: str, alpha: float) -> Union[Tensor, float]:

@@ -1,15 +1,23 @@
-"""What to generate and how: :class:`DecodeOptions`, and the :class:`Hypothesis` it yields."""
+"""The decoding settings on the command line, and what decoding yields.
+
+:class:`mt.config.DecodeOptions` defines every decoding setting once (type, default, bounds,
+help); :func:`add_arguments` turns its fields into flags for ``mt translate`` / ``evaluate``
+/ ``serve`` and back-translation generation, and :func:`from_args` reads them back on top of
+a base (a model directory's stored defaults), so flags override only what the user gave.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
-from mt.decode.lengths import MODES
+from mt.config import DecodeOptions
+from mt.errors import ConfigError
 
-SAMPLING_MODES = ("none", "topk", "topp", "beam_noise")
+GROUPS = ("search", "batch", "model")
 
 
 @dataclass
@@ -24,75 +32,64 @@ class Hypothesis:
     log_prob: float = 0.0
 
 
-@dataclass
-class DecodeOptions:
-    """Decoding settings (the CLI's ``--beam`` … ``--max-tokens``, the config's ``decode:``).
+def flag(name: str) -> str:
+    """The CLI flag of field ``name``: ``max_len_a`` → ``--max-len-a``."""
+    return "--" + name.replace("_", "-")
 
-    ``sampling``: ``none`` = beam search (greedy when ``beam == 1``); ``topk`` / ``topp`` =
-    ancestral sampling of ``n_best`` outputs per sentence from the ``topk`` most likely
-    tokens / the smallest set with probability ≥ ``topp``, after dividing logits by
-    ``temperature``; ``beam_noise`` = beam search, then noise on the output
-    (Edunov et al. 2018). ``seed`` makes sampling and noise reproducible.
-    ``max_tokens``: padded source tokens per decoding batch.
-    """
 
-    beam: int = 5
-    length_norm: str = "avg"
-    alpha: float = 1.0
-    max_len_a: float = 1.2
-    max_len_b: int = 10
-    min_len: int = 1
-    n_best: int = 1
-    no_repeat_ngram: int = 0
-    unk_penalty: float = 0.0
-    sampling: str = "none"
-    topk: int = 10
-    topp: float = 0.9
-    temperature: float = 1.0
-    seed: int = 1
-    max_tokens: int = 4096
+def _fields(groups: tuple[str, ...]) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(DecodeOptions) if f.metadata["group"] in groups]
 
-    def __post_init__(self) -> None:
-        self.validate()
 
-    def validate(self) -> None:
-        if self.beam < 1:
-            raise ValueError(f"beam must be >= 1, got {self.beam}")
-        if self.length_norm not in MODES:
-            raise ValueError(f"length_norm must be one of {MODES}, got {self.length_norm!r}")
-        if self.alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {self.alpha}")
-        if self.sampling not in SAMPLING_MODES:
-            raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {self.sampling!r}")
-        # sampling draws n_best independent samples, so n_best is not bounded by beam there
-        if self.n_best < 1 or (self.sampling in ("none", "beam_noise") and self.n_best > self.beam):
-            raise ValueError(f"n_best must be in [1, beam={self.beam}], got {self.n_best}")
-        if self.min_len < 0 or self.max_len_b < 0 or self.max_len_a < 0:
-            raise ValueError("min_len, max_len_a and max_len_b must be >= 0")
-        if self.no_repeat_ngram < 0:
-            raise ValueError(f"no_repeat_ngram must be >= 0, got {self.no_repeat_ngram}")
-        if self.topk < 1 or not 0.0 < self.topp <= 1.0 or self.temperature <= 0:
-            raise ValueError("need topk >= 1, 0 < topp <= 1 and temperature > 0")
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+def add_arguments(parser: argparse.ArgumentParser, groups: tuple[str, ...] = GROUPS,
+                  defaults: DecodeOptions | None = None) -> None:
+    """One flag per field of ``groups`` (help, type, choices from the field). Every default is
+    None, meaning "not given": :func:`from_args` then keeps the base's value. ``defaults`` is
+    only shown in the help (``DecodeOptions()`` if None)."""
+    shown = defaults or DecodeOptions()
+    hints = typing.get_type_hints(DecodeOptions)
+    g = parser.add_argument_group("decoding (defaults: the model directory's, else these)")
+    for f in _fields(groups):
+        m, default = f.metadata, getattr(shown, f.name)
+        if hints[f.name] is bool:
+            name = f.name if not default else "no_" + f.name  # --int8 / --no-pack
+            g.add_argument(flag(name), dest=f.name, action="store_const", const=not default, default=None,
+                           help=m["help"])
+            continue
+        kind = hints[f.name]
+        g.add_argument(flag(f.name), dest=f.name, type=kind, default=None, choices=m["choices"] or None,
+                       metavar=None if m["choices"] else kind.__name__.upper(),
+                       help=f"{m['help']} (default {default})")
 
-    def replace(self, **changes: Any) -> "DecodeOptions":
-        return dataclasses.replace(self, **changes)
 
-    @classmethod
-    def from_config(cls, cfg: Any, **changes: Any) -> "DecodeOptions":
-        """From a :class:`mt.config.DecodeConfig` (``beam_size`` → ``beam``)."""
-        values = dataclasses.asdict(cfg)
-        values["beam"] = values.pop("beam_size")
-        values.update(changes)
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+def given(args: argparse.Namespace) -> dict[str, Any]:
+    """The decoding fields the user gave as flags (the others are None)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(DecodeOptions)
+            if getattr(args, f.name, None) is not None}
 
-    @classmethod
-    def from_args(cls, args: argparse.Namespace, n_best: Optional[int] = None) -> "DecodeOptions":
-        """From the CLI's decoding argument group (``mt.cli._add_decode_options``)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in vars(args).items() if k in names and v is not None}
-        if n_best is not None:
-            values["n_best"] = n_best
-        return cls(**values)
+
+def from_args(args: argparse.Namespace, base: DecodeOptions | None = None, **changes: Any) -> DecodeOptions:
+    """``base`` (default ``DecodeOptions()``) with the flags the user gave, then ``changes``;
+    an invalid value raises :class:`ConfigError` naming its flag."""
+    return apply(base or DecodeOptions(), {**given(args), **changes})
+
+
+def apply(base: DecodeOptions, values: dict[str, Any]) -> DecodeOptions:
+    """``base`` with ``values`` (field → value); errors name the field's flag."""
+    try:
+        return base.replace(**values)
+    except ConfigError as e:
+        raise ConfigError(_name_flag(str(e))) from None
+    except TypeError as e:  # an unknown field name
+        raise ConfigError(f"decoding settings: {e}") from None
+
+
+def check(values: dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` naming the flag if ``values`` cannot be decoding settings."""
+    apply(DecodeOptions(), values)
+
+
+def _name_flag(message: str) -> str:
+    """``beam: must be >= 1`` → ``--beam: must be >= 1`` (the field named first)."""
+    name, sep, rest = message.partition(":")
+    return flag(name) + sep + rest if sep and name in {f.name for f in dataclasses.fields(DecodeOptions)} else message

@@ -14,21 +14,18 @@ shape (rows × in × out)         F.linear, 2 thr.   packed, 2 threads
 160 × 256 × 768 (6M model)      0.74 ms            0.57 ms
 ==============================  =================  =================
 
-Each output row is bit-identical whatever the number of rows (checked for 1–400 rows, fp32
-and bf16), so decoding stays batch-invariant *without* the padding rows MKL needed
-(``mt/decode/shapes.py``): a packed model has ``pad_rows = False``, and a sentence
-decoded alone at beam 5 runs 5 rows instead of 20 (1.7× faster on one thread).
+On the CPUs measured so far each output row came out bit-identical whatever the number of
+rows, so decoding needs no padding rows (a sentence decoded alone at beam 5 runs 5 rows
+instead of 20, 1.7× faster on one thread); whether that holds on *this* CPU is probed at run
+time (:mod:`mt.decode.invariance`), not assumed.
 
-:func:`pack_linears` returns a copy of a model whose ``nn.Linear`` layers (and a tied output
-projection) are :class:`PackedLinear`; the copy is for inference only (no gradients, CPU).
-Where the ops are missing (a torch built without oneDNN) the model is returned unpacked.
+:func:`pack_linears_` turns an inference copy's ``nn.Linear`` layers into
+:class:`PackedLinear`; :func:`packing_available` says whether this torch has the ops.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
-import warnings
 from typing import Optional
 
 import torch
@@ -92,18 +89,11 @@ def _identity(x: Tensor) -> Tensor:
     return x
 
 
-def pack_linears(model: Transformer) -> Transformer:
-    """A CPU inference copy of ``model`` with oneDNN-packed linear layers (see the module
-    docstring); ``model`` itself is not changed. Feed-forward activations are fused into the
-    first layer where oneDNN supports them; a tied output projection gets its own packed copy
-    of the embedding matrix (the lookup keeps using the embedding)."""
-    if not packing_available():
-        warnings.warn("oneDNN linear ops unavailable in this torch: decoding with unpacked F.linear", UserWarning)
-        return model
-    model = copy.deepcopy(model).cpu().eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.untie_output()
+def pack_linears_(model: Transformer) -> Transformer:
+    """Replace ``model``'s ``nn.Linear`` layers by oneDNN-packed ones, in place (an inference
+    copy: :func:`mt.decode.variant.prepare` makes it and unties a tied output projection
+    first, so the output layer is packed too). Feed-forward activations are fused into the
+    first layer where oneDNN supports them."""
     for module in list(model.modules()):
         if isinstance(module, FeedForward) and module.act in FUSED_ACTIVATIONS:
             post_op, algorithm = FUSED_ACTIVATIONS[module.act]
@@ -113,5 +103,4 @@ def pack_linears(model: Transformer) -> Transformer:
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear:
                 setattr(parent, name, PackedLinear(child.weight, child.bias))
-    model.pad_rows = False  # rows are row-count invariant: no padding rows needed (shapes.py)
     return model

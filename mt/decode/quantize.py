@@ -14,12 +14,11 @@ comes with ``torch.compile``, which this project does not use for decoding; so
 ``quantize_dynamic`` stays until it is removed.
 
 Dynamic activation scales are computed per batch, so int8 outputs are *not*
-batch-invariant, unlike fp32 decoding.
+batch-invariant (the invariance probe does not even try: :mod:`mt.decode.invariance`).
 """
 
 from __future__ import annotations
 
-import copy
 import warnings
 
 import torch
@@ -28,21 +27,11 @@ from torch import nn
 from mt.model import Transformer
 
 
-def quantize_int8(model: Transformer, output_proj: bool = True) -> Transformer:
-    """A copy of ``model`` (CPU, eval) with int8 dynamically quantised ``nn.Linear`` layers.
-
-    ``output_proj=False`` keeps a tied output projection in fp32 (slower, a little closer
-    to the fp32 outputs).
-    """
-    model = copy.deepcopy(model).cpu().eval()
-    if output_proj:
-        # The output projection is ~15% of a decoder step's multiply-adds; applied with
-        # F.linear on the tied embedding it would stay fp32. Give the copy its own Linear
-        # (same weights) so it is quantised too; the embedding lookup stays fp32.
-        model.untie_output()
-    # activation scales are per batch, so int8 decoding is not batch-invariant whatever the
-    # row count: padding rows for MKL's sake (mt/decode/shapes.py) would be wasted work
-    model.pad_rows = False
+def quantize_int8_(model: Transformer) -> Transformer:
+    """Quantise an inference copy's ``nn.Linear`` layers to int8 in place (dynamic
+    activation scales). :func:`mt.decode.variant.prepare` makes the copy and first unties a
+    tied output projection: that layer is ~15% of a decoder step's multiply-adds and would
+    otherwise stay fp32; the embedding lookup stays fp32."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the torch.ao deprecation notice
-        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+        return torch.ao.quantization.quantize_dynamic(model.cpu().eval(), {nn.Linear}, dtype=torch.qint8, inplace=True)

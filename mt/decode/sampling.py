@@ -11,15 +11,17 @@ beam search's (see :mod:`mt.decode.lengths`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
+from mt.config import DecodeOptions
 from mt.decode.lengths import normalize
-from mt.decode.options import DecodeOptions, Hypothesis
-from mt.decode.search import NEG_INF, Limits, constrain_, step_log_probs
-from mt.decode.shapes import keep_sentences, pad_source, row_multiple
+from mt.decode.options import Hypothesis
+from mt.decode.search import NEG_INF, constrain_, start_run, step_log_probs
+from mt.decode.shapes import keep_sentences
 from mt.decode.topk import topk as block_topk
-from mt.model import Transformer
 
 
 def restrict_(logp: Tensor, topk: int = 0, topp: float = 1.0) -> Tensor:
@@ -54,7 +56,7 @@ def draw(lprobs: Tensor, temperature: float, topk: int, topp: float, generator: 
 
 @torch.inference_mode()
 def sample(
-    model: Transformer,
+    model: Any,
     src: Tensor,
     opts: DecodeOptions,
     generator: torch.Generator,
@@ -64,29 +66,23 @@ def sample(
 
     ``opts.sampling``: ``topk`` restricts to ``opts.topk`` tokens, ``topp`` to the nucleus of
     mass ``opts.topp``; both divide log-probs by ``opts.temperature`` first. The samples of a
-    sentence share its cross-attention keys/values (``start_state(enc, beam=n)``).
+    sentence share its cross-attention keys/values (``n`` rows per sentence).
     Returned per sentence sorted by score, best first. ``vocab_ids``: an output shortlist or None.
     """
     cfg = model.cfg
     n = opts.n_best
-    multiple = row_multiple(model)
-    src, n_real = pad_source(src, cfg.pad_id, n, cfg.max_positions, multiple)
-    b0, dev = src.shape[0], src.device
-    limits = Limits.for_source(src, model, opts)
-    state = model.start_state(model.encode(src), beam=n, vocab=vocab_ids)
-    t_max = int(limits.max_len.max())
-    out = torch.full((b0 * n, t_max + 1), cfg.pad_id, dtype=torch.long, device=dev)
+    run = start_run(model, src, opts, n, n, vocab_ids)
+    b0, dev, sent, hist, limits = run.b0, run.src.device, run.sent, run.hist, run.limits
+    out = torch.full((b0 * n, run.t_max + 1), cfg.pad_id, dtype=torch.long, device=dev)  # original rows
     log_prob = torch.zeros(b0 * n, device=dev)
     length = torch.zeros(b0 * n, dtype=torch.long, device=dev)
     row_done = torch.zeros(b0 * n, dtype=torch.bool, device=dev)
-    sent = torch.arange(b0, device=dev)
     offsets = torch.arange(n, device=dev)
-    hist = torch.full((b0 * n, 1), model.decoder_start_id, dtype=torch.long, device=dev)
     topk = opts.topk if opts.sampling == "topk" else 0
     topp = opts.topp if opts.sampling == "topp" else 1.0
-    for step in range(t_max + 1):
+    for step in range(run.t_max + 1):
         rows = (sent[:, None] * n + offsets).view(-1)  # original row of each decoded row
-        lprobs = step_log_probs(model, hist[:, -1], state)
+        lprobs = step_log_probs(model, hist[:, -1], run)
         constrain_(lprobs, hist[:, 1:], step, limits.min_len[sent].repeat_interleave(n),
                    limits.max_len[sent].repeat_interleave(n), model, opts)  # fmt: skip
         tok = draw(lprobs, opts.temperature, topk, topp, generator)
@@ -100,14 +96,14 @@ def sample(
         alive = ~row_done[rows].view(-1, n).all(dim=1)  # (b,) sentences with a sample running
         if not bool(alive.any()):
             break
-        keep = keep_sentences(alive, n, multiple)
+        keep = keep_sentences(alive, n, model.padding)
         if keep.numel() < sent.numel():
-            state.select_sentences(keep)
+            run.state.select_sentences(keep)
             hist = hist.index_select(0, (keep[:, None] * n + offsets).view(-1))
             sent = sent[keep]
     score = normalize(log_prob, length, opts.length_norm, opts.alpha)
     results = []
-    for i in range(n_real):
+    for i in range(run.n_real):
         hyps = [
             Hypothesis("", out[r, : length[r] - 1].tolist(), float(score[r]), float(log_prob[r]))
             for r in range(i * n, (i + 1) * n)

@@ -23,21 +23,38 @@ waiting would mean running nearly every sentence to its maximum length.
 Constraints applied to every step's log-probs (:func:`constrain_`): padding and the
 decoder-start token never generated, EOS blocked before ``min_len`` and forced at
 ``max_len``, ``unk_penalty`` subtracted from the unknown token, repeated n-grams blocked.
+
+Index spaces (a legend; names in the code follow it):
+
+==========  ==================================================================================
+original    the caller's sentences ``0..n_real-1`` (then padding sentences up to ``b0``):
+            results, limits and :class:`Finished` are indexed by these
+decoded     the sentences still decoded, ``0..b-1``; ``sent[i]`` is decoded sentence ``i``'s
+            original index (the batch shrinks as sentences finish)
+rows        decoder rows, ``decoded * width + beam slot`` (sentence-major; ``width`` is 1 at
+            beam search's step 0 when it runs one row per sentence, else ``k``)
+candidates  per decoded sentence, the ``2k`` best ``(parent slot, token)`` expansions, best first
+==========  ==================================================================================
+
+The searches take a :class:`mt.decode.variant.DecodingModel` (``model``): its padding rule
+keeps decoding batch-invariant (:mod:`mt.decode.shapes`), its output layer may be a shortlist.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from mt.decode.lengths import max_output_len, min_output_len, normalize
-from mt.decode.options import DecodeOptions, Hypothesis
-from mt.decode.shapes import keep_sentences, pad_source, row_multiple, sentence_multiple
+from mt.config import DecodeOptions
+from mt.decode.options import Hypothesis
+from mt.decode.shapes import keep_sentences, pad_source
 from mt.decode.topk import topk as block_topk
-from mt.model import Transformer
+from mt.decoder_state import DecoderState
 
 NEG_INF = float("-inf")
 
@@ -50,7 +67,7 @@ class Limits:
     max_len: Tensor
 
     @classmethod
-    def for_source(cls, src: Tensor, model: Transformer, opts: DecodeOptions) -> "Limits":
+    def for_source(cls, src: Tensor, model: Any, opts: DecodeOptions) -> "Limits":
         """``src``: ``(batch, src_len)`` with an EOS ending every row (``make_source``)."""
         src_len = src.ne(model.cfg.pad_id).sum(1) - 1  # the appended EOS does not count
         max_len = max_output_len(src_len, opts.max_len_a, opts.max_len_b, model.cfg.max_positions)
@@ -78,7 +95,7 @@ def block_repeated_ngrams_(lprobs: Tensor, hist: Tensor, n: int) -> None:
 
 
 def constrain_(
-    lprobs: Tensor, hist: Tensor, step: int, min_len: Tensor, max_len: Tensor, model: Transformer, opts: DecodeOptions
+    lprobs: Tensor, hist: Tensor, step: int, min_len: Tensor, max_len: Tensor, model: Any, opts: DecodeOptions
 ) -> Tensor:
     """Apply the decoding constraints to ``lprobs`` ``(rows, vocab)`` in place and return it.
 
@@ -104,40 +121,65 @@ def constrain_(
     return lprobs
 
 
-def step_log_probs(model: Transformer, tokens: Tensor, state, temperature: float = 1.0) -> Tensor:
+def step_log_probs(model: Any, tokens: Tensor, run: "Run", temperature: float = 1.0) -> Tensor:
     """One decoder step → fp32 log-probs ``(rows, vocab)``. With a shortlist
-    (``state.vocab``) the softmax runs over the shortlist and every other token gets -inf."""
-    logits = model.decode_step(tokens, state).float()
+    (``run.out.vocab``) the softmax runs over the shortlist and every other token gets -inf."""
+    logits = model.decode_step(tokens, run.state, run.out).float()
     if temperature != 1.0:
         logits = logits / temperature
     lprobs = F.log_softmax(logits, dim=-1)
-    if state.vocab is None:
+    if run.out.vocab is None:
         return lprobs
     full = lprobs.new_full((lprobs.shape[0], model.cfg.vocab_size), NEG_INF)
-    return full.index_copy_(1, state.vocab, lprobs)
+    return full.index_copy_(1, run.out.vocab, lprobs)
+
+
+@dataclass
+class Run:
+    """What every search loop starts from (:func:`start_run`): ``src`` padded by the model's
+    rule, ``n_real`` sentences of the caller's among ``b0``, their ``limits``, the decoder
+    ``state`` and output layer ``out``, ``t_max`` (the last step), ``sent`` (original index of
+    each decoded sentence) and ``hist`` (``(rows, 1)``: the decoder start token per row)."""
+
+    src: Tensor
+    n_real: int
+    b0: int
+    limits: Limits
+    state: DecoderState
+    out: Any  # mt.decode.variant.OutputLayer
+    t_max: int
+    sent: Tensor
+    hist: Tensor
+
+
+def start_run(model: Any, src: Tensor, opts: DecodeOptions, group: int, width: int,
+              vocab_ids: Tensor | None) -> Run:
+    """Pad ``src`` ``(batch, src_len)`` for ``group`` rows per sentence (the beam, or samples),
+    encode it and start a decoder with ``width`` rows per sentence (1 or ``group``)."""
+    cfg = model.cfg
+    src, n_real = pad_source(src, cfg.pad_id, group, cfg.max_positions, model.padding)
+    b0, dev = src.shape[0], src.device
+    limits = Limits.for_source(src, model, opts)
+    state, out = model.start(model.encode(src), group, vocab_ids)
+    hist = torch.full((b0 * width, 1), model.decoder_start_id, dtype=torch.long, device=dev)
+    return Run(src, n_real, b0, limits, state, out, int(limits.max_len.max()), torch.arange(b0, device=dev), hist)
 
 
 @torch.inference_mode()
 def greedy_search(
-    model: Transformer, src: Tensor, opts: DecodeOptions, vocab_ids: Tensor | None = None
+    model: Any, src: Tensor, opts: DecodeOptions, vocab_ids: Tensor | None = None
 ) -> list[list[Hypothesis]]:
     """Argmax decoding. ``src``: ``(batch, src_len)`` → one hypothesis per sentence.
     ``vocab_ids``: an output shortlist (sorted target ids, ``mt.decode.shortlist``) or None."""
     cfg = model.cfg
-    multiple = row_multiple(model)
-    src, n_real = pad_source(src, cfg.pad_id, 1, cfg.max_positions, multiple)
-    b0, dev = src.shape[0], src.device
-    limits = Limits.for_source(src, model, opts)
-    state = model.start_state(model.encode(src), beam=1, vocab=vocab_ids)
-    t_max = int(limits.max_len.max())
-    out = torch.full((b0, t_max + 1), cfg.pad_id, dtype=torch.long, device=dev)
+    run = start_run(model, src, opts, 1, 1, vocab_ids)
+    b0, dev, sent, hist, limits = run.b0, run.src.device, run.sent, run.hist, run.limits
+    out = torch.full((b0, run.t_max + 1), cfg.pad_id, dtype=torch.long, device=dev)  # original
     log_prob = torch.zeros(b0, device=dev)
     length = torch.zeros(b0, dtype=torch.long, device=dev)
     finished = torch.zeros(b0, dtype=torch.bool, device=dev)
-    sent = torch.arange(b0, device=dev)  # original index of each decoded row
-    hist = torch.full((b0, 1), model.decoder_start_id, dtype=torch.long, device=dev)
-    for step in range(t_max + 1):
-        lprobs = step_log_probs(model, hist[:, -1], state)
+    for step in range(run.t_max + 1):
+        lprobs = step_log_probs(model, hist[:, -1], run)
         constrain_(lprobs, hist[:, 1:], step, limits.min_len[sent], limits.max_len[sent], model, opts)
         best, tok = lprobs.max(dim=-1)  # (rows,)
         alive = ~finished[sent]  # rows kept only for batch invariance produce nothing
@@ -151,101 +193,120 @@ def greedy_search(
             alive &= ~ended
             if not bool(alive.any()):
                 break
-            keep = keep_sentences(alive, 1, multiple)
+            keep = keep_sentences(alive, 1, model.padding)
             if keep.numel() < sent.numel():
-                state.select_sentences(keep)
+                run.state.select_sentences(keep)
                 sent, hist = sent[keep], hist[keep]
     score = normalize(log_prob, length, opts.length_norm, opts.alpha)
     return [
         [Hypothesis("", out[i, : length[i] - 1].tolist(), float(score[i]), float(log_prob[i]))]
-        for i in range(n_real)
+        for i in range(run.n_real)
     ]
+
+
+class Finished:
+    """Finished hypotheses of beam search, up to ``k`` per original sentence: ``tokens``
+    ``(b0, k, t_max + 1)`` (final EOS included), ``score`` (normalised) and ``log_prob``
+    ``(b0, k)``, ``length`` ``(b0, k)`` (EOS included), ``count`` ``(b0,)``."""
+
+    def __init__(self, b0: int, k: int, t_max: int, pad_id: int, device: torch.device) -> None:
+        self.tokens = torch.full((b0, k, t_max + 1), pad_id, dtype=torch.long, device=device)
+        self.score = torch.full((b0, k), NEG_INF, device=device)
+        self.log_prob = torch.full((b0, k), NEG_INF, device=device)
+        self.length = torch.zeros(b0, k, dtype=torch.long, device=device)
+        self.count = torch.zeros(b0, dtype=torch.long, device=device)
+
+    def add(self, orig: Tensor, slot: Tensor, prefix: Tensor, eos_id: int, log_prob: Tensor, score: Tensor) -> None:
+        """Store hypotheses: original sentence ``orig`` ``(m,)``, its free ``slot`` ``(m,)``,
+        the generated ``prefix`` ``(m, step)`` then EOS, with ``log_prob`` / ``score`` ``(m,)``."""
+        step = prefix.shape[1]
+        self.tokens[orig, slot, :step] = prefix
+        self.tokens[orig, slot, step] = eos_id
+        self.log_prob[orig, slot] = log_prob
+        self.score[orig, slot] = score
+        self.length[orig, slot] = step + 1
+
+    def best(self, n_real: int, n_best: int) -> list[list[Hypothesis]]:
+        """Each real sentence's ``n_best`` hypotheses by score, best first (a sentence whose
+        every path was blocked gets one empty hypothesis scored -inf)."""
+        order = self.score[:n_real].argsort(dim=1, descending=True, stable=True)
+        tokens = self.tokens[:n_real].gather(1, order[:, :, None].expand(-1, -1, self.tokens.shape[2])).tolist()
+        score, logp = self.score[:n_real].gather(1, order).tolist(), self.log_prob[:n_real].gather(1, order).tolist()
+        length, counts = self.length[:n_real].gather(1, order).tolist(), self.count[:n_real].tolist()
+        results = []
+        for i, count in enumerate(counts):
+            hyps = [Hypothesis("", tokens[i][j][: length[i][j] - 1], score[i][j], logp[i][j])
+                    for j in range(min(n_best, count))]
+            results.append(hyps or [Hypothesis("", [], NEG_INF, NEG_INF)])
+        return results
 
 
 @torch.inference_mode()
 def beam_search(
-    model: Transformer, src: Tensor, opts: DecodeOptions, vocab_ids: Tensor | None = None
+    model: Any, src: Tensor, opts: DecodeOptions, vocab_ids: Tensor | None = None
 ) -> list[list[Hypothesis]]:
     """Beam search. ``src``: ``(batch, src_len)`` → per sentence the ``opts.n_best`` best
     finished hypotheses, sorted by normalised score (best first). ``vocab_ids``: as in
     :func:`greedy_search`."""
     cfg = model.cfg
     k, vocab = opts.beam, cfg.vocab_size
-    multiple = row_multiple(model)
-    src, n_real = pad_source(src, cfg.pad_id, k, cfg.max_positions, multiple)
-    b0, dev = src.shape[0], src.device
     n_cand = min(2 * k, k * vocab)
-    limits = Limits.for_source(src, model, opts)
-    state = model.start_state(model.encode(src), beam=k, vocab=vocab_ids)
-    t_max = int(limits.max_len.max())
-
     # Step 0: all k beams of a sentence hold the same prefix (the decoder start), so when that
-    # keeps the row count a multiple of `multiple` (packed/int8 models, or odd k: shapes.py) step 0
-    # runs one row per sentence and the first reorder copies its cache to the k beams. Whether
-    # it does depends on k and the model alone, never on the batch: decoding stays batch-invariant.
-    one_row = sentence_multiple(k, multiple) % sentence_multiple(1, multiple) == 0
+    # keeps the row count a multiple of the rule's (no padding rows, or odd k) step 0 runs one
+    # row per sentence and the first reorder copies its cache to the k beams. Whether it does
+    # depends on k and the rule alone, never on the batch: decoding stays batch-invariant.
+    rule = model.padding
+    one_row = rule.sentence_multiple(k) % rule.sentence_multiple(1) == 0
     width = 1 if one_row and n_cand <= vocab else k
-    # active hypotheses, rows sentence-major: (b * width, steps so far + 1), decoder start first
-    hist = torch.full((b0 * width, 1), model.decoder_start_id, dtype=torch.long, device=dev)
-    scores = torch.zeros(b0, width, device=dev)
+    run = start_run(model, src, opts, k, width, vocab_ids)
+    dev, sent, hist, limits, state = run.src.device, run.sent, run.hist, run.limits, run.state
+    scores = torch.zeros(run.b0, width, device=dev)  # (decoded, width): running log-probs
     scores[:, 1:] = NEG_INF  # all beams start identical: only the first may expand at step 0
-    sent = torch.arange(b0, device=dev)  # original sentence index of each decoded sentence
     beam_offsets = torch.arange(k, device=dev)
     cand_rank = torch.arange(n_cand, device=dev)
+    fin = Finished(run.b0, k, run.t_max, cfg.pad_id, dev)
+    finished = torch.zeros(run.b0, dtype=torch.bool, device=dev)  # original: done (may still be decoded)
 
-    # finished hypotheses per original sentence (tokens include the final EOS)
-    fin_tokens = torch.full((b0, k, t_max + 1), cfg.pad_id, dtype=torch.long, device=dev)
-    fin_score = torch.full((b0, k), NEG_INF, device=dev)
-    fin_logp = torch.full((b0, k), NEG_INF, device=dev)
-    fin_len = torch.zeros(b0, k, dtype=torch.long, device=dev)
-    fin_count = torch.zeros(b0, dtype=torch.long, device=dev)
-    finished = torch.zeros(b0, dtype=torch.bool, device=dev)  # sentence done (may still be decoded)
-
-    for step in range(t_max + 1):
+    for step in range(run.t_max + 1):
         b = sent.numel()
-        lprobs = step_log_probs(model, hist[:, -1], state)  # (b * width, vocab)
+        lprobs = step_log_probs(model, hist[:, -1], run)  # (rows, vocab)
         rows_min = limits.min_len[sent].repeat_interleave(width)
         rows_max = limits.max_len[sent].repeat_interleave(width)
         constrain_(lprobs, hist[:, 1:], step, rows_min, rows_max, model, opts)
         cand = lprobs.add_(scores.view(-1, 1)).view(b, width * vocab)  # in place: no temporary
-        top_score, top_idx = block_topk(cand, n_cand)  # (b, n_cand), best first
+        top_score, top_idx = block_topk(cand, n_cand)  # (decoded, candidates), best first
         parent, token = top_idx // vocab, top_idx % vocab
         is_eos = token.eq(cfg.eos_id)
-        alive = ~finished[sent]  # (b,)
+        alive = ~finished[sent]  # (decoded,)
 
         # -- finish: EOS candidates ranked in the first k, while the sentence has room
         fin_here = is_eos[:, :k] & torch.isfinite(top_score[:, :k]) & alive[:, None]
         if bool(fin_here.any()):
-            slot = fin_count[sent, None] + fin_here.long().cumsum(1) - 1  # (b, k)
+            slot = fin.count[sent, None] + fin_here.long().cumsum(1) - 1  # (decoded, k)
             accept = fin_here & (slot < k)
-            bi, ri = accept.nonzero(as_tuple=True)
-            orig, s = sent[bi], slot[bi, ri]
-            rows = bi * width + parent[bi, ri]
-            fin_tokens[orig, s, :step] = hist[rows, 1:]
-            fin_tokens[orig, s, step] = cfg.eos_id
+            bi, ri = accept.nonzero(as_tuple=True)  # decoded sentence, candidate
             logp = top_score[bi, ri]
-            fin_logp[orig, s] = logp
-            fin_score[orig, s] = normalize(logp, step + 1, opts.length_norm, opts.alpha)
-            fin_len[orig, s] = step + 1
-            fin_count[sent] += accept.sum(1)
+            fin.add(sent[bi], slot[bi, ri], hist[bi * width + parent[bi, ri], 1:], cfg.eos_id, logp,
+                    normalize(logp, step + 1, opts.length_norm, opts.alpha))
+            fin.count[sent] += accept.sum(1)
 
-        ended = alive & (fin_count[sent].ge(k) | limits.max_len[sent].le(step))
+        ended = alive & (fin.count[sent].ge(k) | limits.max_len[sent].le(step))
         finished[sent[ended]] = True
         alive &= ~ended
         if not bool(alive.any()):
             break
 
         # -- continue: the k best non-EOS candidates (EOS pushed behind every other rank)
-        _, pick = torch.topk(is_eos.long() * n_cand + cand_rank, k, dim=1, largest=False)  # (b, k)
+        _, pick = torch.topk(is_eos.long() * n_cand + cand_rank, k, dim=1, largest=False)  # (decoded, k)
         pick = pick.gather(1, _slots_near_parents(parent.gather(1, pick)))
         scores = top_score.gather(1, pick)
-        rows = (torch.arange(b, device=dev)[:, None] * width + parent.gather(1, pick)).view(-1)  # (b * k,)
+        rows = (torch.arange(b, device=dev)[:, None] * width + parent.gather(1, pick)).view(-1)  # (decoded * k,)
         new_tokens = token.gather(1, pick).view(-1, 1)
         width = k
 
         # -- drop finished sentences so the next steps do less work; the cache then makes
         # one gather for both the parents and the dropped sentences
-        keep = keep_sentences(alive, k, multiple) if bool(ended.any()) else None
+        keep = keep_sentences(alive, k, rule) if bool(ended.any()) else None
         if keep is not None and keep.numel() < b:
             keep_rows = (keep[:, None] * k + beam_offsets).view(-1)
             rows, new_tokens, scores, sent = rows[keep_rows], new_tokens[keep_rows], scores[keep], sent[keep]
@@ -254,8 +315,7 @@ def beam_search(
             state.reorder(rows)
         hist = torch.cat([hist.index_select(0, rows), new_tokens], dim=1)
 
-    return _collect(fin_tokens[:n_real], fin_score[:n_real], fin_logp[:n_real], fin_len[:n_real],
-                    fin_count[:n_real], opts.n_best)
+    return fin.best(run.n_real, opts.n_best)
 
 
 def _slots_near_parents(parent: Tensor) -> Tensor:
@@ -277,21 +337,3 @@ def _slots_near_parents(parent: Tensor) -> Tensor:
     by_cand = torch.where(first, parent, k + slots).argsort(1)
     by_row = torch.where(claimed, slots, k + slots).argsort(1)
     return torch.empty_like(parent).scatter_(1, by_row, by_cand)
-
-
-def _collect(
-    fin_tokens: Tensor, fin_score: Tensor, fin_logp: Tensor, fin_len: Tensor, fin_count: Tensor, n_best: int
-) -> list[list[Hypothesis]]:
-    """Sort each sentence's finished hypotheses by score and convert the ``n_best`` to Python."""
-    order = fin_score.argsort(dim=1, descending=True, stable=True)
-    fin_tokens = fin_tokens.gather(1, order[:, :, None].expand_as(fin_tokens)).tolist()
-    fin_score, fin_logp = fin_score.gather(1, order).tolist(), fin_logp.gather(1, order).tolist()
-    fin_len, counts = fin_len.gather(1, order).tolist(), fin_count.tolist()
-    results = []
-    for i in range(len(counts)):
-        hyps = [
-            Hypothesis("", fin_tokens[i][j][: fin_len[i][j] - 1], fin_score[i][j], fin_logp[i][j])
-            for j in range(min(n_best, counts[i]))
-        ]
-        results.append(hyps or [Hypothesis("", [], NEG_INF, NEG_INF)])  # every path was blocked
-    return results

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -36,8 +35,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as st_save
 from torch import Tensor
+
+from mt.fileio import atomic_write_bytes
 
 FILE = "shortlist.safetensors"
 
@@ -64,10 +66,9 @@ class Shortlist:
     def save(self, model_dir: str | Path, meta: dict) -> Path:
         """Write ``model_dir/shortlist.safetensors`` atomically."""
         path = Path(model_dir) / FILE
-        tmp = path.with_suffix(".tmp")
-        save_file({"frequent": self.frequent.int().contiguous(), "table": self.table.int().contiguous()},
-                  str(tmp), metadata={"mt": json.dumps({**meta, "always": list(self.always)})})
-        os.replace(tmp, path)
+        data = st_save({"frequent": self.frequent.int().contiguous(), "table": self.table.int().contiguous()},
+                       metadata={"mt": json.dumps({**meta, "always": list(self.always)})})
+        atomic_write_bytes(path, data)
         return path
 
     @classmethod

@@ -29,27 +29,28 @@ Edge cases:
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import warnings
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import Callable, Optional
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import torch
 
+from mt.config import DecodeOptions
 from mt.data.batching import make_source
-from mt.decode.options import DecodeOptions, Hypothesis
+from mt.decode.options import Hypothesis
 from mt.decode.sampling import add_noise, sample
 from mt.decode.search import beam_search, greedy_search
 from mt.decode.shortlist import Shortlist
+from mt.decode.variant import DecodingModel, prepare
 from mt.runtime import denormals_flushed
-from mt.model import Transformer
 
-__all__ = ["DecodeOptions", "Hypothesis", "Translator", "decoding_model", "generate", "translate_cli"]
+__all__ = ["DecodeOptions", "Hypothesis", "Translator", "generate"]
 
 
 def generate(
-    model: Transformer,
+    model: DecodingModel,
     src: torch.Tensor,
     opts: DecodeOptions,
     generator: Optional[torch.Generator] = None,
@@ -67,12 +68,6 @@ def generate(
     return beam_search(model, src, opts, vocab_ids)
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def default_workers(device: torch.device, threads: int) -> int:
     """Batches to decode at once by default: 2 on a CPU with at least 2 threads, else 1."""
     return 2 if device.type == "cpu" and threads >= 2 else 1
@@ -84,27 +79,62 @@ def batch_seed(seed: int, batch_no: int) -> int:
 
 
 class Translator:
-    """Translate raw text with ``model`` (a :class:`mt.model.Transformer`) and ``text``
-    (its ``mt.data.text.TextPipeline``) on ``device``; ``workers``: batches decoded at once
-    on CPU (see the module docstring; ignored on other devices)."""
+    """Translate raw text with ``model`` (a :class:`mt.decode.variant.DecodingModel`) and
+    ``text`` (its ``mt.data.text.TextPipeline``). ``options``: the decoding settings
+    :meth:`translate` uses when given none (:meth:`load` takes the model directory's stored
+    defaults); ``workers``: batches decoded at once on CPU (see the module docstring).
+    """
 
     def __init__(
         self,
-        model: Transformer,
-        text,
-        device: str | torch.device = "cpu",
+        model: DecodingModel,
+        text: Any,
         workers: int = 1,
         shortlist: Optional[Shortlist] = None,
+        options: Optional[DecodeOptions] = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers: must be >= 1, got {workers}")
-        self.device = resolve_device(device)
         self.model = model
+        self.device = model.device
         self.text = text
         self.workers = workers
         self.shortlist = shortlist  # None: every batch decodes over the whole vocabulary
-        if next(model.parameters()).device != self.device:
-            self.model.to(self.device)
+        self.options = options or DecodeOptions()
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: str | Path,
+        options: Optional[DecodeOptions] = None,
+        workers: Optional[int] = None,
+        threads: Optional[int] = None,
+        **changes: Any,
+    ) -> "Translator":
+        """The one loader of a model directory for decoding (CLI, server, benches).
+
+        ``options``: the decoding settings (default: the directory's stored ones, see
+        :func:`mt.modelio.stored_decode_options`), then ``changes`` (field=value). Its
+        ``model`` group picks the variant (:func:`mt.decode.variant.prepare`: device, dtype,
+        int8, packing) and ``shortlist`` loads ``shortlist.safetensors``. ``threads``: torch
+        threads in all; ``workers``: batches at once on CPU, sharing them (None: 2 when there
+        are at least 2 threads, else 1)."""
+        from mt.modelio import load_model, stored_decode_options
+
+        options = (options or stored_decode_options(model_dir)).replace(**changes)
+        if threads:
+            torch.set_num_threads(threads)
+        return cls.from_loaded(load_model(model_dir, device="cpu"), options, workers)
+
+    @classmethod
+    def from_loaded(cls, loaded: Any, options: DecodeOptions, workers: Optional[int] = None) -> "Translator":
+        """A Translator for an already loaded ``mt.modelio.LoadedModel`` (what :meth:`load`
+        and the server's decoding processes do after loading)."""
+        dm = prepare(loaded.model, options.device, options.dtype, options.int8, options.pack)
+        if workers is None:
+            workers = default_workers(dm.device, torch.get_num_threads())
+        shortlist = Shortlist.load(loaded.path) if options.shortlist else None
+        return cls(dm, loaded.text, workers, shortlist, options)
 
     @property
     def max_source_tokens(self) -> int:
@@ -152,19 +182,14 @@ class Translator:
                     results[i] = hyps
             return len(batch)
 
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            workers = min(self.workers, len(batches)) if self.device.type == "cpu" else 1
-            if workers <= 1:
-                for batch_no in range(len(batches)):
-                    n = run(batch_no)
-                    if progress is not None:
-                        progress(n)
-            else:
-                self._run_parallel(run, len(batches), workers, progress)
-        finally:
-            self.model.train(was_training)
+        workers = min(self.workers, len(batches)) if self.device.type == "cpu" else 1
+        if workers <= 1:
+            for batch_no in range(len(batches)):
+                n = run(batch_no)
+                if progress is not None:
+                    progress(n)
+        else:
+            self._run_parallel(run, len(batches), workers, progress)
         return results
 
     @staticmethod
@@ -213,8 +238,9 @@ class Translator:
         opts: Optional[DecodeOptions] = None,
         progress: Optional[Callable[[int], None]] = None,
     ) -> list[list[Hypothesis]]:
-        """Translate raw sentences; per input, its n-best list (best first), detokenised."""
-        opts = opts or DecodeOptions()
+        """Translate raw sentences; per input, its n-best list (best first), detokenised.
+        ``opts``: default :attr:`options`."""
+        opts = opts or self.options
         results = self.translate_ids(self.encode(texts), opts, progress)
         flat = [h for hyps in results for h in hyps if h.tokens]
         for h, s in zip(flat, self.text.decode_target([h.tokens for h in flat])):
@@ -230,79 +256,6 @@ class Translator:
 # --------------------------------------------------------------------------- CLI
 
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def load_translator(
-    model_dir: str,
-    device: str = "auto",
-    int8: bool = False,
-    threads: Optional[int] = None,
-    dtype: str = "fp32",
-    workers: Optional[int] = None,
-    shortlist: bool = False,
-    pack: bool = True,
-) -> Translator:
-    """Load a model directory (``mt.modelio.load_model``) into a :class:`Translator`.
-
-    ``dtype`` casts weights (and so activations and the KV cache) for decoding; log-probs and
-    beam scores are computed in fp32 whatever it is (``mt.decode.search.step_log_probs``).
-
-    ``threads``: torch threads in all; ``workers``: batches decoded at once on CPU, sharing
-    those threads (None: 2 when there are at least 2 threads, else 1; see :class:`Translator`).
-    ``shortlist``: decode over the model directory's ``shortlist.safetensors`` (``mt shortlist``).
-    ``pack``: on CPU (fp32/bf16), run the linear layers through oneDNN-packed weights
-    (:mod:`mt.decode.packed`: same tokens, 1.2-1.3× faster decoding; still batch-invariant)."""
-    from mt.modelio import load_model
-
-    check_variant(int8, dtype)
-    if threads:
-        torch.set_num_threads(threads)
-    dev = resolve_device(device)
-    loaded = load_model(model_dir, device="cpu" if int8 else dev)
-    model = decoding_model(loaded.model, dev, int8=int8, dtype=dtype, pack=pack)
-    if workers is None:
-        workers = default_workers(dev, torch.get_num_threads())
-    return Translator(model, loaded.text, dev, workers, Shortlist.load(model_dir) if shortlist else None)
-
-
-def check_variant(int8: bool, dtype: str) -> None:
-    """Raise ``ValueError`` for a decoding precision that does not exist."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
-    if int8 and dtype != "fp32":
-        raise ValueError("--int8 quantises fp32 weights; it cannot be combined with --dtype " + dtype)
-
-
-def decoding_model(
-    model: Transformer, device: torch.device, int8: bool = False, dtype: str = "fp32", pack: bool = True
-) -> Transformer:
-    """What decoding runs for ``model`` (on ``device``): int8-quantised (CPU only), or cast to
-    ``dtype``, then with oneDNN-packed linear layers on CPU when ``pack``. A copy whenever it
-    differs from ``model``, which is never changed."""
-    check_variant(int8, dtype)
-    if int8:
-        if device.type != "cpu":
-            raise ValueError("--int8 is CPU-only (dynamic quantisation); use --device cpu")
-        from mt.decode.quantize import quantize_int8
-
-        model = quantize_int8(model)
-    elif dtype != "fp32":
-        model = copy.deepcopy(model).to(DTYPES[dtype])
-    if pack and device.type == "cpu" and not int8:
-        from mt.decode.packed import pack_linears
-
-        model = pack_linears(model)
-    return model
-
-
-def _read_lines(path: str) -> list[str]:
-    if path == "-":
-        return [line.rstrip("\n") for line in sys.stdin]
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
-
-
 def format_nbest(index: int, hyps: list[Hypothesis]) -> list[str]:
     """TSV lines ``index<TAB>score<TAB>text`` (score with 4 decimals)."""
     return [f"{index}\t{h.score:.4f}\t{h.text}" for h in hyps]
@@ -310,10 +263,13 @@ def format_nbest(index: int, hyps: list[Hypothesis]) -> list[str]:
 
 def translate_cli(args: argparse.Namespace) -> int:
     """``mt translate``: stdin/file in, detokenised text (or n-best TSV) out."""
-    opts = DecodeOptions.from_args(args, n_best=args.n_best)
-    translator = load_translator(args.model, args.device, args.int8, args.threads, args.dtype,
-                                 args.workers, args.shortlist, not args.no_pack)
-    lines = _read_lines(args.input)
+    from mt.decode.options import from_args
+    from mt.fileio import atomic_write, read_lines
+    from mt.modelio import stored_decode_options
+
+    opts = from_args(args, stored_decode_options(args.model))
+    lines = list(read_lines(args.input))
+    translator = Translator.load(args.model, opts, args.workers, args.threads)
     bar = None
     if args.input != "-":
         from tqdm import tqdm
@@ -322,15 +278,11 @@ def translate_cli(args: argparse.Namespace) -> int:
     results = translator.translate(lines, opts, progress=bar.update if bar else None)
     if bar is not None:
         bar.close()
-    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
-    try:
-        for i, hyps in enumerate(results):
-            if opts.n_best > 1:
-                out.write("\n".join(format_nbest(i, hyps)) + "\n")
-            else:
-                out.write(hyps[0].text + "\n")
-    finally:
-        if out is not sys.stdout:
-            out.close()
+    out_lines = [line for i, hyps in enumerate(results)
+                 for line in (format_nbest(i, hyps) if opts.n_best > 1 else [hyps[0].text])]
+    if args.output == "-":
+        sys.stdout.write("".join(line + "\n" for line in out_lines))
+    else:
+        with atomic_write(args.output) as f:
+            f.write("".join(line + "\n" for line in out_lines))
     return 0
-

@@ -17,12 +17,12 @@ before reading tensors and says which file is damaged.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -33,6 +33,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from mt.errors import UserError
+from mt.fileio import atomic_dir
 from mt.fileio import sha256_file as _sha256
 
 FORMAT = "mt-checkpoint"
@@ -40,7 +42,7 @@ VERSION = 1
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, truncated, corrupt or does not fit the current run."""
 
 
@@ -182,8 +184,8 @@ def save_checkpoint(
     root = checkpoint_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp", dir=root))
-    try:
+    # re-saving the same step (e.g. the final save right after a periodic one) replaces it
+    with atomic_dir(final) as tmp:
         model_tensors, aliases = dedupe_state(model.state_dict())
         _save_tensors(model_tensors, tmp / "model.safetensors")
         files = ["model.safetensors"]
@@ -201,13 +203,7 @@ def save_checkpoint(
             json.dump(meta, f)
             f.flush()
             os.fsync(f.fileno())
-        if final.exists():  # re-saving the same step (e.g. final save right after a periodic one)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    _fsync_dir(root)
     for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -218,7 +214,8 @@ def remove_stale_temporaries(run_dir: str | Path) -> None:
     root = checkpoint_dir(run_dir)
     if root.is_dir():
         for p in root.iterdir():
-            if p.name.startswith(".step_") and ".tmp" in p.name:
+            # ``.old-``: a replaced checkpoint that atomic_dir had not deleted yet
+            if p.name.startswith(".step_") and (".tmp" in p.name or ".old-" in p.name):
                 shutil.rmtree(p, ignore_errors=True)
 
 
@@ -316,6 +313,46 @@ def average_state_dicts(states: Iterable[dict[str, Tensor]]) -> dict[str, Tensor
     return {k: (v / n).float() if v.is_floating_point() else v for k, v in total.items()}
 
 
+def _identity(path: Path) -> tuple[dict[str, Any], Optional[tuple[str, ...]]]:
+    """``(architecture, vocabulary)`` of a checkpoint or model directory: the resolved model
+    configuration, and the languages and SentencePiece model(s) (None when not found)."""
+    from mt.config import ModelConfig, from_dict, to_dict
+    from mt.data.text import TextPipeline
+
+    if (path / "state.json").is_file():
+        trainer = _read_state(path).get("trainer", {})
+        raw, text_dir = trainer.get("model_config"), trainer.get("data_path")
+        if not isinstance(raw, dict):
+            raise CheckpointError(f"{path / 'state.json'}: trainer.model_config: missing; not a training checkpoint")
+        where = f"{path / 'state.json'}: model_config"
+    elif (path / "config.json").is_file():
+        from mt.modelio import read_model_config
+
+        raw, text_dir, where = to_dict(read_model_config(path)[0]), str(path), "model"
+    else:
+        raise CheckpointError(f"{path}: neither a checkpoint (state.json) nor a model directory (config.json)")
+    arch = to_dict(from_dict(ModelConfig, raw, where).resolved())
+    vocab = None
+    if text_dir and (Path(text_dir) / "text.json").is_file():
+        text = TextPipeline.load(text_dir, num_threads=1)
+        protos = (text.src_sp.serialized_model_proto(), text.tgt_sp.serialized_model_proto())
+        vocab = (text.src_lang, text.tgt_lang, *(hashlib.sha256(p).hexdigest() for p in protos))
+    return arch, vocab
+
+
+def _check_same_model(first: Path, a: tuple, other: Path, b: tuple) -> None:
+    """Refuse to average ``other`` with ``first`` unless architecture and vocabulary agree."""
+    if a[0] != b[0]:
+        key = next(k for k in a[0] if a[0][k] != b[0].get(k))
+        raise CheckpointError(
+            f"cannot average {first} and {other}: different models "
+            f"(model.{key} = {a[0][key]!r} vs {b[0].get(key)!r})"
+        )
+    if a[1] is not None and b[1] is not None and a[1] != b[1]:
+        what = "languages" if a[1][:2] != b[1][:2] else "SentencePiece vocabularies"
+        raise CheckpointError(f"cannot average {first} and {other}: different {what}")
+
+
 def average_checkpoints(
     run_dir: str | Path, out: str | Path, last: int = 5, inputs: Optional[list[str]] = None
 ) -> Path:
@@ -331,7 +368,11 @@ def average_checkpoints(
         raise ConfigError(f"--last must be >= 1, got {last}")
     paths = [Path(p) for p in inputs] if inputs else list_checkpoints(run_dir)[-last:]
     if not paths:
-        raise FileNotFoundError(f"{checkpoint_dir(run_dir)}: no checkpoints to average")
+        raise CheckpointError(f"{checkpoint_dir(run_dir)}: no checkpoints to average")
+    # same architecture and vocabulary, or the mean is meaningless: checked before loading
+    first = _identity(paths[0])
+    for p in paths[1:]:
+        _check_same_model(paths[0], first, p, _identity(p))
     states, infos = [], []
     for p in paths:
         weights, info = _model_weights(p)
@@ -356,4 +397,21 @@ def average_checkpoints(
         text = TextPipeline.load(data_dir)
     model.load_state_dict(averaged)
     meta = {"averaged": [str(p) for p in paths], "steps": [i.get("step") for i in infos]}
-    return save_model(out, model, text, meta)
+    return save_model(out, model, text, meta, decode=_decode_defaults(info, run_dir))
+
+
+def _decode_defaults(info: dict, run_dir: Path):
+    """The decoding defaults an averaged model keeps: the last model directory's, else the
+    training run's ``decode`` section (``run_dir/config.yaml``), else none."""
+    import yaml
+
+    from mt.config import DecodeOptions, from_dict
+    from mt.modelio import stored_decode_options
+
+    if "model_dir" in info:
+        return stored_decode_options(info["model_dir"])
+    config = Path(run_dir) / "config.yaml"
+    if not config.is_file():
+        return None
+    section = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("decode") or {}
+    return from_dict(DecodeOptions, section, f"{config}: decode")

@@ -373,7 +373,7 @@ class Trainer:
         from mt.modelio import save_model
 
         meta = {"step": self.state.step, "epoch": self.sampler.epoch, "run_dir": str(self.run_dir), **extra}
-        save_model(self.run_dir / name, self.model, self.data.text, meta)
+        save_model(self.run_dir / name, self.model, self.data.text, meta, decode=self.cfg.decode)
 
     def _write_config(self) -> None:
         import yaml
@@ -438,19 +438,19 @@ class Trainer:
         data, tc = self.data, self.tc
         if not tc.valid_bleu or not data.valid_src_lines:
             return {}
-        from mt.decode.options import DecodeOptions
         from mt.decode.translator import Translator
+        from mt.decode.variant import prepare
         from mt.evaluate import corpus_scores
 
         k = tc.valid_bleu_sentences or len(data.valid_src_lines)
         src, refs = data.valid_src_lines[:k], data.valid_ref_lines[:k]
         self.model.eval()
-        d = self.cfg.decode
-        opts = DecodeOptions(
-            beam=tc.valid_beam, length_norm=d.length_norm, alpha=d.alpha, max_len_a=d.max_len_a,
-            max_len_b=d.max_len_b, min_len=d.min_len, max_tokens=d.max_tokens,
-        )  # fmt: skip
-        translator = Translator(self.model, data.text, self.device)
+        # the config's decoding settings at the validation beam (n_best 1: one output scored)
+        opts = self.cfg.decode.replace(beam=tc.valid_beam, n_best=1, sampling="none")
+        # unpacked, fp32 (bf16 autocast on CUDA below), unprobed: an inference copy of the
+        # weights being trained, thrown away after this validation
+        dm = prepare(self.model, self.device, pack=False, probe=False)
+        translator = Translator(dm, data.text, options=opts)
         with _autocast(self.device, self.bf16 and self.device.type == "cuda"):
             hyps = [nbest[0].text if nbest else "" for nbest in translator.translate(src, opts)]
         scores = corpus_scores(hyps, refs)

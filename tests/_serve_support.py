@@ -1,13 +1,27 @@
-"""Run an app on a real socket in-process, for tests and demos (loopback only)."""
+"""Server-test support: an app on a real loopback socket in-process, and random model dirs.
+
+``make_random_model_dir``/``synthetic_sentences`` are ``bench/devmodel.py``'s (one copy, shared
+with the benchmarks; neither belongs in the installed packages).
+"""
 
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import uvicorn
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.devmodel import make_random_model_dir, synthetic_sentences  # noqa: E402
+
+__all__ = ["LiveServer", "free_port", "make_random_model_dir", "synthetic_sentences"]
 
 
 def free_port() -> int:

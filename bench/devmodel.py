@@ -4,6 +4,9 @@ Writes a real model directory (``mt.modelio.save_model``) with a tiny SentencePi
 trained on synthetic text, so the server, the tests and ``bench/serve_load.py`` can run
 before any trained model exists. The translations are gibberish by construction; only the
 *mechanics* (batching, limits, speed) are meaningful.
+
+Not part of the installed packages: ``bench/`` scripts import it as ``bench.devmodel`` (they
+put the repository root on ``sys.path``), the tests through ``tests/_serve_support.py``.
 """
 
 from __future__ import annotations
