@@ -430,7 +430,7 @@ class DecodeOptions:
     device: str = _opt("auto", DEVICES_HELP, "model")
     dtype: str = _opt("fp32", "weights and activations (scores stay fp32)", "model", choices=("fp32", "bf16", "fp16"))
     int8: bool = _opt(False, "int8 dynamic quantisation of the linear layers (CPU; not batch-invariant)", "model")
-    pack: bool = _opt(True, "CPU: oneDNN-packed weights (off: F.linear on the stored weights)", "model")
+    pack: bool = _opt(True, "CPU: oneDNN-packed weights; --no-pack multiplies by the stored ones (F.linear)", "model")
     shortlist: bool = _opt(False, "logits only for the batch's likely target tokens (MODEL/shortlist.safetensors, "
                            "from `mt shortlist`): faster, approximate, not batch-invariant", "model")
 

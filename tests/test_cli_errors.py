@@ -263,6 +263,11 @@ DECODE_CASES = [
     Case("topp-2", lambda fx: _translate(fx, None, "--topp", "2"), ("--topp",)),
     Case("int8-with-bf16", lambda fx: _translate(fx, None, "--int8", "--dtype", "bf16"), ("--int8",)),
     Case("alpha-nan", lambda fx: _translate(fx, None, "--alpha", "nan"), ("--alpha",)),
+    Case("device-bogus", lambda fx: _translate(fx, None, "--device", "tpu"), ("--device",)),
+    Case("length-norm-unknown", lambda fx: _translate(fx, None, "--length-norm", "wu"), ("--length-norm",)),
+    Case("stored-decode-broken",
+         lambda fx: _translate(fx, fx.corrupt("config.json", json_edit=lambda c: c.update(decode={"beam": 0}))),
+         ("config.json", "decode.beam")),
 ]
 
 
@@ -294,8 +299,7 @@ def run_cli(argv: list[str], stdin: bytes, capsys, monkeypatch) -> tuple[int, st
 
 @pytest.mark.parametrize(
     "case",
-    [c.param() for c in CASES]
-    + [c.param(pytest.mark.xfail(strict=False, reason="decode options being rewritten")) for c in DECODE_CASES],
+    [c.param() for c in CASES + DECODE_CASES],
 )
 def test_user_error_is_one_line(case: Case, models, tmp_path, capsys, monkeypatch):
     argv = case.build(Fx(tmp_path, models))

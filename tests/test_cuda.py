@@ -11,9 +11,9 @@ import torch
 
 from _decode_support import random_sources, src_tensor, toy_model
 from _train_tiny import make_prepared, write_config
-from mt.config import load_config
-from mt.decode.options import DecodeOptions
+from mt.config import DecodeOptions, load_config
 from mt.decode.translator import generate
+from mt.decode.variant import prepare
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible to torch")
 CUDA = torch.device("cuda")
@@ -42,8 +42,8 @@ def test_incremental_decoding_equals_full_pass_on_cuda():
 
 @pytest.mark.parametrize("beam", [1, 4])
 def test_cuda_fp32_search_matches_cpu(beam):
-    cpu = toy_model()
-    gpu = _on(CUDA)
+    cpu = prepare(toy_model(), "cpu", pack=False)
+    gpu = prepare(toy_model(), CUDA)
     ids = random_sources(24, seed=5)
     opts = DecodeOptions(beam=beam)
     want = _tokens(generate(cpu, src_tensor(ids), opts))
@@ -52,11 +52,11 @@ def test_cuda_fp32_search_matches_cpu(beam):
 
 
 def test_bf16_decoding_runs_and_mostly_agrees_with_fp32():
-    gpu = _on(CUDA)
+    gpu = prepare(toy_model(), CUDA)
     ids = random_sources(64, seed=7)
     opts = DecodeOptions(beam=4)
     ref = generate(gpu, src_tensor(ids).to(CUDA), opts)
-    half = _on(CUDA, torch.bfloat16)
+    half = prepare(toy_model(), CUDA, dtype="bf16")
     out = generate(half, src_tensor(ids).to(CUDA), opts)
     assert all(isinstance(h[0].score, float) and h[0].score == h[0].score for h in out)  # fp32, no NaN
     same = sum(a == b for a, b in zip(_tokens(ref), _tokens(out)))
@@ -77,14 +77,28 @@ def test_bf16_autocast_training_on_cuda_learns(tmp_path):
     assert tr[-1]["loss"] < tr[0]["loss"] - 0.5
 
 
-def test_load_translator_bf16_on_cuda(tmp_path):
-    from mt.decode.translator import load_translator
+def test_translator_load_bf16_on_cuda(tmp_path):
+    from mt.decode.translator import Translator
     from mt.train.trainer import train
 
     run = tmp_path / "run"
     make_prepared(run)
     train(load_config(write_config(tmp_path / "cfg.yaml", run, max_steps=10, valid_every=10, save_every=10)))
-    t = load_translator(str(run / "model_last"), device="cuda", dtype="bf16")
-    assert next(t.model.parameters()).dtype == torch.bfloat16 and t.device.type == "cuda"
+    t = Translator.load(run / "model_last", device="cuda", dtype="bf16")
+    assert next(t.model.net.parameters()).dtype == torch.bfloat16 and t.device.type == "cuda"
     out = t.translate(["haus baum", ""], DecodeOptions(beam=2))
     assert len(out) == 2 and out[1][0].text == ""
+
+
+def test_cuda_probe_gives_a_rule_and_holds_it():
+    """The invariance probe runs on the GPU as on CPU; where it finds a rule, a sentence
+    decodes alike alone and in a batch."""
+    dm = prepare(toy_model(), CUDA)
+    if not dm.padding.invariant:
+        pytest.skip(f"probe: {dm.padding.finding}")
+    ids = random_sources(12, seed=9)
+    opts = DecodeOptions(beam=3, n_best=3)
+    batch = generate(dm, src_tensor(ids).to(CUDA), opts)
+    for i in (0, 5, 11):
+        alone = generate(dm, src_tensor([ids[i]]).to(CUDA), opts)[0]
+        assert [(h.tokens, h.score) for h in alone] == [(h.tokens, h.score) for h in batch[i]]

@@ -132,9 +132,9 @@ def test_end_to_end_probe_catches_a_batch_dependent_model():
     rule = PaddingRule(rows=4)
     inner = dm.net.decode_hidden_step
 
-    def leaky(tokens, state):  # rows change once there are more than 4 of them
+    def leaky(tokens, state):  # rows change with the batch's padded source length
         h = inner(tokens, state)
-        return h + (tokens.shape[0] > 4) * 1e-6
+        return h + (state.src_mask.shape[-1] > 32) * 1e-6
 
     assert decoding_is_invariant(dm, rule)
     dm.net.decode_hidden_step = leaky
@@ -148,3 +148,23 @@ def test_int8_is_reported_not_invariant():
     dm = prepare(toy_model(), "cpu", int8=True, probe=False)
     rule = padding_rule(dm)
     assert not rule.invariant and "int8" in rule.finding and rule.rows == 1
+
+
+def test_findings_are_remembered_across_processes(tmp_path, monkeypatch):
+    """A second process (here: an emptied in-process cache) reads the finding back instead of
+    probing again; a damaged cache file is ignored, and `off` disables it."""
+    from mt.decode import invariance
+
+    monkeypatch.setenv("MT_PROBE_CACHE", str(tmp_path / "probe.json"))
+    monkeypatch.setattr(invariance, "_CACHE", {})
+    dm = prepare(toy_model(), "cpu", pack=False)
+    assert (tmp_path / "probe.json").is_file()
+    monkeypatch.setattr(invariance, "_CACHE", {})
+    monkeypatch.setattr(invariance, "_probe", lambda dm: pytest.fail("probed again"))
+    assert padding_rule(dm) == dm.padding
+    (tmp_path / "probe.json").write_text("{not json")
+    monkeypatch.setattr(invariance, "_CACHE", {})
+    monkeypatch.setattr(invariance, "_probe", lambda dm: PaddingRule(rows=8, finding="fresh"))
+    assert padding_rule(dm).finding == "fresh"
+    monkeypatch.setenv("MT_PROBE_CACHE", "off")
+    assert invariance.cache_path() is None

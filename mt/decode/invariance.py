@@ -4,16 +4,19 @@
 Whether a sentence's output keeps its bits in any batch depends on the kernels torch calls
 (MKL's sgemm, oneDNN's packed GEMMs, vectorised softmax and reductions) and so on the CPU:
 a padding rule measured on one CPU family did not hold on another. So nothing is assumed;
-:func:`padding_rule` measures, once per process for each model shape, variant and thread
-count (a few hundred ms for a 6M model):
+:func:`padding_rule` measures, once for each CPU, model shape, variant and thread count,
+and remembers the finding on disk (:func:`cache_path`) so later processes on the same machine
+skip it (the first probe of a model takes ~1–15 s, mostly oneDNN building kernels for the
+shapes it tries, which decoding would build later anyway):
 
 1. **Linear layers** (:func:`linear_row_multiple`): every distinct linear layer of the model
    (and the output layer) multiplies the same random rows alone and inside batches of
-   1–16, 20, … 256 rows, shifted by a few positions, on 1 thread and on the current number of
+   1–12, 16, 20, … 160 rows, shifted by a few positions, on 1 thread and on the current number of
    threads. The smallest ``m`` in 1, 2, 4, 8, 16 for which every row keeps its bits whenever
    the row count is a multiple of ``m`` becomes ``rule.rows``.
-2. **The whole search** (:func:`decoding_is_invariant`): random sources of 3–45 tokens are
-   decoded alone and together (greedy and beam 3, a few steps) under the candidate rule; the
+2. **The whole search** (:func:`decoding_is_invariant`): random sources of 3–37 tokens are
+   decoded alone and together (greedy and beam 3, 5 steps; on 1 thread and on the current
+   thread count) under the candidate rule; the
    first source-padding family (multiples of 16 from 32, of 32, of 64) under which tokens and
    scores agree bit for bit is kept.
 
@@ -26,7 +29,13 @@ batch-invariant by construction.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterator
+import functools
+import hashlib
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -35,36 +44,94 @@ from mt.config import DecodeOptions
 from mt.data.batching import make_source
 from mt.decode.search import beam_search, greedy_search
 from mt.decode.shapes import PaddingRule
+from mt.fileio import atomic_write_text
+from mt.runtime import denormals_flushed
 
 ROW_CANDIDATES = (1, 2, 4, 8, 16)
-ROW_COUNTS = tuple(range(1, 17)) + (20, 24, 32, 40, 48, 64, 100, 160, 256)
+ROW_COUNTS = tuple(range(1, 13)) + (16, 20, 24, 32, 48, 64, 100, 160)
 SOURCE_FAMILIES = ((16, 32), (32, 32), (64, 64))  # (src_multiple, min_src)
-PROBE_LENGTHS = (3, 9, 17, 30, 45)
+PROBE_VERSION = 2  # bump when the probe changes, so remembered findings are measured again
+PROBE_LENGTHS = (3, 11, 20, 37)  # alone they pad to 32 or 48 positions, together to 48
 
-_CACHE: dict[tuple, PaddingRule] = {}
+_CACHE: dict[str, PaddingRule] = {}
 
 
 def padding_rule(dm: Any) -> PaddingRule:
     """The padding rule for decoding model ``dm`` (a :class:`mt.decode.variant.DecodingModel`)
     on this machine, probed once per shape / variant / thread count (see the module
-    docstring)."""
+    docstring) and remembered in this process and in :func:`cache_path`."""
     if dm.int8:
         return PaddingRule(rows=1, invariant=False,
                            finding="int8: activations are quantised with per-batch scales")
     key = _cache_key(dm)
     if key not in _CACHE:
-        _CACHE[key] = _probe(dm)
+        rule = _load_cached(key)
+        if rule is None:
+            rule = _probe(dm)
+            _store_cached(key, rule)
+        _CACHE[key] = rule
     return _CACHE[key]
 
 
-def _cache_key(dm: Any) -> tuple:
+def _cache_key(dm: Any) -> str:
+    """What a probe's finding depends on: this CPU and its kernels (model name and flags,
+    torch and its BLAS/oneDNN build), the model's shapes, the variant, the thread count."""
     c = dm.cfg
     shape = (c.d_model, c.ffn_dim, c.n_heads, c.enc_layers, c.dec_layers, c.vocab_size, c.norm,
              c.activation, c.tie_output, c.final_logits_bias, c.max_positions)
-    return shape, dm.dtype, dm.packed, str(dm.device), torch.get_num_threads()
+    parts = (_machine(), shape, dm.dtype, dm.packed, str(dm.device), torch.get_num_threads(), PROBE_VERSION)
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+
+@functools.lru_cache(maxsize=None)
+def _machine() -> str:
+    cpu = ""
+    try:
+        info = Path("/proc/cpuinfo").read_text(errors="replace")
+        cpu = "|".join(line for line in info.splitlines() if line.startswith(("model name", "flags")))[:8000]
+    except OSError:
+        cpu = platform.processor()
+    return f"{cpu}|{torch.__version__}|{torch.__config__.show()}"
+
+
+def cache_path() -> Optional[Path]:
+    """Where probe results are remembered across processes: ``$MT_PROBE_CACHE`` (``off``:
+    nowhere), default ``~/.cache/mt/invariance.json``."""
+    value = os.environ.get("MT_PROBE_CACHE", str(Path.home() / ".cache" / "mt" / "invariance.json"))
+    return None if value in ("", "off") else Path(value)
+
+
+def _load_cached(key: str) -> Optional[PaddingRule]:
+    path = cache_path()
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))[key] if path else None
+        return PaddingRule(**entry) if entry else None
+    except (OSError, ValueError, KeyError, TypeError):  # absent, unreadable or another format
+        return None
+
+
+def _store_cached(key: str, rule: PaddingRule) -> None:
+    path = cache_path()
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            entries = {}
+        entries[key] = dataclasses.asdict(rule)
+        atomic_write_text(path, json.dumps(entries, indent=1) + "\n")
+    except OSError:  # a read-only home: the probe just runs again next time
+        pass
 
 
 def _probe(dm: Any) -> PaddingRule:
+    with denormals_flushed():  # as decoding runs (mt.decode.translator), and fast on random weights
+        return _probe_flushed(dm)
+
+
+def _probe_flushed(dm: Any) -> PaddingRule:
     rows = linear_row_multiple(dm.net, dm.device)
     linear_note = (f"linear layers keep each row's bits at row counts that are multiples of {rows}"
                    if rows else "linear layers' rows differ at every row multiple up to 16")
@@ -72,7 +139,7 @@ def _probe(dm: Any) -> PaddingRule:
         rule = PaddingRule(rows or 16, src_multiple, min_src)
         if rows and decoding_is_invariant(dm, rule):
             finding = f"{linear_note}; sources padded to multiples of {src_multiple} (>= {min_src})"
-            return dataclasses.replace(rule, finding=f"{dm.describe()}: invariant ({finding})")
+            return dataclasses.replace(rule, invariant=True, finding=f"{dm.describe()}: invariant ({finding})")
     return PaddingRule(rows or 16, invariant=False,
                        finding=f"{dm.describe()}: not invariant ({linear_note}; "
                        "decoding alone and in batches differed under every source padding tried)")
@@ -144,16 +211,28 @@ def _probe_sources(cfg: Any) -> list[list[int]]:
 
 def decoding_is_invariant(dm: Any, rule: PaddingRule) -> bool:
     """Whether ``dm`` decodes every probe source to the same tokens and score bits alone and
-    in one batch (greedy and beam 3, 6 steps) when padded by ``rule``."""
-    trial = dataclasses.replace(dm, padding=rule)
+    in one batch (greedy and beam 3, 5 steps) when padded by ``rule``, on 1 thread and on the
+    current thread count (``Translator`` workers split the threads between them)."""
+    threads = torch.get_num_threads()
+    try:
+        for t in sorted({1, threads}):
+            torch.set_num_threads(t)
+            if not _decodes_alike(dataclasses.replace(dm, padding=rule)):
+                return False
+        return True
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _decodes_alike(dm: Any) -> bool:
     cfg = dm.cfg
     sources = _probe_sources(cfg)
     for beam, search in ((1, greedy_search), (3, beam_search)):
-        opts = DecodeOptions(beam=beam, n_best=beam, max_len_a=0.0, max_len_b=5, min_len=5)
+        opts = DecodeOptions(beam=beam, n_best=beam, max_len_a=0.0, max_len_b=4, min_len=4)
 
         def run(srcs: list[list[int]]) -> list:
             src = make_source(srcs, cfg.pad_id, cfg.eos_id).to(dm.device)
-            return [[(h.tokens, h.score, h.log_prob) for h in hyps] for hyps in search(trial, src, opts)]
+            return [[(h.tokens, h.score, h.log_prob) for h in hyps] for hyps in search(dm, src, opts)]
 
         together = run(sources)
         if any(run([s])[0] != together[i] for i, s in enumerate(sources)):

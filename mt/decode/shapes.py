@@ -45,7 +45,7 @@ class PaddingRule:
     rows: int = 4
     src_multiple: int = 16
     min_src: int = 32
-    invariant: bool = True
+    invariant: bool = False  # True only where the probe found it so
     finding: str = "not probed"
 
     def sentence_multiple(self, beam: int) -> int:
