@@ -22,11 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mt.config import DecodeOptions
 from mt.decode.invariance import padding_rule
 from mt.decode.packed import pack_linears_, packing_available
 from mt.decode.quantize import quantize_int8_
 from mt.decode.shapes import PaddingRule
 from mt.decoder_state import DecoderState
+from mt.errors import ConfigError
 from mt.model import EncoderOut, Transformer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -101,14 +103,6 @@ class DecodingModel:
 # --------------------------------------------------------------------------- building
 
 
-def check_variant(int8: bool, dtype: str) -> None:
-    """Raise ``ValueError`` for a decoding precision that does not exist."""
-    if dtype not in DTYPES:
-        raise ValueError(f"--dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
-    if int8 and dtype != "fp32":
-        raise ValueError(f"--int8 quantises fp32 weights; it cannot be combined with --dtype {dtype}")
-
-
 def prepare(
     model: Transformer,
     device: str | torch.device = "cpu",
@@ -117,15 +111,15 @@ def prepare(
     pack: bool = True,
     probe: bool = True,
 ) -> DecodingModel:
-    """What decoding runs for ``model``: int8-quantised (CPU only), or cast to ``dtype``, then
-    with oneDNN-packed linear layers on CPU when ``pack``; a copy whenever it differs from
-    ``model``, which is never changed. ``probe``: measure the padding rule on this machine
-    (:func:`mt.decode.invariance.padding_rule`; cached per shape and variant), else keep the
-    conservative default."""
-    check_variant(int8, dtype)
+    """What decoding runs for ``model``: an inference copy (``model`` is never changed),
+    int8-quantised (CPU only), or cast to ``dtype``, then with oneDNN-packed linear layers on
+    CPU when ``pack``. ``probe``: measure the padding rule on this machine
+    (:func:`mt.decode.invariance.padding_rule`, remembered per CPU, shape and variant); else
+    an unprobed rule (rows of 4, ``invariant=False``), e.g. for validation during training."""
+    DecodeOptions(dtype=dtype, int8=int8)  # the same checks as the flags: ConfigError naming them
     device = resolve_device(device)
     if int8 and device.type != "cpu":
-        raise ValueError("--int8 is CPU-only (dynamic quantisation); use --device cpu")
+        raise ConfigError("--int8: CPU-only (dynamic quantisation); use --device cpu")
     net, packed = _variant_net(model, device, dtype, int8, pack)
     dm = DecodingModel(net.eval(), device, dtype, packed, int8)
     if probe:
@@ -154,7 +148,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
     try:
         return torch.device(device)
     except RuntimeError as e:
-        raise ValueError(f"--device: {e}") from None
+        raise ConfigError(f"--device: {e}") from None
 
 
 def untie_output(model: Transformer) -> None:
