@@ -6,6 +6,7 @@ never a half-written one that looks complete:
 
 * :func:`atomic_write` (and :func:`atomic_write_text` / :func:`atomic_write_bytes`): one file;
 * :func:`atomic_dir`: a directory built in a temporary sibling, then :func:`replace_dir`;
+* :func:`read_json_object`: a JSON object file, every failure named by file;
 * :func:`read_lines`: text files line by line (``"-"`` = stdin), invalid UTF-8 named by file
   and line (:class:`FileFormatError`).
 
@@ -15,6 +16,7 @@ This module imports nothing from mt but :mod:`mt.errors`, so any layer can use i
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -24,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from mt.errors import UserError
+from mt.errors import MissingFileError, UserError
 
 
 class FileFormatError(UserError, ValueError):
@@ -213,3 +215,22 @@ def _decode_lines(stream: IO[bytes], name: str) -> Iterator[str]:
         except UnicodeDecodeError as e:
             raise FileFormatError(f"{name}:{lineno}: invalid UTF-8 at byte {e.start} of the line") from None
         yield _strip_newline(line)
+
+
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """The JSON object in ``path``. Missing: :class:`MissingFileError`; a directory, not UTF-8,
+    not JSON or not an object: :class:`FileFormatError`; each message names the file."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise MissingFileError(f"{path}: not found") from None
+    except IsADirectoryError:
+        raise FileFormatError(f"{path}: is a directory, expected a JSON file") from None
+    except UnicodeDecodeError as e:
+        raise FileFormatError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except json.JSONDecodeError as e:
+        raise FileFormatError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise FileFormatError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    return raw

@@ -26,7 +26,7 @@ from safetensors.torch import save_model as st_save_model
 from mt.config import ConfigError, DecodeOptions, ModelConfig, from_dict, to_dict
 from mt.data.text import TextPipeline
 from mt.errors import MissingFileError, ModelDirError
-from mt.fileio import atomic_dir
+from mt.fileio import atomic_dir, read_json_object
 from mt.model import Transformer
 
 FORMAT = "mt-model"
@@ -69,29 +69,12 @@ def save_model(out_dir: str | Path, model: Transformer, text: TextPipeline, meta
     return out
 
 
-def _read_json_object(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path``; a missing, unreadable or malformed file raises an error naming it."""
-    try:
-        raw = json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise MissingFileError(f"{path}: missing from the model directory") from None
-    except IsADirectoryError:
-        raise ModelDirError(f"{path}: is a directory, expected a JSON file") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a JSON object, got {type(raw).__name__}")
-    return raw
-
-
 def read_model_config(model_dir: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
     """``(ModelConfig, meta)`` from ``model_dir/config.json``, with errors naming the file and
     the field; the architecture is validated (:meth:`ModelConfig.validate`: bounded sizes,
     heads dividing ``d_model``, special ids inside the vocabulary) before anything is allocated."""
     path = Path(model_dir) / "config.json"
-    raw = _read_json_object(path)
+    raw = read_json_object(path)
     if raw.get("format") != FORMAT:
         raise ConfigError(f"{path}: format: not an mt model config (format={raw.get('format')!r})")
     version = raw.get("version", 0)
@@ -221,7 +204,7 @@ def stored_decode_options(model_dir: str | Path) -> DecodeOptions:
     the file and field."""
     read_model_config(model_dir)  # a located error for a missing or broken config.json
     path = Path(model_dir) / "config.json"
-    stored = json.loads(path.read_text(encoding="utf-8")).get("decode", {})
+    stored = read_json_object(path).get("decode", {})
     if not isinstance(stored, dict):
         raise ConfigError(f"{path}: decode: expected a mapping of decoding settings")
     try:

@@ -288,7 +288,7 @@ def _keep_logging():
 
 def run_cli(argv: list[str], stdin: bytes, capsys, monkeypatch) -> tuple[int, str, str]:
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))
-    monkeypatch.setenv("MT_API_KEY", "")
+    monkeypatch.delenv("MT_API_KEY", raising=False)
     try:
         rc = main(argv)
     except SystemExit as e:  # argparse

@@ -23,7 +23,7 @@ import sentencepiece as spm
 
 from mt.data import DataError
 from mt.errors import MissingFileError
-from mt.fileio import atomic_write_bytes
+from mt.fileio import atomic_write_bytes, read_json_object
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 UnicodeForm = Literal["NFKC", "NFC", "none"]
@@ -267,14 +267,7 @@ class TextPipeline:
         path = directory / "text.json"
         if not path.is_file():
             raise MissingFileError(f"{path}: text pipeline settings not found (run `mt prepare`)")
-        try:
-            cfg = json.loads(path.read_bytes().decode("utf-8"))
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(cfg, dict):
-            raise DataError(f"{path}: expected a JSON object, got {type(cfg).__name__}")
+        cfg = read_json_object(path)
         _check_text_config(path, cfg)
         files = {side: directory / cfg["spm"][side] for side in ("src", "tgt")}
         for side, file in files.items():
