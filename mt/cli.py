@@ -58,6 +58,7 @@ def command_name(args: argparse.Namespace) -> str:
 INPUT_FLAGS = {
     "translate": (("input", "--input"),),
     "evaluate": (("src", "--src"), ("ref", "--ref")),
+    "score": (("src", "--src"), ("tgt", "--tgt")),
     "shortlist": (("src", "--src"), ("tgt", "--tgt"), ("check_src", "--check-src"), ("check_tgt", "--check-tgt")),
 }
 
@@ -220,6 +221,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return evaluate_cli(args)
 
 
+def _cmd_score(args: argparse.Namespace) -> int:
+    from mt.decode.score import score_cli
+
+    _check_decoding_command(args)
+    _check_output("--output", args.output)
+    return score_cli(args)
+
+
 def _cmd_shortlist(args: argparse.Namespace) -> int:
     from mt.decode.shortlist import shortlist_cli
 
@@ -341,6 +350,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_decode_options(p)
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("score", help="forced-decoding scores of given translations (per sentence, per token)")
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--src", required=True, help="source sentences, one per line")
+    p.add_argument("--tgt", required=True, help="their translations to score, one per line")
+    p.add_argument("--output", "-o", default="-", help="TSV: index, log_prob, score, tokens (default: stdout)")
+    p.add_argument("--per-token", action="store_true", help="add a column of per-token log-probs (EOS last)")
+    from mt.decode.options import add_arguments as add_decode_arguments
+
+    add_decode_arguments(p, ("search", "batch"))
+    p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser("shortlist", help="build a model's output shortlist from its training bitext (for --shortlist)")
     p.add_argument("--model", required=True, help="model directory; the shortlist is written into it")
