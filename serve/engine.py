@@ -8,15 +8,17 @@ or a test double.
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
 from mt.config import DecodeOptions
+from mt.decode.lengths import max_output_len
 from mt.decode.options import Hypothesis
 from mt.errors import ConfigError
 from serve.guard import ApiError
@@ -73,6 +75,9 @@ class ModelEngine:
         self.base_options = base_options or DecodeOptions()
         self.src_lang: Optional[str] = self.meta.get("src_lang") or getattr(text, "src_lang", None)
         self.tgt_lang: Optional[str] = self.meta.get("tgt_lang") or getattr(text, "tgt_lang", None)
+        # Translator-likes without the cancellation hook (test doubles) decode to the end
+        method = getattr(translator, "translate", None)
+        self.cancellable = method is not None and "should_stop" in inspect.signature(method).parameters
 
     @property
     def max_positions(self) -> Optional[int]:
@@ -97,9 +102,26 @@ class ModelEngine:
         except ConfigError as e:
             raise ApiError(422, "invalid_options", str(e), str(e).split(":")[0]) from None
 
-    def translate(self, texts: list[str], opts: RequestOptions) -> list[list[Hypothesis]]:
+    def text_costs(self, lengths: list[int], opts: RequestOptions) -> list[int]:
+        """The most decoder row-steps each text may take: rows (the beam, or ``n_best``
+        samples) × (maximum output length + 1 for the final EOS step), the maximum output
+        length being the request's ``max_length`` or the model's ``a * src_len + b``, capped
+        by its positions. ``lengths``: source tokens per text (:meth:`count_tokens`). This
+        bounds the work (and the time) a request can cause before it is queued, whatever
+        the model does; 422 as :meth:`options_for` when the options do not fit."""
+        d = self.options_for(opts)
+        rows = d.n_best if d.sampling in ("topk", "topp") else d.beam
+        positions = self.max_positions or 1 << 30  # a double without a model: no cap
+        return [rows * (max_output_len(n, d.max_len_a, d.max_len_b, positions) + 1) for n in lengths]
+
+    def translate(self, texts: list[str], opts: RequestOptions,
+                  should_stop: Optional[Callable[[], bool]] = None) -> list[list[Hypothesis]]:  # fmt: skip
+        """Decode ``texts`` with the request's options. ``should_stop``: asked once per decoding
+        step; True raises ``mt.decode.search.DecodeCancelled`` (ignored by engines whose
+        translator has no such hook)."""
+        extra = {"should_stop": should_stop} if should_stop is not None and self.cancellable else {}
         with torch.inference_mode():
-            return self.translator.translate(list(texts), opts.decode_options(self.base_options))
+            return self.translator.translate(list(texts), opts.decode_options(self.base_options), **extra)
 
 
 def default_name(obj: Any, path: Optional[str | Path] = None) -> str:

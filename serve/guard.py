@@ -70,10 +70,16 @@ _CODES = {
 }
 
 
+def _specificity(error: dict[str, Any]) -> tuple[int, bool]:
+    """A union (str | list) reports one error per branch; the most specific one is deepest,
+    and at equal depth a broken constraint beats a wrong type (LibreTranslate's ``q: []`` is a
+    list that is too short, not "Input should be a valid string")."""
+    return len(error.get("loc", ())), not str(error.get("type", "")).endswith("_type")
+
+
 def validation_error(errors: list[dict[str, Any]], status: int = 422) -> ApiError:
     """The first pydantic/FastAPI validation error as an :class:`ApiError` naming its field."""
-    # a union (str | list) reports one error per branch; the most specific one is deepest
-    err = max(errors, key=lambda e: len(e.get("loc", ()))) if errors else {"msg": "invalid request"}
+    err = max(errors, key=_specificity) if errors else {"msg": "invalid request"}
     etype = err.get("type", "")
     if etype == "json_invalid":
         ctx = err.get("ctx") or {}
@@ -83,7 +89,7 @@ def validation_error(errors: list[dict[str, Any]], status: int = 422) -> ApiErro
     msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
     if etype == "string_too_long":
         msg = f"{msg} (got {len(err['input'])})" if isinstance(err.get("input"), str) else msg
-    elif etype == "too_long" and isinstance(err.get("input"), list):
+    elif etype in ("too_long", "too_short") and isinstance(err.get("input"), list):
         msg = f"{msg.split(',')[0]} (got {len(err['input'])})"
     elif etype.endswith("_type") or etype in ("model_attributes_type", "dict_type"):
         msg = f"{msg} (got {type(err.get('input')).__name__})"

@@ -8,6 +8,7 @@ translated pieces.
 """
 # No ``from __future__ import annotations``: FastAPI must resolve the endpoint annotations.
 
+import asyncio
 import contextlib
 import html
 import re
@@ -139,7 +140,8 @@ async def read_body(request: Request) -> dict[str, Any]:
 async def translate_docs(state: ServerState, name: str, docs: list[str], as_html: bool) -> list[str]:
     """Translate ``docs`` with model ``name`` at the server's default decoding settings."""
     settings = state.settings
-    texts = html_runs(docs) if as_html else docs
+    # splitting markup runs in a thread (as token counting does): a large request must not stall the loop
+    texts = await asyncio.to_thread(html_runs, docs) if as_html else docs
     if len(texts) > settings.max_texts * 8:
         raise ApiError(400, "too_many_items", f"q: {len(texts)} text runs; the limit is {settings.max_texts * 8}",
                        "q")
@@ -148,7 +150,7 @@ async def translate_docs(state: ServerState, name: str, docs: list[str], as_html
         opts = RequestOptions(n_best=1)  # the model's decoding defaults
         hyps, _ = await state.translate_texts(state.engines[name], texts, opts, "q")
         out = [h[0].text for h in hyps]
-    return merge_html(docs, out) if as_html else out
+    return await asyncio.to_thread(merge_html, docs, out) if as_html else out
 
 
 def languages(pairs: Pairs) -> list[LTLanguage]:

@@ -37,9 +37,15 @@ def status_router(state: ServerState) -> APIRouter:
     @router.get("/ready", response_model=ReadyResponse, tags=["status"], responses={503: {"model": ErrorResponse}})
     async def ready() -> Any:
         """Readiness: models are loaded and the server is not shutting down (no API key needed)."""
-        if not state.ready:
-            return error_response(503, "not_ready", "server is shutting down")
+        reason = state.ready_reason()  # shutting down, or a decoding process could not be replaced
+        if reason is not None:
+            return error_response(503, "not_ready", reason)
         return ReadyResponse(status="ready", models=list(state.engines))
+
+    # load balancers and uptime checkers often probe with HEAD, and a route answers only the
+    # methods it declares (405 otherwise); kept out of the schema, which documents the GETs
+    for path, endpoint in (("/health", health), ("/ready", ready)):
+        router.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
 
     @router.get("/metrics", include_in_schema=False, dependencies=state.auth)
     async def metrics() -> Response:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -25,6 +27,22 @@ class ServerSettings:
     max_beam: int = 16
     max_output_length: int = 512
     request_timeout_s: float = 30.0  # per request, queueing included -> 504
+
+    # ---- request cost and fair scheduling (issue 16; serve/engine.py, serve/batcher.py)
+    # A request's cost is the most decoder row-steps it may take: the sum over its texts of
+    # beam (or n_best samples) x (maximum output length + 1), the maximum output length being
+    # max_length or the model's a * source tokens + b. Over max_request_cost: 413 before it is
+    # queued. The default admits 64 texts of 30 tokens at beam 16 (48,128) or 7 texts of 256
+    # tokens at beam 16, max_length 512 (57,456; 8 would be 65,664), and refuses 64 texts of
+    # 256 tokens at beam 16, max_length 512 (525,312), which kept both decoding processes of
+    # the 2-core reference machine busy for ~150 s.
+    max_request_cost: int = 65536
+    # A batch holds at most max_batch_cost row-steps: a costlier request is decoded in chunks
+    # that take turns with the other queued requests, so a small request waits for a chunk,
+    # not for the whole big request (a single text is never split); with several workers,
+    # one is kept for small requests while they arrive. 4 texts at beam 16 and max_length
+    # 512 make a chunk: 1 text per chunk took 1.8x as long per text on the tiny dev model.
+    max_batch_cost: int = 32768
 
     # ---- micro-batching
     max_batch_tokens: int = 2048  # source tokens merged into one batched search
@@ -53,14 +71,33 @@ class ServerSettings:
     # ---- access
     api_key: Optional[str] = None  # None = open; else required on every route but /health, /ready
 
+    # ---- connections and shutdown (issue 16; serve/connections.py, serve/cli.py). What one
+    # client can hold before the app sees its request: without these, a 64 MB header was read
+    # into memory and clients sending a byte every few seconds kept their connections forever.
+    max_connections: int = field(default=512, metadata={"help": "open connections; a new one over the limit "
+                                 "closes the longest-idle one (no request in progress), else gets 503"})
+    max_header_bytes: int = field(default=16 * 1024, metadata={"help": "request line + headers of one request "
+                                  "(431 over it)"})
+    header_timeout_s: float = field(default=10.0, metadata={"help": "from a connection's opening (between requests: "
+                                    "the next request's first byte) until its headers are complete (408 after it)"})
+    body_timeout_s: float = field(default=30.0, metadata={"help": "from the end of the headers until the whole "
+                                  "body is received (408 after it)"})
+    keepalive_timeout_s: float = field(default=5.0, metadata={"help": "an idle connection between requests is "
+                                       "closed after this long"})
+    shutdown_timeout_s: float = field(default=10.0, metadata={"help": "on SIGTERM/SIGINT, requests in progress "
+                                      "get this long to finish, then are answered 503; the decoding processes "
+                                      "are stopped after them (at most ~3 s more)"})
+
     def replace(self, **changes) -> "ServerSettings":
         return dataclasses.replace(self, **changes)
 
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first nonsensical setting."""
+        self._validate_serving()
         for name in ("max_texts", "max_chars", "max_tokens_per_text", "max_body_bytes", "max_beam",
-                     "max_output_length", "max_batch_tokens", "max_queue"):
+                     "max_output_length", "max_batch_tokens", "max_queue", "max_request_cost",
+                     "max_batch_cost"):
             if getattr(self, name) < 1:
                 raise ValueError(f"settings.{name}: must be >= 1, got {getattr(self, name)}")
         beam = self.decode.get("beam")
@@ -82,10 +119,47 @@ class ServerSettings:
         if self.api_key is not None and not self.api_key:
             raise ValueError("settings.api_key: must not be empty (use None for no key)")
 
+    def _validate_serving(self) -> None:
+        """Every float setting finite (``nan`` compares false with every bound, so it slipped
+        through the checks of :meth:`validate`: ``--request-timeout-s nan`` made every
+        translation a 500), the connection and shutdown limits, and a sendable API key."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{flag(f.name)}: must be a finite number, got {value}")
+        for name in ("max_connections", "max_header_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{flag(name)}: must be >= 1, got {getattr(self, name)}")
+        for name in ("header_timeout_s", "body_timeout_s", "keepalive_timeout_s", "shutdown_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{flag(name)}: must be > 0, got {getattr(self, name)}")
+        key = self.api_key
+        # clients send the key in an HTTP header, which carries ASCII only (httpx, requests and
+        # browsers refuse or mangle anything else), so such a key could never be sent
+        if key and (not all(" " <= c <= "~" for c in key) or key != key.strip()):
+            raise ValueError("API key (--api-key or MT_API_KEY): must be printable ASCII without leading or "
+                             "trailing spaces, since clients send it in an HTTP header")
+
+
+def flag(name: str) -> str:
+    """The ``mt serve`` flag of settings field ``name`` (``header_timeout_s`` → ``--header-timeout-s``)."""
+    return "--" + name.replace("_", "-")
+
+
+def finite_float(text: str) -> float:
+    """argparse type for the float settings: a finite number (``nan``/``inf`` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
 
 def add_arguments(parser) -> None:
     """Add the decoding flags (:func:`mt.decode.options.add_arguments`, stored in
-    ``decode``) and ``--max-texts`` … ``--switch-interval-ms`` (one per field but ``api_key``)
+    ``decode``) and ``--max-texts`` … ``--shutdown-timeout-s`` (one per field but ``api_key``)
     to an argparse parser; ``serve.cli.settings_from_args`` reads them back. Defaults stay
     None, meaning "the ServerSettings default"."""
     from mt.decode.options import add_arguments as add_decode_arguments
@@ -96,7 +170,8 @@ def add_arguments(parser) -> None:
         if f.name in ("api_key", "decode"):
             continue
         kind = float if isinstance(f.default, float) else int  # workers, threads: None -> int
+        default = f"(default {'auto' if f.default is None else f.default})"
         group.add_argument(
-            "--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None, metavar=kind.__name__.upper(),
-            help=f"(default {'auto' if f.default is None else f.default})",
+            flag(f.name), dest=f.name, type=finite_float if kind is float else int, default=None,
+            metavar=kind.__name__.upper(), help=f"{f.metadata['help']} {default}" if "help" in f.metadata else default,
         )

@@ -10,12 +10,12 @@ the model lookup and the queue-then-wait path of every translation.
 import asyncio
 import functools
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 from fastapi import Depends, Request
 
-from serve.batcher import BatchResult, MicroBatcher, QueueFull, RunBatch
+from serve.batcher import BatchResult, MicroBatcher, QueueFull, RunBatch, Unavailable
 from serve.engine import ModelEngine, RequestOptions, build_engine
 from serve.guard import ApiError, check_api_key, provided_key
 from serve.metrics import Metrics
@@ -29,7 +29,8 @@ ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 5
 
 @dataclass
 class ServerState:
-    """What the routes of one app share. ``ready`` is False while the app shuts down."""
+    """What the routes of one app share. ``ready`` is False while the app shuts down;
+    ``health``: the decoder's own check (``DecodeProcesses.health``: None when fine, else why not)."""
 
     settings: ServerSettings
     engines: dict[str, ModelEngine]
@@ -37,6 +38,14 @@ class ServerState:
     metrics: Metrics
     schemas: Schemas
     ready: bool = True
+    health: Optional[Callable[[], Optional[str]]] = None
+
+    def ready_reason(self) -> Optional[str]:
+        """None when the server is ready to translate; else why not, for ``/ready``'s 503
+        (shutting down, or a decoding process that could not be replaced)."""
+        if not self.ready:
+            return "server is shutting down"
+        return self.health() if self.health is not None else None
 
     @property
     def default_model(self) -> str:
@@ -64,20 +73,39 @@ class ServerState:
         """Check token lengths, queue for the batcher, wait (bounded): ``(hypotheses, BatchResult)``.
         ``field`` names the request field in errors (``texts[3]``)."""
         limit, timeout = self.settings.max_tokens_per_text, self.settings.request_timeout_s
-        lengths = engine.count_tokens(texts)
+        # normalising + SentencePiece is CPU work proportional to the request (a 252 KB one held
+        # the event loop ~170 ms): in a thread, so /health and other clients are not stalled
+        lengths = await asyncio.to_thread(engine.count_tokens, texts)
         for i, n in enumerate(lengths):
             if n > limit:
                 raise ApiError(422, "text_too_long", f"{field}[{i}]: text has {n} tokens; the limit is {limit}",
                                f"{field}[{i}]")
+        costs = self.check_cost(engine, lengths, opts, field)
         try:
-            result = await asyncio.wait_for(self.batcher.submit((engine.name, opts), texts, lengths), timeout)
+            # timing out cancels submit(): the job is abandoned, its decoding stops (serve/batcher.py)
+            result = await asyncio.wait_for(self.batcher.submit((engine.name, opts), texts, lengths, costs), timeout)
         except asyncio.TimeoutError:
             raise ApiError(504, "timeout", f"translation took longer than {timeout:g} s") from None
         except QueueFull:
             raise ApiError(503, "overloaded", "too many queued requests; retry later",
                            headers={"Retry-After": "1"}) from None
+        except Unavailable as e:
+            raise ApiError(503, "unavailable", f"no decoder can serve now: {e}", headers={"Retry-After": "5"}) from None
         self.metrics.translated.labels(engine.name).inc(len(texts))
         return result.outputs, result
+
+    def check_cost(self, engine: ModelEngine, lengths: list[int], opts: RequestOptions, field: str) -> list[int]:
+        """Each text's cost (decoder row-steps, ``ModelEngine.text_costs``); a 413 naming the
+        budget and the request's cost when their sum is over ``max_request_cost``."""
+        costs = engine.text_costs(lengths, opts)
+        total, budget = sum(costs), self.settings.max_request_cost
+        if total > budget:
+            raise ApiError(413, "request_too_costly",
+                           f"{field}: this request may cost {total:,} decoder row-steps (per text: beam x "
+                           f"(maximum output length + 1)), over the server's budget of {budget:,} per request "
+                           "(--max-request-cost); send fewer or shorter texts, a smaller beam_size or max_length",
+                           field)
+        return costs
 
 
 def decoding_threads(settings: ServerSettings, engines: Iterable[Any]) -> tuple[int, int]:
@@ -108,15 +136,18 @@ def build_engines(models: dict[str, Any], settings: ServerSettings, in_process: 
     return engines
 
 
-def _decode_here(engines: dict[str, ModelEngine], key: tuple[str, RequestOptions], texts: list[str]) -> list[Any]:
+def _decode_here(engines: dict[str, ModelEngine], key: tuple[str, RequestOptions], texts: list[str],
+                 should_stop: Optional[Callable[[], bool]] = None) -> list[Any]:  # fmt: skip
     """The batcher's ``run_batch`` without decoding processes: the in-process engines."""
     name, opts = key
-    return engines[name].translate(texts, opts)
+    return engines[name].translate(texts, opts, should_stop)
 
 
 def build_state(models: dict[str, Any], settings: ServerSettings, decode: Optional[RunBatch] = None) -> ServerState:
     """Validate ``settings``, build the engines, the metrics and the (not yet started) batcher.
-    ``decode``: what the batcher's workers call instead of the in-process engines."""
+    ``decode``: what the batcher's workers call instead of the in-process engines; when it is a
+    bound method of an object with ``health()`` and ``replacing()`` (``DecodeProcesses.run_batch``),
+    ``/ready`` asks the first and the batcher the second."""
     settings.validate()
     if not models:
         raise ValueError("create_app: no models to serve")
@@ -128,8 +159,11 @@ def build_state(models: dict[str, Any], settings: ServerSettings, decode: Option
         init_worker=functools.partial(torch.set_num_threads, worker_threads),
         workers=workers,
         max_batch_tokens=settings.max_batch_tokens,
+        max_batch_cost=settings.max_batch_cost,
         max_wait_ms=settings.max_wait_ms,
         max_queue=settings.max_queue,
         observer=metrics.observe_batch,
+        paused=getattr(getattr(decode, "__self__", None), "replacing", None),
     )
-    return ServerState(settings, engines, batcher, metrics, build_schemas(settings))
+    health = getattr(getattr(decode, "__self__", None), "health", None)
+    return ServerState(settings, engines, batcher, metrics, build_schemas(settings), health=health)

@@ -6,6 +6,7 @@ with the real SentencePiece text pipeline of a tiny random model (so token limit
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from types import SimpleNamespace
@@ -416,3 +417,134 @@ def test_n_best_above_the_default_beam_is_a_422(text_pipeline):
         r = c.post("/v1/translate", json={"texts": ["abc"], "n_best": 5})
         assert r.status_code == 200 and len(r.json()["translations"][0]["n_best"]) == 5
         ok(c)
+
+
+# ---------------------------------------------------------------------------- issue 16, item 5 and 6
+
+
+def unresolved_refs(doc: dict) -> list[str]:
+    """Every local ``$ref`` in ``doc`` that points nowhere (openapi-spec-validator does not
+    follow the references of request bodies, so it alone missed LTTranslateRequest)."""
+    missing = []
+
+    def resolve(ref: str) -> bool:
+        node: object = doc
+        for part in ref.removeprefix("#/").split("/"):
+            part = part.replace("~1", "/").replace("~0", "~")
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/") and not resolve(ref):
+                missing.append(ref)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(doc)
+    return missing
+
+
+def test_openapi_document_is_valid_and_every_reference_resolves(client):
+    from openapi_spec_validator import validate
+
+    spec = client.get("/openapi.json").json()
+    validate(spec)
+    assert unresolved_refs(spec) == []
+    body = spec["paths"]["/translate"]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/json", "application/x-www-form-urlencoded"}
+    lt = spec["components"]["schemas"]["LTTranslateRequest"]
+    assert lt["required"] == ["q", "target"] and lt["properties"]["q"]["anyOf"][1]["maxItems"] == SETTINGS.max_texts
+
+
+def test_head_on_health_and_ready(client):
+    for path in ("/health", "/ready"):
+        r = client.head(path)
+        assert r.status_code == 200 and r.content == b"", path
+
+
+def test_trailing_slash_is_a_404_not_a_redirect_to_the_client_host(client):
+    r = client.get("/health/", headers={"host": "evil.example"}, follow_redirects=False)
+    assert r.status_code == 404 and "location" not in r.headers
+    assert r.json()["code"] == "http_404"
+
+
+@pytest.mark.parametrize("q, code, words", [([], "empty_list", "at least 1 item"),
+                                            (["a"] * 9, "too_many_items", "at most 8 items")])
+def test_libretranslate_list_limits_are_named(client, q, code, words):
+    r = client.post("/translate", json={"q": q, "source": "de", "target": "en"})
+    assert r.status_code == 400 and r.json()["code"] == code and r.json()["field"] == "q", r.text
+    assert words in r.json()["error"] and "valid string" not in r.json()["error"]
+
+
+def test_float_settings_must_be_finite(capsys):
+    from mt.cli import build_parser
+
+    floats = [f.name for f in dataclasses.fields(ServerSettings) if isinstance(f.default, float)]
+    assert {"request_timeout_s", "max_wait_ms", "header_timeout_s", "shutdown_timeout_s"} <= set(floats)
+    for name in floats:
+        flag = "--" + name.replace("_", "-")
+        for bad in ("nan", "inf", "-inf"):
+            with pytest.raises(ValueError, match=flag):
+                ServerSettings(**{name: float(bad)}).validate()
+            with pytest.raises(SystemExit):
+                build_parser().parse_args(["serve", "--model", "m", f"{flag}={bad}"])
+            err = capsys.readouterr().err
+            assert flag in err and "finite" in err, err
+
+
+def test_connection_and_shutdown_settings_are_flags_with_bounds():
+    from mt.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--model", "m", "--max-connections", "7", "--max-header-bytes", "999",
+                                      "--header-timeout-s", "2.5", "--body-timeout-s", "3", "--keepalive-timeout-s",
+                                      "1", "--shutdown-timeout-s", "4"])
+    s = settings_from_args(args)
+    assert (s.max_connections, s.max_header_bytes, s.header_timeout_s, s.body_timeout_s, s.keepalive_timeout_s,
+            s.shutdown_timeout_s) == (7, 999, 2.5, 3.0, 1.0, 4.0)
+    for bad in (dict(max_connections=0), dict(max_header_bytes=0), dict(header_timeout_s=0.0),
+                dict(body_timeout_s=-1.0), dict(keepalive_timeout_s=0.0), dict(shutdown_timeout_s=0.0)):
+        with pytest.raises(ValueError, match="--" + next(iter(bad)).replace("_", "-")):
+            ServerSettings(**bad).validate()
+
+
+def test_port_out_of_range_is_a_one_line_error(tmp_path, capsys):
+    from serve.__main__ import main
+
+    for port in ("99999", "0"):
+        assert main(["--model", str(tmp_path), "--port", port]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--port: must be in [1, 65535]" in err and port in err, err
+
+
+def test_api_keys_that_cannot_be_sent_in_a_header_are_refused(monkeypatch, capsys):
+    from mt.cli import main
+
+    for key in ("clé", "tab\tkey", " padded"):
+        with pytest.raises(ValueError, match="printable ASCII"):
+            ServerSettings(api_key=key).validate()
+    ServerSettings(api_key="Az09-._~!$&'()*+,;=:@ x").validate()  # printable ASCII, inner space: fine
+    monkeypatch.setenv("MT_API_KEY", "schlüssel")
+    assert main(["serve", "--model", "/nonexistent"]) == 2  # before any model loads
+    err = capsys.readouterr().err
+    assert "MT_API_KEY" in err and "ASCII" in err and "Traceback" not in err
+
+
+def test_empty_mt_api_key_is_refused_not_an_open_server(monkeypatch, capsys):
+    from mt.cli import build_parser, main
+
+    monkeypatch.setenv("MT_API_KEY", "")
+    with pytest.raises(ValueError, match="MT_API_KEY is set but empty"):
+        settings_from_args(build_parser().parse_args(["serve", "--model", "m"]))
+    assert main(["serve", "--model", "/nonexistent"]) == 2
+    assert "MT_API_KEY is set but empty" in capsys.readouterr().err
+    monkeypatch.delenv("MT_API_KEY")
+    assert settings_from_args(build_parser().parse_args(["serve", "--model", "m"])).api_key is None  # unset: open
+    monkeypatch.setenv("MT_API_KEY", "k")
+    assert settings_from_args(build_parser().parse_args(["serve", "--model", "m", "--api-key", "flag"])).api_key == "flag"

@@ -243,3 +243,201 @@ def test_several_workers_decode_batches_at_once_and_split_results_exactly():
     assert len(threads) == 2 and not any(t.is_alive() for t in threads)
     with pytest.raises(ValueError, match="workers"):
         MicroBatcher(run_batch, workers=0)
+
+
+# ---------------------------------------------------------------------------- fairness, cancellation
+
+
+def test_a_big_job_is_decoded_in_chunks_that_take_turns_with_small_jobs():
+    """Two big jobs keep both workers busy for ~1.2 s each; a small job queued meanwhile waits
+    for one chunk (~0.12 s), not for a whole big job (what the old batcher did: ~1 s)."""
+    calls: list[list[str]] = []
+
+    def run_batch(key, texts):
+        calls.append(list(texts))
+        time.sleep(0.03 * sum(t.startswith("big") for t in texts))  # 30 ms per big text
+        return [t.upper() for t in texts]
+
+    batcher = MicroBatcher(run_batch, max_batch_cost=4000, max_wait_ms=1, workers=2)
+    big = [[f"big{j}-{i}" for i in range(40)] for j in range(2)]
+
+    async def main():
+        jobs = [asyncio.create_task(batcher.submit("m", texts, [5] * 40, [1000] * 40)) for texts in big]
+        await asyncio.sleep(0.15)  # both workers are inside big chunks now
+        t0 = time.monotonic()
+        small = await batcher.submit("m", ["small"], [2], [10])
+        latency = time.monotonic() - t0
+        return latency, small, await asyncio.gather(*jobs)
+
+    try:
+        latency, small, results = run(main())
+    finally:
+        batcher.stop()
+    assert small.outputs == ["SMALL"]
+    assert latency < 0.6, f"the small request waited {latency:.2f} s behind the big ones"
+    for texts, res in zip(big, results):
+        assert res.outputs == [t.upper() for t in texts]  # chunks put back in the job's order
+    assert max(sum(t.startswith("big") for t in c) for c in calls) == 4  # 4 x 1000 = max_batch_cost
+
+
+def test_an_abandoned_batch_stops_and_frees_its_worker():
+    """The only job of a running batch times out: should_stop turns True, the search stops
+    and the next request is served at once (the old batcher decoded to the end)."""
+    stopped = threading.Event()
+
+    def run_batch(key, texts, should_stop):
+        if texts == ["long"]:
+            for _ in range(500):  # 5 s unless stopped
+                if should_stop():
+                    stopped.set()
+                    raise RuntimeError("stopped")
+                time.sleep(0.01)
+        return list(texts)
+
+    batcher = MicroBatcher(run_batch, max_wait_ms=0)
+
+    async def main():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(batcher.submit("m", ["long"], [1]), 0.2)
+        t0 = time.monotonic()
+        assert (await batcher.submit("m", ["short"], [1])).outputs == ["short"]
+        return time.monotonic() - t0
+
+    try:
+        elapsed = run(main())
+    finally:
+        batcher.stop()
+    assert stopped.is_set() and elapsed < 1.0
+
+
+def test_a_batch_with_a_live_job_runs_to_the_end():
+    asked: list[bool] = []
+
+    def run_batch(key, texts, should_stop):
+        for _ in range(30):
+            asked.append(should_stop())
+            time.sleep(0.01)
+        return list(texts)
+
+    batcher = MicroBatcher(run_batch, max_wait_ms=50)
+
+    async def main():
+        live = asyncio.create_task(batcher.submit("m", ["a"], [1]))
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(batcher.submit("m", ["b"], [1]), 0.1)  # same batch as "a"
+        return await live
+
+    try:
+        result = run(main())
+    finally:
+        batcher.stop()
+    assert result.outputs == ["a"] and result.batch_requests == 2
+    assert not any(asked)
+
+
+def test_stop_with_cancel_stops_running_batches():
+    started = threading.Event()
+
+    def run_batch(key, texts, should_stop):
+        started.set()
+        while not should_stop():
+            time.sleep(0.01)
+        raise RuntimeError("stopped")
+
+    batcher = MicroBatcher(run_batch, max_wait_ms=0)
+
+    async def main():
+        task = asyncio.create_task(batcher.submit("m", ["x"], [1]))
+        await asyncio.to_thread(started.wait, 5)
+        t0 = time.monotonic()
+        await asyncio.to_thread(batcher.stop, 5, True)
+        with pytest.raises(RuntimeError, match="shutting down"):
+            await task
+        return time.monotonic() - t0
+
+    assert run(main()) < 1.0
+
+
+def test_while_small_jobs_arrive_one_worker_stays_free_of_big_chunks():
+    """Two workers, a big job (4 chunks of 0.4 s) and a stream of small jobs: chunks run on
+    one worker only, so no small job waits for a chunk to end."""
+    active, peak = [0], [0]
+    lock = threading.Lock()
+
+    def run_batch(key, texts):
+        big = any(t.startswith("big") for t in texts)
+        if big:
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+        time.sleep(0.4 if big else 0.01)
+        if big:
+            with lock:
+                active[0] -= 1
+        return list(texts)
+
+    batcher = MicroBatcher(run_batch, max_batch_cost=100, max_wait_ms=1, workers=2)
+
+    async def small(i):
+        t0 = time.monotonic()
+        await batcher.submit("m", [f"s{i}"], [1], [1])
+        return time.monotonic() - t0
+
+    async def main():
+        first = await small(-1)  # small traffic has begun
+        big = asyncio.create_task(batcher.submit("m", [f"big{i}" for i in range(4)], [1] * 4, [100] * 4))
+        latencies = [first]
+        while not big.done():
+            latencies.append(await small(len(latencies)))
+            await asyncio.sleep(0.03)
+        return latencies, await big
+
+    try:
+        latencies, big = run(main())
+    finally:
+        batcher.stop()
+    assert big.outputs == [f"big{i}" for i in range(4)]
+    assert peak[0] == 1, "both workers decoded big chunks while small jobs arrived"
+    assert max(latencies) < 0.3, max(latencies)
+
+
+def test_a_short_handed_decoder_preempts_big_chunks_and_requeues_them():
+    """paused() (a replacement loading) stops a running chunk of a big job at its next step;
+    its texts are decoded later, and the job still gets every output in order."""
+    paused = threading.Event()
+    seen: list[str] = []
+    stopped_at: list[float] = []
+
+    def run_batch(key, texts, should_stop):
+        seen.extend(texts)
+        if texts[0].startswith("big"):
+            for _ in range(100):  # 1 s unless stopped
+                if should_stop():
+                    stopped_at.append(time.monotonic())
+                    raise RuntimeError("stopped")
+                time.sleep(0.01)
+        return [t.upper() for t in texts]
+
+    batcher = MicroBatcher(run_batch, max_wait_ms=1, workers=2, paused=paused.is_set, max_batch_cost=10)
+
+    async def main():
+        await batcher.submit("m", ["s"], [1], [1])  # small traffic
+        big = asyncio.create_task(batcher.submit("m", ["big0", "big1"], [1, 1], [10, 10]))
+        await asyncio.sleep(0.2)  # big0 decodes
+        paused.set()
+        t0 = time.monotonic()
+        while seen.count("big0") < 2 and time.monotonic() - t0 < 5:
+            if stopped_at:
+                assert stopped_at[0] - t0 < 0.5
+            await batcher.submit("m", ["s"], [1], [1])  # small jobs keep the preemption going
+            await asyncio.sleep(0.05)
+            if seen.count("big0") == 1 and time.monotonic() - t0 > 0.3:
+                paused.clear()  # the replacement is ready: the chunk runs again
+        return await big
+
+    try:
+        result = run(main())
+    finally:
+        batcher.stop()
+    assert result.outputs == ["BIG0", "BIG1"]
+    assert seen.count("big0") == 2 and len(stopped_at) == 1, seen

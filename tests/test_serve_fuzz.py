@@ -4,9 +4,16 @@ Runs against the real app (tiny random model, real SentencePiece and beam search
 small limits so each generated request is cheap. Both schema-valid (positive) and
 schema-violating (negative) requests are generated for every operation; example counts
 are bounded and derandomised, so the test is fast (< 30 s) and reproducible.
+
+Each operation that takes input must get more than one distinct generated case (per media
+type: ``POST /translate`` takes JSON and form bodies), so a body schema the fuzzer cannot
+satisfy (it once generated a single empty case for ``/translate``, whose schema referenced
+an undefined component) fails the test instead of passing silently.
 """
 
 from __future__ import annotations
+
+from collections import defaultdict
 
 import pytest
 import schemathesis
@@ -35,12 +42,14 @@ def test_no_request_causes_a_server_error(api_schema, mode, examples):
     operations = [op.ok() for op in api_schema.get_all_operations()]
     assert {f"{op.method.upper()} {op.path}" for op in operations} >= {"POST /v1/translate", "POST /translate"}
     seen: set[str] = set()
+    cases: dict[tuple[str, str, str], set[str]] = defaultdict(set)  # (method, path, media type) -> cases
 
     @given(case=st.one_of([op.as_strategy(generation_mode=mode) for op in operations]))
     @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     def check(case) -> None:
         response = case.call()
+        cases[(case.method, case.path, case.media_type or "")].add(repr((case.body, case.query, case.headers)))
         seen.add(f"{case.method} {case.path} {response.status_code}")
         assert response.status_code < 500, (case.method, case.path, case.body, response.text)
         if response.status_code >= 400:  # every error is our JSON shape
@@ -50,3 +59,11 @@ def test_no_request_causes_a_server_error(api_schema, mode, examples):
     check()
     # the fuzzer really reached the translation endpoints (not only /health)
     assert any(s.startswith("POST /v1/translate") for s in seen), seen
+    counts = {key: len(found) for key, found in cases.items()}
+    bodies = [("POST", "/v1/translate", "application/json"), ("POST", "/translate", "application/json"),
+              ("POST", "/translate", "application/x-www-form-urlencoded")]
+    for key in bodies:
+        assert counts.get(key, 0) > 1, (key, counts)
+    if mode == GenerationMode.POSITIVE:  # operations without input have one valid case each
+        reached = {(method, path) for method, path, _ in cases}
+        assert reached == {(op.method.upper(), op.path) for op in operations}, counts

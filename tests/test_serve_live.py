@@ -174,3 +174,36 @@ def test_mt_serve_command(model_dir, tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+class SlowText:
+    """A text pipeline whose source encoding (normalisation + SentencePiece) of a large
+    request takes ``delay`` seconds, as a 252 KB request did (~170 ms) on the reference machine."""
+
+    def __init__(self, text, delay: float) -> None:
+        self._text, self.delay = text, delay
+
+    def encode_source(self, texts, normalized: bool = False):
+        if len(texts) >= 8:
+            time.sleep(self.delay)
+        return self._text.encode_source(texts, normalized)
+
+    def __getattr__(self, name):
+        return getattr(self._text, name)
+
+
+def test_health_answers_while_a_large_request_is_normalised(tiny):
+    """Token counting runs off the event loop: /health is not held up by it."""
+    app = create_app({"de-en": Sleeper(SlowText(tiny.text, 0.8), 0.0)})
+    with LiveServer(app) as url:
+        for path, body in (("/v1/translate", {"texts": ["Hallo Welt"] * 16}),
+                           ("/translate", {"q": ["Hallo Welt"] * 16, "source": "de", "target": "en"})):
+            result = {}
+            t = threading.Thread(target=lambda: result.update(r=httpx.post(url + path, json=body, timeout=30)))
+            t.start()
+            time.sleep(0.2)  # the request is being normalised now
+            t0 = time.perf_counter()
+            assert httpx.get(url + "/health", timeout=5).status_code == 200
+            assert time.perf_counter() - t0 < 0.4, path
+            t.join()
+            assert result["r"].status_code == 200, result["r"].text

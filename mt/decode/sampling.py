@@ -19,7 +19,7 @@ from torch import Tensor
 from mt.config import DecodeOptions
 from mt.decode.lengths import normalize
 from mt.decode.options import Hypothesis
-from mt.decode.search import NEG_INF, constrain_, start_run, step_log_probs
+from mt.decode.search import NEG_INF, DecodeCancelled, StopCheck, constrain_, start_run, step_log_probs
 from mt.decode.shapes import keep_sentences
 from mt.decode.topk import topk as block_topk
 
@@ -61,13 +61,15 @@ def sample(
     opts: DecodeOptions,
     generator: torch.Generator,
     vocab_ids: Tensor | None = None,
+    should_stop: StopCheck = None,
 ) -> list[list[Hypothesis]]:
     """``opts.n_best`` independent samples per sentence of ``src`` ``(batch, src_len)``.
 
     ``opts.sampling``: ``topk`` restricts to ``opts.topk`` tokens, ``topp`` to the nucleus of
     mass ``opts.topp``; both divide log-probs by ``opts.temperature`` first. The samples of a
     sentence share its cross-attention keys/values (``n`` rows per sentence).
-    Returned per sentence sorted by score, best first. ``vocab_ids``: an output shortlist or None.
+    Returned per sentence sorted by score, best first. ``vocab_ids``: an output shortlist or None;
+    ``should_stop``: asked once per step, True raises ``DecodeCancelled`` (:mod:`mt.decode.search`).
     """
     cfg = model.cfg
     n = opts.n_best
@@ -81,6 +83,8 @@ def sample(
     topk = opts.topk if opts.sampling == "topk" else 0
     topp = opts.topp if opts.sampling == "topp" else 1.0
     for step in range(run.t_max + 1):
+        if should_stop is not None and should_stop():
+            raise DecodeCancelled(f"sampling stopped at step {step}")
         rows = (sent[:, None] * n + offsets).view(-1)  # original row of each decoded row
         lprobs = step_log_probs(model, hist[:, -1], run)
         constrain_(lprobs, hist[:, 1:], step, limits.min_len[sent].repeat_interleave(n),

@@ -38,12 +38,18 @@ candidates  per decoded sentence, the ``2k`` best ``(parent slot, token)`` expan
 
 The searches take a :class:`mt.decode.variant.DecodingModel` (``model``): its padding rule
 keeps decoding batch-invariant (:mod:`mt.decode.shapes`), its output layer may be a shortlist.
+
+**Cancellation**: every search (and :func:`mt.decode.sampling.sample`) takes an optional
+``should_stop`` callable, called once at the start of each step; when it returns True the
+search raises :class:`DecodeCancelled` and its partial results are dropped. The server uses
+it to stop work whose client has given up (``serve/batcher.py``); one Python call per step
+costs nothing next to a decoder step, and it never changes what is decoded.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +63,13 @@ from mt.decode.topk import topk as block_topk
 from mt.decoder_state import DecoderState
 
 NEG_INF = float("-inf")
+
+StopCheck = Optional[Callable[[], bool]]
+"""``should_stop() -> bool``, asked once per decoding step (None: never stop early)."""
+
+
+class DecodeCancelled(Exception):
+    """``should_stop`` asked a search to stop; it has no results."""
 
 
 @dataclass
@@ -167,10 +180,11 @@ def start_run(model: Any, src: Tensor, opts: DecodeOptions, group: int, width: i
 
 @torch.inference_mode()
 def greedy_search(
-    model: Any, src: Tensor, opts: DecodeOptions, vocab_ids: Tensor | None = None
+    model: Any, src: Tensor, opts: DecodeOptions, vocab_ids: Tensor | None = None, should_stop: StopCheck = None
 ) -> list[list[Hypothesis]]:
     """Argmax decoding. ``src``: ``(batch, src_len)`` → one hypothesis per sentence.
-    ``vocab_ids``: an output shortlist (sorted target ids, ``mt.decode.shortlist``) or None."""
+    ``vocab_ids``: an output shortlist (sorted target ids, ``mt.decode.shortlist``) or None;
+    ``should_stop``: see the module docstring (raises :class:`DecodeCancelled`)."""
     cfg = model.cfg
     run = start_run(model, src, opts, 1, 1, vocab_ids)
     b0, dev, sent, hist, limits = run.b0, run.src.device, run.sent, run.hist, run.limits
@@ -179,6 +193,8 @@ def greedy_search(
     length = torch.zeros(b0, dtype=torch.long, device=dev)
     finished = torch.zeros(b0, dtype=torch.bool, device=dev)
     for step in range(run.t_max + 1):
+        if should_stop is not None and should_stop():
+            raise DecodeCancelled(f"greedy search stopped at step {step}")
         lprobs = step_log_probs(model, hist[:, -1], run)
         constrain_(lprobs, hist[:, 1:], step, limits.min_len[sent], limits.max_len[sent], model, opts)
         best, tok = lprobs.max(dim=-1)  # (rows,)
@@ -243,11 +259,11 @@ class Finished:
 
 @torch.inference_mode()
 def beam_search(
-    model: Any, src: Tensor, opts: DecodeOptions, vocab_ids: Tensor | None = None
+    model: Any, src: Tensor, opts: DecodeOptions, vocab_ids: Tensor | None = None, should_stop: StopCheck = None
 ) -> list[list[Hypothesis]]:
     """Beam search. ``src``: ``(batch, src_len)`` → per sentence the ``opts.n_best`` best
-    finished hypotheses, sorted by normalised score (best first). ``vocab_ids``: as in
-    :func:`greedy_search`."""
+    finished hypotheses, sorted by normalised score (best first). ``vocab_ids``,
+    ``should_stop``: as in :func:`greedy_search`."""
     cfg = model.cfg
     k, vocab = opts.beam, cfg.vocab_size
     n_cand = min(2 * k, k * vocab)
@@ -268,6 +284,8 @@ def beam_search(
     finished = torch.zeros(run.b0, dtype=torch.bool, device=dev)  # original: done (may still be decoded)
 
     for step in range(run.t_max + 1):
+        if should_stop is not None and should_stop():
+            raise DecodeCancelled(f"beam search stopped at step {step}")
         b = sent.numel()
         lprobs = step_log_probs(model, hist[:, -1], run)  # (rows, vocab)
         rows_min = limits.min_len[sent].repeat_interleave(width)

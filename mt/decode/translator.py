@@ -41,12 +41,12 @@ from mt.config import DecodeOptions
 from mt.data.batching import make_source
 from mt.decode.options import Hypothesis
 from mt.decode.sampling import add_noise, sample
-from mt.decode.search import beam_search, greedy_search
+from mt.decode.search import DecodeCancelled, StopCheck, beam_search, greedy_search
 from mt.decode.shortlist import Shortlist
 from mt.decode.variant import DecodingModel, prepare
 from mt.runtime import denormals_flushed
 
-__all__ = ["DecodeOptions", "Hypothesis", "Translator", "generate"]
+__all__ = ["DecodeCancelled", "DecodeOptions", "Hypothesis", "Translator", "generate"]
 
 
 def generate(
@@ -55,17 +55,19 @@ def generate(
     opts: DecodeOptions,
     generator: Optional[torch.Generator] = None,
     vocab_ids: Optional[torch.Tensor] = None,
+    should_stop: StopCheck = None,
 ) -> list[list[Hypothesis]]:
     """Token-level generation for ``src`` ``(batch, src_len)`` (built by ``make_source``) by
     ``opts.sampling`` / ``opts.beam``; hypotheses have ``text == ""``. ``vocab_ids``: an output
-    shortlist (sorted target ids, :mod:`mt.decode.shortlist`) or None."""
+    shortlist (sorted target ids, :mod:`mt.decode.shortlist`) or None. ``should_stop``: asked
+    once per step; True raises :class:`DecodeCancelled` (:mod:`mt.decode.search`)."""
     if opts.sampling in ("topk", "topp"):
         if generator is None:
             generator = torch.Generator(device=src.device).manual_seed(opts.seed)
-        return sample(model, src, opts, generator, vocab_ids)
+        return sample(model, src, opts, generator, vocab_ids, should_stop)
     if opts.beam == 1:
-        return greedy_search(model, src, opts, vocab_ids)
-    return beam_search(model, src, opts, vocab_ids)
+        return greedy_search(model, src, opts, vocab_ids, should_stop)
+    return beam_search(model, src, opts, vocab_ids, should_stop)
 
 
 def default_workers(device: torch.device, threads: int) -> int:
@@ -161,9 +163,12 @@ class Translator:
         src_ids: list[list[int]],
         opts: DecodeOptions,
         progress: Optional[Callable[[int], None]] = None,
+        should_stop: StopCheck = None,
     ) -> list[list[Hypothesis]]:
         """Decode bare source ids (no EOS) in length-sorted token-budget batches; output in
-        input order. ``progress(n)`` is called after each batch with its sentence count."""
+        input order. ``progress(n)`` is called after each batch with its sentence count.
+        ``should_stop``: asked once per decoding step; True raises :class:`DecodeCancelled`
+        (the server's way to stop work nobody waits for any more)."""
         cfg = self.model.cfg
         results: list[list[Hypothesis]] = [[Hypothesis("", [], 0.0, 0.0)] for _ in src_ids]
         todo = sorted((i for i, x in enumerate(src_ids) if x), key=lambda i: -len(src_ids[i]))
@@ -178,7 +183,7 @@ class Translator:
                 sources = [src_ids[i] for i in batch]
                 src = make_source(sources, cfg.pad_id, cfg.eos_id).to(self.device)
                 vocab_ids = None if self.shortlist is None else self.shortlist.for_sources(sources)
-                for i, hyps in zip(batch, generate(self.model, src, opts, generator, vocab_ids)):
+                for i, hyps in zip(batch, generate(self.model, src, opts, generator, vocab_ids, should_stop)):
                     results[i] = hyps
             return len(batch)
 
@@ -237,11 +242,12 @@ class Translator:
         texts: list[str],
         opts: Optional[DecodeOptions] = None,
         progress: Optional[Callable[[int], None]] = None,
+        should_stop: StopCheck = None,
     ) -> list[list[Hypothesis]]:
         """Translate raw sentences; per input, its n-best list (best first), detokenised.
-        ``opts``: default :attr:`options`."""
+        ``opts``: default :attr:`options`; ``should_stop``: see :meth:`translate_ids`."""
         opts = opts or self.options
-        results = self.translate_ids(self.encode(texts), opts, progress)
+        results = self.translate_ids(self.encode(texts), opts, progress, should_stop)
         flat = [h for hyps in results for h in hyps if h.tokens]
         for h, s in zip(flat, self.text.decode_target([h.tokens for h in flat])):
             h.text = s
