@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 os.environ["MT_PROBE_CACHE"] = "off"  # measure, never read a remembered finding
@@ -23,19 +22,10 @@ import torch  # noqa: E402
 from mt.config import ModelConfig  # noqa: E402
 from mt.decode.variant import prepare  # noqa: E402
 from mt.model import Transformer  # noqa: E402
+from mt.runtime import cpu_name  # noqa: E402
 
 PATHS = {"fp32": {}, "fp32 packed": {"pack": True}, "bf16": {"dtype": "bf16"},
          "bf16 packed": {"dtype": "bf16", "pack": True}, "int8": {"int8": True}}
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def model(args: argparse.Namespace) -> Transformer:

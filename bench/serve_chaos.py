@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import signal
 import statistics
@@ -44,7 +43,8 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.serve_load import Connection, free_port, summarize, wait_ready  # noqa: E402
+from bench.serve_load import Connection, free_port, run_load, wait_ready  # noqa: E402
+from mt.runtime import cpu_name  # noqa: E402
 
 # ---------------------------------------------------------------------------- processes
 
@@ -77,60 +77,12 @@ def decoding_children(server: int) -> set[int]:
     return found
 
 
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo), else the machine type."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
 def alive(pid: int) -> bool:
     st = _stat(pid)
     return st is not None and st[0] != "Z"
 
 
 # ---------------------------------------------------------------------------- clients
-
-
-async def clients(url: str, payloads: list[bytes], concurrency: int, deadline: float, headers: dict[str, str],
-                  done: list[int]) -> dict:
-    """Well-behaved clients: ``concurrency`` keep-alive connections send ``payloads``;
-    ``done[0]`` counts the answers (for the chaos tasks' timing)."""
-    parts = urlsplit(url)
-    latencies: list[float] = []
-    errors: list[str] = []
-    batches: list[int] = []
-    queue = list(reversed(payloads))
-
-    async def client() -> None:
-        conn = Connection(parts.hostname, parts.port)
-        try:
-            while queue and time.monotonic() < deadline:
-                body = queue.pop()
-                t0 = time.perf_counter()
-                try:
-                    status, data = await conn.post("/v1/translate", body, headers)
-                except (OSError, ConnectionError, asyncio.IncompleteReadError) as e:
-                    errors.append(f"{type(e).__name__}: {e}")
-                    await conn.close()
-                    continue
-                finally:
-                    done[0] += 1
-                latencies.append(time.perf_counter() - t0)
-                if status != 200:
-                    errors.append(f"HTTP {status}: {data[:200]!r}")
-                else:
-                    batches.append(json.loads(data)["timings"]["batch_texts"])
-        finally:
-            await conn.close()
-
-    start = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    return summarize(concurrency, latencies, errors, batches, time.perf_counter() - start)
 
 
 async def slow_client(host: str, port: int, stop: asyncio.Event, stats: dict) -> None:
@@ -223,7 +175,8 @@ async def chaos_run(url: str, server: int, payloads: list[bytes], costly: list[b
     background += [asyncio.create_task(slow_client(parts.hostname, parts.port, stop, slow))
                    for _ in range(args.slow_clients)]
     costly_task = asyncio.create_task(costly_requests(url, costly, done, len(payloads), headers, args.timeout))
-    result = await clients(url, payloads, args.concurrency, time.monotonic() + args.max_seconds, headers, done)
+    result = await run_load(url, payloads, args.concurrency, time.monotonic() + args.max_seconds, headers,
+                            on_answer=lambda: done.__setitem__(0, done[0] + 1))
     costly_results = await costly_task
     stop.set()
     await asyncio.gather(*background, return_exceptions=True)
@@ -350,8 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             wait_ready(url, proc, 180, headers)
             print(f"serving {desc} at {url}")
             far = time.monotonic() + args.max_seconds
-            asyncio.run(clients(url, normal[:16], 1, far, headers, [0]))  # warm-up
-            quiet = asyncio.run(clients(url, normal, args.concurrency, far, headers, [0]))
+            asyncio.run(run_load(url, normal[:16], 1, far, headers))  # warm-up
+            quiet = asyncio.run(run_load(url, normal, args.concurrency, far, headers))
             print(f"quiet run: {quiet['requests']} requests, {quiet['errors']} errors, p99 {quiet['p99_ms']:.0f} ms")
             over_status, _ = asyncio.run(one_request(url, over, headers, 30))
             chaos, extra = asyncio.run(chaos_run(url, proc.pid, normal, costly, args, headers))

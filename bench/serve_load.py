@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,20 +30,14 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Callable, Optional
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from mt.runtime import cpu_name  # noqa: E402
+from serve.cli import is_loopback  # noqa: E402
 
 
 class Connection:
@@ -90,8 +82,10 @@ class Connection:
 
 
 async def run_load(url: str, payloads: list[bytes], concurrency: int, deadline: float,
-                   headers: dict[str, str]) -> dict:
-    """Send ``payloads`` from ``concurrency`` workers; stop issuing at ``deadline``."""
+                   headers: dict[str, str], on_answer: Optional[Callable[[], None]] = None) -> dict:
+    """Send ``payloads`` from ``concurrency`` workers; stop issuing at ``deadline``.
+    ``on_answer()`` is called after every request, answered or failed (``bench/serve_chaos.py``
+    times its faults by it)."""
     parts = urlsplit(url)
     latencies: list[float] = []
     errors: list[str] = []
@@ -112,6 +106,9 @@ async def run_load(url: str, payloads: list[bytes], concurrency: int, deadline: 
                     errors.append(f"{type(e).__name__}: {e}")
                     await conn.close()
                     continue
+                finally:
+                    if on_answer is not None:
+                        on_answer()
                 latencies.append(time.perf_counter() - t0)
                 if status != 200:
                     errors.append(f"HTTP {status}: {data[:200]!r}")
@@ -201,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--requests must be in [1, 1e6] and --concurrency in [1, 1024]")
     if args.baseline_requests < 2:
         p.error("--baseline-requests must be >= 2 (half run before, half after the concurrent phase)")
-    if args.url and not is_loopback_url(args.url):
+    if args.url and not is_loopback(urlsplit(args.url).hostname or ""):
         p.error("--url: only loopback servers (127.0.0.1, ::1, localhost) may be load-tested")
 
     headers = {"X-API-Key": args.api_key} if args.api_key else {}
@@ -263,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = conc["throughput_rps"] / base["throughput_rps"] if base["throughput_rps"] else float("nan")
     beam = "the server's default" if args.beam is None else args.beam
     print(f"\nmodel: {model_desc}; beam {beam}; one sentence per request")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs (shared with anything else running)\n")
+    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs (shared with anything else running)\n")
     print("| clients | requests | errors | throughput (req/s) | p50 ms | p95 ms | p99 ms | mean batch |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in (base, conc):

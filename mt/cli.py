@@ -292,12 +292,12 @@ def _port(text: str) -> int:
     return value
 
 
-def _beam_list(text: str) -> str:
-    """``--beam-sweep``: comma-separated beam sizes >= 1 (kept as the normalised string)."""
+def _beam_list(text: str) -> list[int]:
+    """``--beam-sweep``: comma-separated beam sizes >= 1 → ``[1, 2, 5, ...]``."""
     beams = [b.strip() for b in text.split(",") if b.strip()]
     if not beams or not all(b.isdigit() and int(b) >= 1 for b in beams):
         raise argparse.ArgumentTypeError(f"expected comma-separated beam sizes >= 1 such as 1,2,5,10; got {text!r}")
-    return ",".join(str(int(b)) for b in beams)
+    return [int(b) for b in beams]
 
 
 def build_parser() -> argparse.ArgumentParser:

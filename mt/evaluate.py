@@ -55,17 +55,6 @@ def beam_sweep(translator, src: list[str], refs: list[str], opts, beams: list[in
     return rows
 
 
-def parse_beams(text: str) -> list[int]:
-    """``--beam-sweep 1,2,5`` → ``[1, 2, 5]``; a bad item raises ``ConfigError`` naming it."""
-    try:
-        beams = [int(b) for b in text.split(",") if b.strip()]
-    except ValueError:
-        raise ConfigError(f"--beam-sweep: expected comma-separated beam sizes, got {text!r}") from None
-    if not beams or min(beams) < 1:
-        raise ConfigError(f"--beam-sweep: beam sizes must be >= 1, got {text!r}")
-    return beams
-
-
 def evaluate_cli(args: argparse.Namespace) -> int:
     """``mt evaluate``: BLEU + chrF with signatures, then one JSON line (or a beam sweep)."""
     from mt.decode.options import from_args
@@ -73,7 +62,7 @@ def evaluate_cli(args: argparse.Namespace) -> int:
     from mt.modelio import stored_decode_options
 
     opts = from_args(args, stored_decode_options(args.model))
-    beams = parse_beams(args.beam_sweep) if args.beam_sweep else []
+    beams = args.beam_sweep or []  # already parsed and checked by the CLI (mt.cli._beam_list)
     src, refs = list(read_lines(args.src)), list(read_lines(args.ref))
     if len(src) != len(refs):
         raise ConfigError(f"--ref: {args.ref} has {len(refs)} lines, --src {args.src} has {len(src)}")

@@ -202,9 +202,8 @@ def stored_decode_options(model_dir: str | Path) -> DecodeOptions:
     """The decoding defaults stored in ``model_dir/config.json`` (its ``decode`` key, written
     by :func:`save_model`; ``DecodeOptions()`` for a directory without one), errors naming
     the file and field."""
-    read_model_config(model_dir)  # a located error for a missing or broken config.json
     path = Path(model_dir) / "config.json"
-    stored = read_json_object(path).get("decode", {})
+    stored = read_json_object(path).get("decode", {})  # errors name the file
     if not isinstance(stored, dict):
         raise ConfigError(f"{path}: decode: expected a mapping of decoding settings")
     try:

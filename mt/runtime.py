@@ -23,6 +23,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import platform
 import sys
 from typing import Iterator
 
@@ -77,3 +78,16 @@ def set_threads(threads: int | None) -> None:
 
     if threads:
         torch.set_num_threads(threads)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else the machine type: benchmarks print it
+    next to their figures, since results differ between CPU families."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"

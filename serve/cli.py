@@ -52,7 +52,8 @@ def check_port(port: int) -> None:
         raise ValueError(f"--port: must be in [1, 65535], got {port}")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine's loopback."""
     if host == "localhost":
         return True
     try:
@@ -92,7 +93,7 @@ def log_startup(app: FastAPI, settings: ServerSettings, in_processes: bool, host
              "shutdown: %g s for requests in progress", settings.max_connections, settings.max_header_bytes,
              settings.header_timeout_s, settings.body_timeout_s, settings.keepalive_timeout_s,
              settings.shutdown_timeout_s)
-    if not _is_loopback(host) and settings.api_key is None:
+    if not is_loopback(host) and settings.api_key is None:
         log.warning("listening on %s without an API key: anyone who can reach it can use it", host)
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +22,35 @@ if str(ROOT) not in sys.path:
 
 from bench.devmodel import make_random_model_dir, synthetic_sentences  # noqa: E402
 
-__all__ = ["LiveServer", "free_port", "make_random_model_dir", "synthetic_sentences"]
+from mt.decode.options import Hypothesis  # noqa: E402
+
+__all__ = ["LiveServer", "Sleeper", "free_port", "make_random_model_dir", "synthetic_sentences", "wait_ready"]
+
+
+class Sleeper:
+    """Translator double: ``delay`` seconds per batch (a long decode), then the texts upper-cased."""
+
+    def __init__(self, text: Any, delay: float) -> None:
+        self.text, self.delay, self.meta = text, delay, {}
+
+    def translate(self, texts: list[str], opts: Any) -> list[list[Hypothesis]]:
+        time.sleep(self.delay)
+        return [[Hypothesis(t.upper(), [], 0.0)] for t in texts]
+
+
+def wait_ready(proc: Any, url: str, timeout: float) -> None:
+    """Wait until the ``mt serve`` subprocess ``proc`` answers ``/ready`` with 200; fail with
+    its output if it exits first, or after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            if httpx.get(url + "/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server did not become ready"
+        time.sleep(0.2)
 
 
 def free_port() -> int:

@@ -14,23 +14,11 @@ import httpx
 import pytest
 import uvicorn
 
-from mt.decode.options import Hypothesis
 from mt.modelio import load_model
 from serve.app import create_app
 from serve.connections import uvicorn_config
 from serve.settings import ServerSettings
-from _serve_support import free_port, make_random_model_dir
-
-
-class Sleeper:
-    """Translator double: ``delay`` seconds per batch, then the texts upper-cased."""
-
-    def __init__(self, text, delay: float) -> None:
-        self.text, self.delay, self.meta = text, delay, {}
-
-    def translate(self, texts, opts):
-        time.sleep(self.delay)
-        return [[Hypothesis(t.upper(), [], 0.0)] for t in texts]
+from _serve_support import Sleeper, free_port, make_random_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,12 @@ import httpx
 import pytest
 import torch
 
-from mt.decode.options import DecodeOptions, Hypothesis
+from mt.decode.options import DecodeOptions
 from mt.decode.translator import Translator
 from mt.modelio import load_model
 from serve.app import create_app
 from serve.settings import ServerSettings
-from _serve_support import LiveServer, free_port, make_random_model_dir, synthetic_sentences
+from _serve_support import LiveServer, Sleeper, free_port, make_random_model_dir, synthetic_sentences, wait_ready
 
 KEY = "live-test-key"
 
@@ -119,17 +119,6 @@ def test_libretranslatepy_client(live):
     assert e.value.code == 400
 
 
-class Sleeper:
-    """Translator double that takes ``delay`` seconds per batch (a long decode)."""
-
-    def __init__(self, text, delay: float) -> None:
-        self.text, self.delay, self.meta = text, delay, {}
-
-    def translate(self, texts, opts):
-        time.sleep(self.delay)
-        return [[Hypothesis(t.upper(), [], 0.0)] for t in texts]
-
-
 def test_health_answers_while_a_long_batch_decodes(tiny):
     app = create_app({"slow": Sleeper(tiny.text, 2.0)})
     with LiveServer(app) as url:
@@ -156,16 +145,7 @@ def test_mt_serve_command(model_dir, tmp_path):
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
+        wait_ready(proc, url, 60)
         models = httpx.get(url + "/v1/models", headers=AUTH).json()["models"]
         assert [m["name"] for m in models] == ["tiny", "de-en"]  # explicit name, then src-tgt from meta
         assert httpx.get(url + "/v1/models").status_code == 401  # MT_API_KEY applies

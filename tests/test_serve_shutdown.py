@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from _serve_support import free_port, make_random_model_dir
+from _serve_support import free_port, make_random_model_dir, wait_ready
 
 SHUTDOWN_S = 1.0
 BOUND_S = SHUTDOWN_S + 7.0  # + the decoding processes' stop (2 s, then terminate) + slack for a busy CI
@@ -57,16 +57,8 @@ def start_server(model_dir: Path, marker: str) -> tuple[subprocess.Popen, str]:
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        assert proc.poll() is None, proc.stdout.read()
-        try:
-            if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "server did not become ready"
-        time.sleep(0.2)
+    wait_ready(proc, url, 90)
+    return proc, url
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
