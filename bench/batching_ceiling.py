@@ -71,16 +71,16 @@ def _measure(args: argparse.Namespace, lines: list[str]) -> int:
     print(f"decoding: {dm.describe()}; padding: rows x{dm.padding.rows} ({dm.padding.finding})", flush=True)
     rng = random.Random(args.seed)
     texts = [rng.choice(lines) for _ in range(args.sentences)]
-    translator.translate(texts[: 2 * args.batch], opts)  # warm-up
+    translator.translate_batch(texts[: 2 * args.batch], opts)  # warm-up
 
     def run(mode: str) -> float:
         start = time.perf_counter()
         if mode == "alone":
             for t in texts:
-                translator.translate([t], opts)
+                translator.translate_batch([t], opts)
         else:
             for i in range(0, len(texts), args.batch):
-                translator.translate(texts[i : i + args.batch], opts)
+                translator.translate_batch(texts[i : i + args.batch], opts)
         return (time.perf_counter() - start) / len(texts) * 1000
 
     times: dict[str, list[float]] = {"alone": [], "batched": []}

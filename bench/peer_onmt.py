@@ -398,7 +398,7 @@ class MtVariant:
         return self.translator.options.replace(beam=beam)
 
     def run(self, src: list[str], beam: int) -> list[list[int]]:
-        return [hyps[0].tokens for hyps in self.translator.translate(src, self.options(beam))]
+        return [hyps[0].tokens for hyps in self.translator.translate_batch(src, self.options(beam))]
 
 
 # --------------------------------------------------------------------------- checks
@@ -583,7 +583,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         # or unk_penalty would change the search itself)
         limits = DecodeOptions(beam=1, min_len=greedy_peer.settings["min_length"], max_len_a=0.0,
                                max_len_b=greedy_peer.settings["max_length"], max_tokens=1024)  # fmt: skip
-        mt_greedy = [h[0].tokens for h in check.translate(src, limits)]
+        mt_greedy = [h[0].tokens for h in check.translate_batch(src, limits)]
         same = sum(a == b for a, b in zip(mt_greedy, peer_greedy))
         print(f"greedy agreement (peer's length limits): {same}/{len(src)} identical token sequences", file=sys.stderr)
         if same < args.min_agreement * len(src):

@@ -48,7 +48,7 @@ def beam_sweep(translator, src: list[str], refs: list[str], opts, beams: list[in
         for beam in beams:
             o = opts.replace(beam=beam, n_best=1, length_norm=mode, sampling="none")
             t0 = time.perf_counter()
-            hyps = [h[0].text for h in translator.translate(src, o)]
+            hyps = [h[0].text for h in translator.translate_batch(src, o)]
             s = corpus_scores(hyps, refs)
             rows.append({"length_norm": mode, "alpha": o.alpha, "beam": beam, "bleu": s["bleu"], "chrf": s["chrf"],
                          **length_stats(hyps), "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip
@@ -79,7 +79,7 @@ def evaluate_cli(args: argparse.Namespace) -> int:
             print(json.dumps(row))
         return 0
     t0 = time.perf_counter()
-    hyps = [h[0].text for h in translator.translate(src, opts)]
+    hyps = [h[0].text for h in translator.translate_batch(src, opts)]
     seconds = time.perf_counter() - t0
     if args.hyp_out:
         with atomic_write(args.hyp_out) as f:

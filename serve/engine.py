@@ -2,7 +2,7 @@
 
 ``create_app`` accepts, per model name, either a ``LoadedModel`` (``mt.modelio``), which gets
 wrapped in ``mt.decode.translator.Translator``, or anything with the Translator's interface
-(``translate(texts, DecodeOptions)`` plus a ``text`` pipeline), e.g. a prepared Translator
+(``translate_batch(texts, DecodeOptions)`` plus a ``text`` pipeline), e.g. a prepared Translator
 or a test double.
 """
 
@@ -76,7 +76,7 @@ class ModelEngine:
         self.src_lang: Optional[str] = self.meta.get("src_lang") or getattr(text, "src_lang", None)
         self.tgt_lang: Optional[str] = self.meta.get("tgt_lang") or getattr(text, "tgt_lang", None)
         # Translator-likes without the cancellation hook (test doubles) decode to the end
-        method = getattr(translator, "translate", None)
+        method = getattr(translator, "translate_batch", None)
         self.cancellable = method is not None and "should_stop" in inspect.signature(method).parameters
 
     @property
@@ -121,7 +121,7 @@ class ModelEngine:
         translator has no such hook)."""
         extra = {"should_stop": should_stop} if should_stop is not None and self.cancellable else {}
         with torch.inference_mode():
-            return self.translator.translate(list(texts), opts.decode_options(self.base_options), **extra)
+            return self.translator.translate_batch(list(texts), opts.decode_options(self.base_options), **extra)
 
 
 def default_name(obj: Any, path: Optional[str | Path] = None) -> str:
@@ -148,7 +148,7 @@ def build_engine(name: str, obj: Any, decode: Optional[dict[str, Any]] = None, d
         obj.name = name
         return obj
     meta = getattr(obj, "meta", None) or {}
-    if hasattr(obj, "translate"):  # a Translator (or a double): use as is
+    if hasattr(obj, "translate_batch"):  # a Translator (or a double): use as is
         base = getattr(obj, "options", None) or DecodeOptions()
         return ModelEngine(name, obj, obj.text, meta, getattr(obj, "model", None), base)
     if hasattr(obj, "model") and hasattr(obj, "text"):  # a LoadedModel

@@ -33,7 +33,7 @@ class Sleeper:
     def __init__(self, text: Any, delay: float) -> None:
         self.text, self.delay, self.meta = text, delay, {}
 
-    def translate(self, texts: list[str], opts: Any) -> list[list[Hypothesis]]:
+    def translate_batch(self, texts: list[str], opts: Any) -> list[list[Hypothesis]]:
         time.sleep(self.delay)
         return [[Hypothesis(t.upper(), [], 0.0)] for t in texts]
 

@@ -86,7 +86,7 @@ def test_translator_load_bf16_on_cuda(tmp_path):
     train(load_config(write_config(tmp_path / "cfg.yaml", run, max_steps=10, valid_every=10, save_every=10)))
     t = Translator.load(run / "model_last", device="cuda", dtype="bf16")
     assert next(t.model.net.parameters()).dtype == torch.bfloat16 and t.device.type == "cuda"
-    out = t.translate(["haus baum", ""], DecodeOptions(beam=2))
+    out = t.translate_batch(["haus baum", ""], DecodeOptions(beam=2))
     assert len(out) == 2 and out[1][0].text == ""
 
 

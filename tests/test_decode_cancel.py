@@ -47,5 +47,5 @@ def test_translator_passes_the_hook_to_every_batch():
     texts = [" ".join(map(str, ids)) for ids in IDS]
     opts = KINDS["beam"].replace(max_tokens=16)  # a batch per sentence or two
     with pytest.raises(DecodeCancelled):
-        tr.translate(texts, opts, should_stop=lambda: True)
-    assert tr.translate(texts, opts, should_stop=lambda: False) == tr.translate(texts, opts)
+        tr.translate_batch(texts, opts, should_stop=lambda: True)
+    assert tr.translate_batch(texts, opts, should_stop=lambda: False) == tr.translate_batch(texts, opts)

@@ -75,10 +75,10 @@ def test_translator_any_batching_same_output(path):
     tr = Translator(model, IntText())
     texts = [" ".join(map(str, x)) for x in IDS]
     opts = DecodeOptions(beam=4, n_best=2)
-    ref = [_key(h) for h in tr.translate(texts, opts.replace(max_tokens=100_000))]
+    ref = [_key(h) for h in tr.translate_batch(texts, opts.replace(max_tokens=100_000))]
     for max_tokens in (1, 37, 250):
-        assert [_key(h) for h in tr.translate(texts, opts.replace(max_tokens=max_tokens))] == ref
-    rev = tr.translate(texts[::-1], opts.replace(max_tokens=90))
+        assert [_key(h) for h in tr.translate_batch(texts, opts.replace(max_tokens=max_tokens))] == ref
+    rev = tr.translate_batch(texts[::-1], opts.replace(max_tokens=90))
     assert [_key(h) for h in rev[::-1]] == ref
 
 

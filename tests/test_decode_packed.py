@@ -54,8 +54,8 @@ def test_prepare_packs_a_copy_and_decodes_the_same_batch_invariantly():
     try:  # alone or in any batch: identical tokens and scores
         tr = Translator(dm, IntText())
         texts = [" ".join(map(str, x)) for x in ids]
-        batch = tr.translate(texts, opts)
-        alone = [tr.translate([t], opts)[0] for t in reversed(texts)][::-1]
+        batch = tr.translate_batch(texts, opts)
+        alone = [tr.translate_batch([t], opts)[0] for t in reversed(texts)][::-1]
         assert [[(h.tokens, h.score) for h in x] for x in batch] == [[(h.tokens, h.score) for h in x] for x in alone]
     finally:
         torch.set_num_threads(before)

@@ -69,8 +69,8 @@ def test_beam_noise():
     assert all(abs(pos[w] - i) <= 3 for i, w in enumerate(order))  # local shuffle only
     tr = Translator(plain(), IntText())
     texts = [" ".join(map(str, x)) for x in IDS]
-    clean = tr.translate(texts, DecodeOptions(beam=3))
-    noisy = tr.translate(texts, DecodeOptions(beam=3, sampling="beam_noise", seed=3))
+    clean = tr.translate_batch(texts, DecodeOptions(beam=3))
+    noisy = tr.translate_batch(texts, DecodeOptions(beam=3, sampling="beam_noise", seed=3))
     assert [h[0].tokens for h in clean] == [h[0].tokens for h in noisy]  # same search
     assert [h[0].text for h in clean] != [h[0].text for h in noisy]
-    assert [h[0].text for h in noisy] == [h[0].text for h in tr.translate(texts, DecodeOptions(beam=3, sampling="beam_noise", seed=3))]
+    assert [h[0].text for h in noisy] == [h[0].text for h in tr.translate_batch(texts, DecodeOptions(beam=3, sampling="beam_noise", seed=3))]

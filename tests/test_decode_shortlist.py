@@ -68,7 +68,7 @@ def test_translator_with_shortlist_and_file_roundtrip(tmp_path):
     assert torch.equal(loaded.table, sl.table) and torch.equal(loaded.frequent, sl.frequent)
     assert loaded.always == (3, 1)
     texts = [" ".join(map(str, s)) for s in IDS]
-    out = Translator(plain(), IntText(), shortlist=loaded).translate(texts, DecodeOptions(beam=2))
+    out = Translator(plain(), IntText(), shortlist=loaded).translate_batch(texts, DecodeOptions(beam=2))
     for s, hyps in zip(IDS, out):
         assert set(hyps[0].tokens) <= set(loaded.for_sources([s]).tolist()) | set(loaded.for_sources(IDS).tolist())
     with pytest.raises(FileNotFoundError, match="mt shortlist"):

@@ -19,8 +19,8 @@ def test_translate_restores_order_and_detokenises():
     tr = Translator(plain(), IntText())
     ids = random_sources(9, seed=2)
     texts = [" ".join(map(str, x)) for x in ids]
-    out = tr.translate(texts, DecodeOptions(beam=2, max_tokens=20))
-    alone = [tr.translate([t], DecodeOptions(beam=2))[0][0] for t in texts]
+    out = tr.translate_batch(texts, DecodeOptions(beam=2, max_tokens=20))
+    alone = [tr.translate_batch([t], DecodeOptions(beam=2))[0][0] for t in texts]
     assert [h[0].tokens for h in out] == [a.tokens for a in alone]
     assert all(h[0].text == " ".join(map(str, h[0].tokens)) for h in out)
 
@@ -36,9 +36,9 @@ def test_parallel_workers_give_identical_output_and_restore_threads():
     try:
         for opts in (DecodeOptions(beam=3, max_tokens=40),
                      DecodeOptions(beam=1, sampling="topk", topk=5, n_best=2, seed=7, max_tokens=40)):
-            one = Translator(model, IntText(), workers=1).translate(texts, opts)
+            one = Translator(model, IntText(), workers=1).translate_batch(texts, opts)
             seen = []
-            two = Translator(model, IntText(), workers=2).translate(texts, opts, progress=seen.append)
+            two = Translator(model, IntText(), workers=2).translate_batch(texts, opts, progress=seen.append)
             assert [[(h.tokens, h.score) for h in x] for x in one] == [[(h.tokens, h.score) for h in x] for x in two]
             assert sum(seen) == len(texts) and len(seen) > 2  # several batches, all reported
             assert torch.get_num_threads() == 2
@@ -50,10 +50,10 @@ def test_parallel_workers_give_identical_output_and_restore_threads():
 
 def test_empty_input_gives_empty_translation():
     tr = Translator(plain(), IntText())
-    out = tr.translate(["", "5 6 7", "   "], DecodeOptions(beam=3, n_best=2))
+    out = tr.translate_batch(["", "5 6 7", "   "], DecodeOptions(beam=3, n_best=2))
     assert out[0][0].text == "" and out[0][0].tokens == [] and out[2][0].text == ""
     assert out[1][0].text != "" and len(out[1]) == 2
-    assert tr.translate([], DecodeOptions()) == []
+    assert tr.translate_batch([], DecodeOptions()) == []
 
 
 def test_overlong_input_is_truncated_with_warning():
@@ -61,11 +61,11 @@ def test_overlong_input_is_truncated_with_warning():
     tr = Translator(model, IntText())
     long = " ".join(["7"] * 40)
     with pytest.warns(UserWarning, match="truncated"):
-        out = tr.translate([long, "5 6"], DecodeOptions(beam=2))
+        out = tr.translate_batch([long, "5 6"], DecodeOptions(beam=2))
     assert len(out[0][0].tokens) <= 23
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        tr.translate(["5 6"], DecodeOptions(beam=2))  # no warning for a normal sentence
+        tr.translate_batch(["5 6"], DecodeOptions(beam=2))  # no warning for a normal sentence
 
 
 def test_options_validation_and_flags():
@@ -235,7 +235,7 @@ def test_model_directory_remembers_its_decoding_defaults(model_dir, tmp_path):
     assert not got.int8  # the search settings are stored, not how one machine ran the model
     tr = Translator.load(tmp_path / "m")
     assert tr.options == got
-    assert all(len(h[0].tokens) <= 2 for h in tr.translate(["haus baum katze und hund rot blau"]))
+    assert all(len(h[0].tokens) <= 2 for h in tr.translate_batch(["haus baum katze und hund rot blau"]))
     assert Translator.load(tmp_path / "m", max_len_b=6).options.max_len_b == 6
     rc, out = _run(["translate", "--model", str(tmp_path / "m"), "--max-len-b", "1", "--n-best", "2"], "haus baum\n")
     assert rc == 0 and len(out.splitlines()) == 2  # n-best over the stored beam of 3

@@ -35,7 +35,7 @@ class Reverser:
         self.meta = {"src_lang": "de", "tgt_lang": "en"}
         self.delay = delay
 
-    def translate(self, texts, opts):
+    def translate_batch(self, texts, opts):
         time.sleep(self.delay)
         return [[Hypothesis(t[::-1] + "~" * i, [], -1.0 - i) for i in range(opts.n_best)] for t in texts]
 
@@ -372,9 +372,9 @@ def test_served_model_decodes_with_its_stored_defaults(tmp_path):
     torch.set_num_threads(1)
     try:
         reference = Translator(prepare(loaded.model), loaded.text)
-        expect_stored = reference.translate(texts, stored)
-        expect_request = reference.translate(texts, stored.replace(beam=2, max_len_b=12))
-        expect_plain = reference.translate(texts, DecodeOptions())
+        expect_stored = reference.translate_batch(texts, stored)
+        expect_request = reference.translate_batch(texts, stored.replace(beam=2, max_len_b=12))
+        expect_plain = reference.translate_batch(texts, DecodeOptions())
     finally:
         torch.set_num_threads(before)
     # the stored defaults make a difference here, so the comparisons below can tell them apart

@@ -58,7 +58,7 @@ def test_type_click_and_read_the_translation(browser, tmp_path):
     torch.set_num_threads(1)
     try:
         # what the server decodes with: the model dir's defaults (none stored: DecodeOptions()), --beam 3
-        expected = Translator.from_loaded(tiny, DecodeOptions(beam=3), workers=1).translate([source])[0][0].text
+        expected = Translator.from_loaded(tiny, DecodeOptions(beam=3), workers=1).translate_batch([source])[0][0].text
     finally:
         torch.set_num_threads(before)
     assert expected.strip(), "the random model should produce some output for this check to mean anything"

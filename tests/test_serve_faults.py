@@ -51,7 +51,7 @@ class Echo:
     def __init__(self, text) -> None:
         self.text, self.meta = text, {}
 
-    def translate(self, texts, opts):
+    def translate_batch(self, texts, opts):
         return [[Hypothesis(t, [], 0.0)] for t in texts]
 
 
@@ -63,7 +63,7 @@ class Spinner:
         self.text, self.meta = text, {}
         self.started, self.stopped = threading.Event(), threading.Event()
 
-    def translate(self, texts, opts, should_stop=None):
+    def translate_batch(self, texts, opts, should_stop=None):
         if any("spin" in t for t in texts):
             self.started.set()
             for _ in range(1000):

@@ -65,7 +65,7 @@ AUTH = {"X-API-Key": KEY}
 def test_concurrent_clients_each_get_their_own_translation(live, reference):
     texts = synthetic_sentences(24, seed=11)
     opts = DecodeOptions(beam=4, alpha=1.0, max_len_a=0.0, max_len_b=12)
-    alone = [reference.translate([t], opts)[0][0] for t in texts]
+    alone = [reference.translate_batch([t], opts)[0][0] for t in texts]
     barrier = threading.Barrier(len(texts))
 
     def client(text: str) -> dict:
@@ -87,7 +87,7 @@ def test_concurrent_clients_each_get_their_own_translation(live, reference):
 def test_multi_text_request_keeps_order(live, reference):
     texts = synthetic_sentences(6, seed=5)
     opts = DecodeOptions(beam=2, alpha=1.0, max_len_a=0.0, max_len_b=8)
-    ref = [h[0].text for h in reference.translate(texts, opts)]
+    ref = [h[0].text for h in reference.translate_batch(texts, opts)]
     r = httpx.post(live + "/v1/translate", headers=AUTH,
                    json={"texts": texts, "beam_size": 2, "max_length": 8}, timeout=60)
     assert [t["text"] for t in r.json()["translations"]] == ref

@@ -216,7 +216,7 @@ def generate_shards(
         chunk = list(itertools.islice(lines, shard_size))  # one pass over the file
         if k not in todo:
             continue
-        hyps = translator.translate(chunk, opts.replace(seed=shard_seed(opts.seed, k)), progress=bar.update)
+        hyps = translator.translate_batch(chunk, opts.replace(seed=shard_seed(opts.seed, k)), progress=bar.update)
         # a generated line must stay one line, or every later pair would be misaligned
         out = ["".join(" " if c in "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029" else c for c in h[0].text) for h in hyps]
         atomic_write_text(shard_path(out_dir, k), "".join(x + "\n" for x in out), fsync=True)

@@ -315,7 +315,7 @@ class Pipeline:
         scores: dict[str, Any] = {}
         for split, (src, ref) in self._eval_sets(direction).items():
             t0 = time.perf_counter()
-            hyps = [h[0].text for h in translator.translate(src, opts)]
+            hyps = [h[0].text for h in translator.translate_batch(src, opts)]
             atomic_write_text(out_dir / f"{split}.{self.names[direction]}.hyp", "".join(h + "\n" for h in hyps))
             s = corpus_scores(hyps, ref)
             self.signatures = {"bleu": s.pop("bleu_signature"), "chrf": s.pop("chrf_signature")}

@@ -237,15 +237,21 @@ class Translator:
             batches.append(current)
         return batches
 
-    def translate(
+    def translate(self, texts: list[str], opts: Optional[DecodeOptions] = None,
+                  progress: Optional[Callable[[int], None]] = None) -> list[str]:
+        """Translate raw sentences; per input, the best translation's text.
+        ``opts``: default :attr:`options`."""
+        return [nbest[0].text for nbest in self.translate_batch(texts, opts, progress)]
+
+    def translate_batch(
         self,
         texts: list[str],
         opts: Optional[DecodeOptions] = None,
         progress: Optional[Callable[[int], None]] = None,
         should_stop: StopCheck = None,
     ) -> list[list[Hypothesis]]:
-        """Translate raw sentences; per input, its n-best list (best first), detokenised.
-        ``opts``: default :attr:`options`; ``should_stop``: see :meth:`translate_ids`."""
+        """Translate raw sentences; per input, its n-best list (best first), detokenised, with
+        scores. ``opts``: default :attr:`options`; ``should_stop``: see :meth:`translate_ids`."""
         opts = opts or self.options
         results = self.translate_ids(self.encode(texts), opts, progress, should_stop)
         flat = [h for hyps in results for h in hyps if h.tokens]
@@ -281,7 +287,7 @@ def translate_cli(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         bar = tqdm(total=len(lines), unit="sent", desc="translate", file=sys.stderr, disable=None)
-    results = translator.translate(lines, opts, progress=bar.update if bar else None)
+    results = translator.translate_batch(lines, opts, progress=bar.update if bar else None)
     if bar is not None:
         bar.close()
     out_lines = [line for i, hyps in enumerate(results)

@@ -452,7 +452,7 @@ class Trainer:
         dm = prepare(self.model, self.device, pack=False, probe=False)
         translator = Translator(dm, data.text, options=opts)
         with _autocast(self.device, self.bf16 and self.device.type == "cuda"):
-            hyps = [nbest[0].text if nbest else "" for nbest in translator.translate(src, opts)]
+            hyps = [nbest[0].text if nbest else "" for nbest in translator.translate_batch(src, opts)]
         scores = corpus_scores(hyps, refs)
         return {"bleu": scores["bleu"], "chrf": scores["chrf"], "bleu_sentences": len(src), "example": hyps[0] if hyps else ""}
 
