@@ -188,6 +188,14 @@ class TextPipeline:
     def id_to_piece(self, i: int) -> str:
         return self.tgt_sp.id_to_piece(i)
 
+    def source_vocabulary(self) -> list[str]:
+        """The source piece of every model id, in id order (what exporters write as a vocabulary)."""
+        return [self.src_sp.id_to_piece(i) for i in range(self.src_vocab_size)]
+
+    def target_vocabulary(self) -> list[str]:
+        """The target piece of every model id, in id order."""
+        return [self.tgt_sp.id_to_piece(i) for i in range(self.tgt_vocab_size)]
+
     # ---- text ↔ ids
 
     def normalize_source(self, text: str) -> str:
