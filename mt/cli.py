@@ -245,6 +245,10 @@ def _cmd_backtranslate(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from mt.extras import require
+
+    for module in ("fastapi", "uvicorn", "pydantic"):
+        require(module, "mt serve")
     from serve.cli import serve_cli
 
     return serve_cli(args)

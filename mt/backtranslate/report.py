@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mt.backtranslate.generate import atomic_write_json, atomic_write_text
+from mt.extras import available
 
 
 def _score(row: dict[str, Any], side: str, split: str, metric: str) -> Optional[float]:
@@ -139,7 +140,10 @@ def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     paths = {"json": out_dir / "bt_report.json", "md": out_dir / "bt_report.md", "png": out_dir / "bt_report.png"}
     atomic_write_json(paths["json"], report)
     atomic_write_text(paths["md"], markdown(report))
-    plot(report, paths["png"])
+    if available("matplotlib"):  # the `train` extra; the numbers are in the json and md either way
+        plot(report, paths["png"])
+    else:
+        del paths["png"]
     return paths
 
 

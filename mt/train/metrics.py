@@ -14,6 +14,8 @@ from typing import Any, Optional
 
 import torch
 
+from mt.extras import available
+
 
 class MetricsLog:
     """Append-only JSONL writer (line-buffered so a killed run keeps what it logged)."""
@@ -46,7 +48,10 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 def plot_learning_curves(metrics_path: str | Path, png_path: str | Path) -> Optional[Path]:
-    """Train/valid loss (left axis) and valid BLEU (right axis) against the update step."""
+    """Train/valid loss (left axis) and valid BLEU (right axis) against the update step.
+    None when there is nothing to draw, or matplotlib (the ``train`` extra) is not installed."""
+    if not available("matplotlib"):
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
