@@ -1,7 +1,7 @@
 """Decoding speed: mt vs Hugging Face ``generate`` vs CTranslate2, on the same weights.
 
 A randomly initialised MarianMT of the given size is built locally (nothing downloaded),
-imported into mt (``mt.marian.import_marian``) and converted to CTranslate2 (float32 and
+imported into mt (``mt.marian.convert_model``) and converted to CTranslate2 (float32 and
 int8). EOS is made impossible (its final-logits bias is -1e4) so every system produces
 exactly ``--tgt-len`` target tokens (the last one a forced EOS) and the comparison is per
 token of identical work. With ``--model-dir`` a trained mt model is timed too (its own
@@ -110,10 +110,10 @@ def main() -> None:
     from mt.config import DecodeOptions
     from mt.decode.translator import generate
     from mt.decode.variant import prepare
-    from mt.marian import import_marian
+    from mt.marian import convert_model
 
     hf = build_hf(args)
-    net = import_marian(hf)  # fp32 on CPU; prepare() makes the decoding copies
+    net = convert_model(hf)  # fp32 on CPU; prepare() makes the decoding copies
     hf = hf.to(device, dtype)
     n_params = sum(p.numel() for p in net.parameters())
     # what mt decodes: cast to --dtype, padded by the rule probed on this machine (as

@@ -44,11 +44,16 @@ def one_line(message: str) -> str:
     return out
 
 
+# where the two-word commands (mt data fetch, mt import marian, mt recipe run) keep their second word
+SUBCOMMAND_DESTS = ("data_command", "import_format", "recipe_command")
+
+
 def command_name(args: argparse.Namespace) -> str:
     """``mt translate``, ``mt data fetch``: the prefix of the command's error lines."""
     parts = ["mt", args.command]
-    if getattr(args, "data_command", None):
-        parts.append(args.data_command)
+    for dest in SUBCOMMAND_DESTS:  # the second word of two-word commands
+        if getattr(args, dest, None):
+            parts.append(getattr(args, dest))
     return " ".join(parts)
 
 
@@ -337,11 +342,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", nargs="*", default=None, help="explicit checkpoint directories instead")
     p.set_defaults(func=_cmd_average)
 
+    from mt.marian import add_import_parser  # `mt import marian`; light: torch loads only when it runs
+
+    add_import_parser(sub)
+
+    from mt.export import add_export_parser  # `mt export`; light: torch loads only when it runs
+
+    add_export_parser(sub)
+
     p = sub.add_parser("translate", help="translate text from stdin or files")
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--input", "-i", default="-", help="input file (default: stdin)")
     p.add_argument("--output", "-o", default="-", help="output file (default: stdout)")
     _add_decode_options(p)
+    from mt.decode.translator import add_document_arguments
+
+    add_document_arguments(p)
     p.set_defaults(func=_cmd_translate)
 
     p = sub.add_parser("evaluate", help="translate a test set and score it with sacreBLEU and chrF")
@@ -382,6 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--resume", action="store_true", help="skip stages already finished")
     p.set_defaults(func=_cmd_backtranslate)
+
+    from mt.recipe import add_recipe_parser  # `mt recipe init|run`; light: torch loads only when it runs
+
+    add_recipe_parser(sub)
 
     p = sub.add_parser("serve", help="HTTP translation server (FastAPI + uvicorn)")
     p.add_argument("--model", action="append", required=True, metavar="[NAME=]DIR", help="model dir (repeatable)")

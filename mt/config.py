@@ -15,6 +15,7 @@ fails before any work starts instead of deep inside torch.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -24,6 +25,7 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 
+from mt.data import languages
 from mt.errors import ConfigError  # re-exported: mt.config.ConfigError
 
 
@@ -78,16 +80,66 @@ class CorpusConfig:
                     )
 
 
+def _is_file_name_safe(name: str) -> bool:
+    """Letters, digits, ``-`` and ``_``, starting with a letter or digit: safe in any file name."""
+    return bool(name) and name[0].isalnum() and all(c.isascii() and (c.isalnum() or c in "-_") for c in name)
+
+
+# fields of data.clean that decide the normalisation: the model sees text normalised one way
+# at inference, so every training corpus must share them
+SHARED_CLEAN_FIELDS = ("normalize_punct", "unicode_form")
+
+
+@dataclass
+class TrainCorpusConfig(CorpusConfig):
+    """One named corpus of a ``data.train`` list (docs/data.md).
+
+    ``weight``: relative share of each epoch's examples (epoch size = all corpora's cleaned
+    pairs); ``upsample``: every pair repeated this many times per epoch. A list uses one kind
+    for all its corpora; neither set = ``upsample: 1``. ``clean``: overrides of ``data.clean``
+    filter fields for this corpus. ``test``: test sets that belong to this corpus; they join
+    ``data.test`` (names unique across all).
+    """
+
+    name: str = ""
+    weight: Optional[float] = None
+    upsample: Optional[int] = None
+    clean: dict[str, Any] = field(default_factory=dict)
+    test: dict[str, CorpusConfig] = field(default_factory=dict)
+
+    def validate(self, where: str) -> None:
+        if not _is_file_name_safe(self.name):
+            raise ConfigError(f"{where}.name: each corpus of a list needs a name of letters/digits/-/_, got {self.name!r}")
+        super().validate(where)
+        if self.weight is not None and not (0.0 < self.weight < math.inf):  # NaN fails too
+            raise ConfigError(f"{where}.weight: corpus {self.name!r}: must be > 0, got {self.weight}")
+        if self.upsample is not None and self.upsample < 1:
+            raise ConfigError(f"{where}.upsample: corpus {self.name!r}: must be an integer >= 1, got {self.upsample}")
+        if self.weight is not None and self.upsample is not None:
+            raise ConfigError(f"{where}.upsample: corpus {self.name!r}: set weight or upsample, not both")
+        for key in self.clean:
+            if key in SHARED_CLEAN_FIELDS:
+                raise ConfigError(
+                    f"{where}.clean.{key}: corpus {self.name!r}: normalisation is shared by all corpora (set data.clean.{key})"
+                )
+
+    def mode(self) -> Optional[str]:
+        return "weight" if self.weight is not None else "upsample" if self.upsample is not None else None
+
+
 @dataclass
 class CleanConfig:
     """Filters applied to the training bitext (valid/test are only normalised).
 
-    ``normalize_punct``: Moses punctuation normalisation for all languages (``true``/``false``)
-    or per language (``{de: true, en: false}``; languages not listed get ``true``).
+    ``normalize_punct``: Moses punctuation normalisation: ``auto`` (by language, see
+    ``mt/data/languages.py``: on for Latin, Cyrillic and Greek script), for all languages
+    (``true``/``false``) or per language (``{de: true, chr: false}``; languages not listed: ``auto``).
     ``unicode_form``: Unicode normalisation applied before everything else (``NFKC`` folds
-    full-width forms and ligatures). ``control_chars``: ``strip`` removes C0/C1 control
-    characters from a line, ``drop`` drops the pair. ``invalid_utf8``: ``drop`` the pair
-    (counted) or stop with an ``error`` naming file and line.
+    full-width forms and ligatures; ``auto`` = NFKC unless a language of the pair is one where
+    it changes letters or punctuation the references keep, e.g. Chinese or Thai: then NFC).
+    ``control_chars``: ``strip`` removes C0/C1 control characters from a line, ``drop`` drops
+    the pair. ``invalid_utf8``: ``drop`` the pair (counted) or stop with an ``error`` naming
+    file and line.
     """
 
     min_tokens: int = 1
@@ -97,8 +149,8 @@ class CleanConfig:
     drop_identical: bool = True
     invalid_utf8: Literal["drop", "error"] = "drop"
     control_chars: Literal["strip", "drop"] = "strip"
-    normalize_punct: Union[bool, dict[str, bool]] = True  # Moses punctuation normalisation (sacremoses)
-    unicode_form: Literal["NFKC", "NFC", "none"] = "NFKC"
+    normalize_punct: Union[bool, Literal["auto"], dict[str, bool]] = "auto"  # Moses punctuation normalisation
+    unicode_form: Literal["auto", "NFKC", "NFC", "none"] = "auto"
 
     def validate(self, where: str) -> None:
         if self.min_tokens < 0:
@@ -110,9 +162,20 @@ class CleanConfig:
 
     def punct_for(self, lang: str) -> bool:
         """Whether Moses punctuation normalisation applies to ``lang``."""
-        if isinstance(self.normalize_punct, dict):
-            return self.normalize_punct.get(lang, True)
-        return self.normalize_punct
+        setting = self.normalize_punct
+        if isinstance(setting, dict):
+            setting = setting.get(lang, "auto")
+        return languages.moses_punct(lang) if setting == "auto" else bool(setting)
+
+    def unicode_form_for(self, langs: tuple[str, ...]) -> str:
+        """The Unicode normalisation of text in the pair ``langs`` (``auto`` resolved)."""
+        return languages.unicode_form(langs) if self.unicode_form == "auto" else self.unicode_form
+
+    def resolved(self, src_lang: str, tgt_lang: str) -> "CleanConfig":
+        """A copy with the ``auto`` settings decided for this pair (per-language punctuation)."""
+        langs = (src_lang, tgt_lang)
+        punct = {lang: self.punct_for(lang) for lang in langs}
+        return dataclasses.replace(self, normalize_punct=punct, unicode_form=self.unicode_form_for(langs))
 
 
 @dataclass
@@ -123,12 +186,14 @@ class SpmConfig:
     per language. ``byte_fallback`` spells characters outside the vocabulary as UTF-8 byte
     pieces, so decoding gives back every input exactly instead of ``⁇``.
     ``num_threads``: 0 = all CPU cores (training and batch encoding).
+    ``character_coverage``: ``null`` = by script (``mt/data/languages.py``: 1.0 for alphabets
+    and syllabaries, 0.9995 for CJK; a joint model takes the smaller of its two languages).
     """
 
     model_type: Literal["unigram", "bpe"] = "unigram"
     vocab_size: int = 8000
     joint: bool = True
-    character_coverage: float = 1.0
+    character_coverage: Optional[float] = None
     byte_fallback: bool = True
     user_symbols: list[str] = field(default_factory=lambda: ["<bt>"])
     input_sentence_size: int = 2_000_000
@@ -138,8 +203,8 @@ class SpmConfig:
     def validate(self, where: str) -> None:
         if self.vocab_size < 16:
             raise ConfigError(f"{where}.vocab_size: must be >= 16, got {self.vocab_size}")
-        if not 0.9 <= self.character_coverage <= 1.0:
-            raise ConfigError(f"{where}.character_coverage: must be in [0.9, 1.0]")
+        if self.character_coverage is not None and not 0.9 <= self.character_coverage <= 1.0:
+            raise ConfigError(f"{where}.character_coverage: must be in [0.9, 1.0] (or null: by script)")
         for i, sym in enumerate(self.user_symbols):
             if not sym or any(c.isspace() for c in sym):
                 raise ConfigError(f"{where}.user_symbols.{i}: must be non-empty without spaces, got {sym!r}")
@@ -147,23 +212,32 @@ class SpmConfig:
             name = "input_sentence_size" if self.input_sentence_size < 0 else "num_threads"
             raise ConfigError(f"{where}.{name}: must be >= 0")
 
+    def coverage_for(self, langs: tuple[str, ...]) -> float:
+        """``character_coverage`` of a model trained on text in ``langs`` (``null`` resolved)."""
+        if self.character_coverage is not None:
+            return self.character_coverage
+        return languages.character_coverage(langs)
+
 
 @dataclass
 class DataConfig:
-    """The ``data`` section: what ``mt prepare`` reads, cleans and binarises.
+    """The ``data`` section: what ``mt prepare`` reads, cleans and binarises (docs/data.md).
 
-    ``valid`` is the tuning set; ``test`` maps names (used in file names, e.g. ``test2016``)
-    to corpora. ``target_lang_tag`` prepends ``<2xx>`` (xx = ``tgt_lang``) to every source.
+    ``train`` is one corpus, or a list of named corpora (:class:`TrainCorpusConfig`) mixed by
+    weight or upsampling. ``valid`` is the tuning set; ``test`` maps names (used in file names,
+    e.g. ``test2016``) to corpora; the test sets named inside a training corpus join it.
+    ``target_lang_tag`` prepends ``<2xx>`` (xx = ``tgt_lang``) to every source.
     ``spm_from``: a directory with a ``text.json`` (prepared data or model) whose SentencePiece
     model(s) are reused, so several corpora share one vocabulary (back-translation rounds);
-    its languages may be this config's in either order.
+    its languages may be this config's in either order. ``bleu_tokenize``: sacreBLEU tokenizer
+    per output language (``{zh: char}``); languages not listed use mt/data/languages.py.
     """
 
     src_lang: str = "de"
     tgt_lang: str = "en"
     data_dir: Optional[str] = None  # default: $MT_DATA_DIR, else the download cache
     fetch: Optional[Literal["multi30k"]] = None  # dataset to fetch into data_dir if absent
-    train: Optional[CorpusConfig] = None
+    train: Union[CorpusConfig, list[TrainCorpusConfig], None] = None
     valid: Optional[CorpusConfig] = None
     test: dict[str, CorpusConfig] = field(default_factory=dict)
     clean: CleanConfig = field(default_factory=CleanConfig)
@@ -172,22 +246,72 @@ class DataConfig:
     # reuse the SentencePiece model(s) of this directory (a prepared data dir or a model dir,
     # anything with text.json) instead of training new ones; data.spm is then ignored
     spm_from: Optional[str] = None
+    bleu_tokenize: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # a corpus's own test sets are test sets like any other: every reader of data.test
+        # (prepare, the back-translation evaluation) sees them. Equal duplicates are fine, so
+        # a config written back by to_dict loads again.
+        if not isinstance(self.train, list):
+            return
+        self.test = dict(self.test)
+        for corpus in self.train:
+            for name, test in corpus.test.items():
+                if name in self.test and self.test[name] != test:
+                    raise ConfigError(f"test.{name}: corpus {corpus.name!r} names a test set that already exists")
+                self.test[name] = test
 
     def validate(self, where: str) -> None:
-        if self.train is None:
+        if self.train is None or self.train == []:
             raise ConfigError(f"{where}.train: a training corpus is required")
+        for name in ("src_lang", "tgt_lang"):
+            languages.check_code(getattr(self, name), f"{where}.{name}")
         if self.src_lang == self.tgt_lang:
             raise ConfigError(f"{where}.tgt_lang: must differ from src_lang ({self.src_lang!r})")
-        for name in ("src_lang", "tgt_lang"):
-            lang = getattr(self, name)
-            # a letter first: YAML reads `src_lang: 5` as a number, which is no language
-            if not lang or not lang[0].isalpha() or not all(c.isalnum() or c in "-_" for c in lang):
-                raise ConfigError(f"{where}.{name}: expected a language code like 'de', got {lang!r}")
+        if isinstance(self.train, list):
+            self._validate_corpora(f"{where}.train")
         for name in self.test:
-            if name in ("train", "valid") or not name or not all(c.isalnum() or c in "-_" for c in name):
+            if name in ("train", "valid") or not _is_file_name_safe(name):
                 raise ConfigError(
                     f"{where}.test.{name}: test set names must be letters/digits/-/_ and not train/valid"
                 )
+        for lang, tokenizer in self.bleu_tokenize.items():
+            languages.check_code(lang, f"{where}.bleu_tokenize.{lang}")
+            languages.check_tokenizer(tokenizer, f"{where}.bleu_tokenize.{lang}")
+
+    def _validate_corpora(self, where: str) -> None:
+        assert isinstance(self.train, list)
+        seen: dict[str, int] = {}
+        first_mode = next((c.mode() for c in self.train if c.mode()), None)
+        for i, c in enumerate(self.train):
+            if c.name in seen:
+                raise ConfigError(f"{where}[{i}].name: {c.name!r} is also the name of {where}[{seen[c.name]}]")
+            seen[c.name] = i
+            if c.mode() not in (None, first_mode):
+                raise ConfigError(
+                    f"{where}[{i}].{c.mode()}: corpus {c.name!r}: the list mixes weight and upsample; "
+                    "use one kind for all corpora"
+                )
+            self.clean_for(c, f"{where}[{i}].clean")  # overrides: known fields, valid values
+
+    def train_corpora(self) -> list[TrainCorpusConfig]:
+        """The training corpora as a list; a single ``train`` corpus is named ``train``."""
+        if isinstance(self.train, list):
+            return list(self.train)
+        if self.train is None:
+            return []
+        values = {f.name: getattr(self.train, f.name) for f in dataclasses.fields(CorpusConfig)}
+        return [TrainCorpusConfig(**values, name="train")]
+
+    def clean_for(self, corpus: TrainCorpusConfig, where: str = "data.train.clean") -> CleanConfig:
+        """``data.clean`` with ``corpus``'s overrides applied (and validated)."""
+        if not corpus.clean:
+            return self.clean
+        return from_dict(CleanConfig, {**to_dict(self.clean), **corpus.clean}, where)
+
+    def bleu_tokenize_for(self, lang: str) -> str:
+        """sacreBLEU ``tokenize`` for output in ``lang`` (``bleu_tokenize``, else by language)."""
+        return languages.bleu_tokenizer(lang, self.bleu_tokenize)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -582,6 +706,8 @@ class ExperimentConfig:
     def validate(self, where: str) -> None:
         """Checks across sections."""
         bt = self.backtranslate
+        if bt is not None and isinstance(self.data.train, list):
+            raise ConfigError("data.train: mt backtranslate reads one bitext corpus, not a list of corpora")
         if bt is not None and bt.tagged and bt.tag not in self.data.spm.user_symbols and not self.data.spm_from:
             raise ConfigError(
                 f"backtranslate.tag: {bt.tag!r} must be one of data.spm.user_symbols "
@@ -610,6 +736,16 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _fits_shape(value: Any, tp: Any) -> bool:
+    """Whether ``value`` has the container shape of annotation ``tp`` (scalars fit scalars)."""
+    origin = get_origin(tp) or tp
+    if dataclasses.is_dataclass(tp) or origin is dict:
+        return isinstance(value, dict)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    return not isinstance(value, (dict, list, tuple))
+
+
 def _convert(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert it (dataclasses, tuples)."""
     origin = get_origin(tp)
@@ -620,7 +756,10 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         errors = []
-        for arg in args:
+        # a mapping can only be a dataclass/dict arm, a list only a list arm: trying only those
+        # keeps the real error (data.train.format: ...) instead of "matches none of"
+        shaped = [a for a in args if a is not type(None) and _fits_shape(value, a)]
+        for arg in shaped or args:
             if arg is type(None):
                 continue
             try:

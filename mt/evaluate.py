@@ -1,5 +1,9 @@
 """Corpus scores (sacreBLEU BLEU and chrF) and the ``mt evaluate`` command.
 
+BLEU's tokenizer follows the output language (``mt.data.languages``: ``zh`` for Chinese,
+``char`` for Thai or Japanese without MeCab, ``13a`` for most others); chrF needs none, it
+compares character n-grams, so both are reported for every language.
+
 ``mt evaluate`` translates ``--src`` and scores it against ``--ref``; with
 ``--beam-sweep 1,2,5,...`` it decodes once per (length normalisation, beam size) and
 prints BLEU, mean output length and the number of empty outputs for each — the usual
@@ -16,15 +20,24 @@ from typing import Any, Optional
 import torch
 from sacrebleu.metrics import BLEU, CHRF
 
+from mt.data.languages import bleu_tokenizer
 from mt.errors import ConfigError
 from mt.fileio import atomic_write, read_lines
 
 
-def corpus_scores(hyps: list[str], refs: list[str]) -> dict[str, Any]:
-    """sacreBLEU corpus BLEU and chrF of detokenised ``hyps`` against one reference each."""
+def corpus_scores(
+    hyps: list[str], refs: list[str], tokenize: Optional[str] = None, lang: Optional[str] = None
+) -> dict[str, Any]:
+    """sacreBLEU corpus BLEU and chrF of detokenised ``hyps`` against one reference each.
+
+    ``tokenize``: BLEU's tokenizer; default: the one for output language ``lang``
+    (:func:`mt.data.languages.bleu_tokenizer`), ``13a`` without a language. The signatures
+    name the tokenizer, so scores with different ones are never mistaken for each other."""
     if len(hyps) != len(refs):
         raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} references")
-    bleu, chrf = BLEU(), CHRF()
+    if tokenize is None:
+        tokenize = bleu_tokenizer(lang) if lang else "13a"
+    bleu, chrf = BLEU(tokenize=tokenize), CHRF()
     b = bleu.corpus_score(hyps, [refs])
     c = chrf.corpus_score(hyps, [refs])
     return {
@@ -43,13 +56,14 @@ def length_stats(hyps: list[str]) -> dict[str, Any]:
 
 def beam_sweep(translator, src: list[str], refs: list[str], opts, beams: list[int], modes: Optional[list[str]] = None) -> list[dict[str, Any]]:
     """One row per (length_norm mode, beam): BLEU, chrF, mean length, empty count, seconds."""
+    lang = translator.text.tgt_lang
     rows = []
     for mode in modes or ["avg", "gnmt", "none"]:
         for beam in beams:
             o = opts.replace(beam=beam, n_best=1, length_norm=mode, sampling="none")
             t0 = time.perf_counter()
             hyps = [h[0].text for h in translator.translate_batch(src, o)]
-            s = corpus_scores(hyps, refs)
+            s = corpus_scores(hyps, refs, lang=lang)
             rows.append({"length_norm": mode, "alpha": o.alpha, "beam": beam, "bleu": s["bleu"], "chrf": s["chrf"],
                          **length_stats(hyps), "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip
     return rows
@@ -84,7 +98,7 @@ def evaluate_cli(args: argparse.Namespace) -> int:
     if args.hyp_out:
         with atomic_write(args.hyp_out) as f:
             f.write("".join(h + "\n" for h in hyps))
-    s = corpus_scores(hyps, refs)
+    s = corpus_scores(hyps, refs, lang=translator.text.tgt_lang)
     print(f"BLEU = {s['bleu']:.2f}  {s['bleu_signature']}")
     print(f"chrF = {s['chrf']:.2f}  {s['chrf_signature']}")
     record = {**s, **length_stats(hyps), "sentences": len(src), "seconds": round(seconds, 2),

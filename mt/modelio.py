@@ -7,6 +7,7 @@ from someone else executes no code::
       config.json         {"format": "mt-model", "version": 1, "model": ModelConfig, "meta": {...}}
       model.safetensors   weights (tied tensors stored once)
       text.json, spm*.model   normalisation settings + SentencePiece model(s) (mt.data.text)
+      vocab*.json         imported models only: the piece of every model id (`mt import marian`)
 """
 
 from __future__ import annotations

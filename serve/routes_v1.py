@@ -7,16 +7,17 @@ import time
 from fastapi import APIRouter
 
 from serve.batcher import BatchResult
-from serve.engine import RequestOptions, finite
+from serve.documents import Alternative, translate_documents
+from serve.engine import RequestOptions
 from serve.schemas import Candidate, ModelInfo, ModelsResponse, Timings, TranslateResponse, Translation
 from serve.state import ERRORS, ServerState
 
 
-def translation(nbest: list, with_alternatives: bool) -> Translation:
-    """One text's answer from its hypotheses (best first)."""
-    best = nbest[0]
-    alternatives = [Candidate(text=h.text, score=finite(h.score)) for h in nbest] if with_alternatives else None
-    return Translation(text=best.text, score=finite(best.score), n_best=alternatives)
+def translation(nbest: list[Alternative], with_alternatives: bool) -> Translation:
+    """One text's answer from its ``(text, score)`` alternatives (best first)."""
+    text, score = nbest[0]
+    alternatives = [Candidate(text=t, score=s) for t, s in nbest] if with_alternatives else None
+    return Translation(text=text, score=score, n_best=alternatives)
 
 
 def timings(result: BatchResult, start: float) -> Timings:
@@ -45,18 +46,19 @@ def v1_router(state: ServerState) -> APIRouter:
 
     @router.post("/v1/translate", response_model=TranslateResponse, responses=ERRORS)
     async def translate(req: TranslateRequest) -> TranslateResponse:  # type: ignore[valid-type]
-        """Translate ``texts`` (in order). Concurrent requests with the same model and options
-        are merged into one batched beam search."""
+        """Translate ``texts`` (in order). Each text is split into sentences (its line breaks
+        and blank lines kept; ``format: html``: its markup), and the sentences of concurrent
+        requests with the same model and options are merged into one batched beam search."""
         start = time.perf_counter()
         engine = state.engine_for(req.model)
         alpha = None if req.length_penalty is None else float(req.length_penalty)
         opts = RequestOptions(req.beam_size, alpha, req.max_length, req.n_best)
         n_best = engine.options_for(opts).n_best  # 422 naming the field if they do not fit the model's
-        hyps, result = await state.translate_texts(engine, req.texts, opts, "texts")
+        result = await translate_documents(state, engine, req.texts, opts, "texts", req.format)
         return TranslateResponse(
             model=engine.name,
-            translations=[translation(nbest, n_best > 1) for nbest in hyps],
-            timings=timings(result, start),
+            translations=[translation(alternatives, n_best > 1) for alternatives in result.n_best],
+            timings=timings(result.batch, start),
         )
 
     return router

@@ -91,8 +91,22 @@ class ReadyResponse(BaseModel):
     models: list[str]
 
 
+class LTDetection(BaseModel):
+    """A detected language, as LibreTranslate reports it."""
+
+    language: str = Field(description="language code, e.g. de")
+    confidence: float = Field(ge=0, le=100, description="0..100 (a percentage, as LibreTranslate reports it)")
+
+
 class LTTranslateResponse(BaseModel):
+    """LibreTranslate's answer; with a list ``q``, each field is a list with one entry per text."""
+
     translatedText: Union[str, list[str]]
+    alternatives: Optional[Union[list[str], list[list[str]]]] = Field(
+        default=None, description="only when alternatives > 0: other n-best translations, best first, "
+        "without the translatedText one and without repeats (so there may be fewer than asked for)")
+    detectedLanguage: Optional[Union[LTDetection, list[LTDetection]]] = Field(
+        default=None, description="only when source is auto: the language chosen for each text")
 
 
 class LTLanguage(BaseModel):
@@ -110,6 +124,7 @@ class Schemas:
 
     TranslateRequest: type[BaseModel]
     LTTranslateRequest: type[BaseModel]
+    LTDetectRequest: type[BaseModel]
 
 
 def decode_field(name: str, limit: Optional[float] = None) -> Any:
@@ -136,7 +151,12 @@ def build_schemas(settings: ServerSettings) -> Schemas:
         model: Optional[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
             default=None, description="model name from GET /v1/models (default: the first model)"
         )
-        texts: list[Text] = Field(min_length=1, max_length=s.max_texts, description="source sentences")
+        texts: list[Text] = Field(min_length=1, max_length=s.max_texts, description=(
+            "source texts; each is split into sentences, translated and joined back with its line breaks, "
+            f"blank lines and spacing kept (a sentence over {s.max_tokens_per_text} tokens is cut)"))
+        format: Literal["text", "html"] = Field(default="text", description=(
+            "html: each text is HTML; its tags, comments and scripts are kept as they are, the text between "
+            "block tags is translated, inline tags (b, a, span ...) are carried into the translation"))
         beam_size: Optional[int] = decode_field("beam", s.max_beam)
         length_penalty: Optional[float] = decode_field("alpha")
         max_length: Optional[int] = Field(
@@ -156,13 +176,26 @@ def build_schemas(settings: ServerSettings) -> Schemas:
     class LTTranslateRequest(BaseModel):
         """LibreTranslate's ``POST /translate`` body (JSON or form-encoded)."""
 
-        # extra fields (e.g. 'alternatives', 'secret') are ignored as LibreTranslate does
+        # extra fields (e.g. 'secret') are ignored as LibreTranslate does
         model_config = ConfigDict(strict=True, extra="ignore")
 
         q: Union[Text, Annotated[list[Text], Field(min_length=1, max_length=s.max_texts)]]
-        source: Annotated[str, Field(min_length=1, max_length=16)] = "auto"
+        source: Annotated[str, Field(min_length=1, max_length=16)] = Field(
+            default="auto", description="language code, or auto: detected among the served languages")
         target: Annotated[str, Field(min_length=1, max_length=16)]
         format: Literal["text", "html"] = "text"
+        # the beam must hold alternatives + 1 hypotheses, and the server caps the beam at max_beam
+        alternatives: int = Field(default=0, ge=0, le=s.max_beam - 1,
+                                  description="how many other n-best translations to return as well")
         api_key: Optional[Annotated[str, Field(max_length=256)]] = None
 
-    return Schemas(TranslateRequest=TranslateRequest, LTTranslateRequest=LTTranslateRequest)
+    class LTDetectRequest(BaseModel):
+        """LibreTranslate's ``POST /detect`` body (JSON or form-encoded)."""
+
+        model_config = ConfigDict(strict=True, extra="ignore")
+
+        q: Text
+        api_key: Optional[Annotated[str, Field(max_length=256)]] = None
+
+    return Schemas(TranslateRequest=TranslateRequest, LTTranslateRequest=LTTranslateRequest,
+                   LTDetectRequest=LTDetectRequest)

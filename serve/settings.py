@@ -22,7 +22,7 @@ class ServerSettings:
     # ---- request limits
     max_texts: int = 64  # texts per request
     max_chars: int = 2000  # characters per text
-    max_tokens_per_text: int = 256  # SentencePiece tokens per text (before the appended EOS)
+    max_tokens_per_text: int = 256  # SentencePiece tokens per sentence (longer ones are cut; before the EOS)
     max_body_bytes: int = 256 * 1024  # whole request body, checked on Content-Length and streamed
     max_beam: int = 16
     max_output_length: int = 512

@@ -22,7 +22,7 @@ from serve.metrics import Metrics
 from serve.schemas import ErrorResponse, Schemas, build_schemas
 from serve.settings import ServerSettings
 
-ROUTES = {"/", "/health", "/ready", "/v1/models", "/v1/translate", "/translate", "/languages", "/metrics",
+ROUTES = {"/", "/health", "/ready", "/v1/models", "/v1/translate", "/translate", "/detect", "/languages", "/metrics",
           "/docs", "/openapi.json"}  # metrics label every other path "other"
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 503, 504)}  # for OpenAPI
 
@@ -68,14 +68,16 @@ class ServerState:
                            f"model: unknown model {name!r}; available: {', '.join(self.engines)}", "model")
         return engine
 
-    async def translate_texts(self, engine: ModelEngine, texts: list[str], opts: RequestOptions,
-                              field: str) -> tuple[list[Any], BatchResult]:  # fmt: skip
+    async def translate_texts(self, engine: ModelEngine, texts: list[str], opts: RequestOptions, field: str,
+                              lengths: Optional[list[int]] = None) -> tuple[list[Any], BatchResult]:
         """Check token lengths, queue for the batcher, wait (bounded): ``(hypotheses, BatchResult)``.
-        ``field`` names the request field in errors (``texts[3]``)."""
+        ``field`` names the request field in errors (``texts[3]``); ``lengths``: the texts'
+        token counts when the caller has them (``serve/documents.py`` counts while splitting)."""
         limit, timeout = self.settings.max_tokens_per_text, self.settings.request_timeout_s
-        # normalising + SentencePiece is CPU work proportional to the request (a 252 KB one held
-        # the event loop ~170 ms): in a thread, so /health and other clients are not stalled
-        lengths = await asyncio.to_thread(engine.count_tokens, texts)
+        if lengths is None:
+            # normalising + SentencePiece is CPU work proportional to the request (a 252 KB one
+            # held the event loop ~170 ms): in a thread, so /health and other clients are not stalled
+            lengths = await asyncio.to_thread(engine.count_tokens, texts)
         for i, n in enumerate(lengths):
             if n > limit:
                 raise ApiError(422, "text_too_long", f"{field}[{i}]: text has {n} tokens; the limit is {limit}",

@@ -143,7 +143,7 @@ def test_report_files(tmp_path: Path) -> None:
     paths = write_report(report, tmp_path)
     assert json.loads(paths["json"].read_text())["rounds"][2]["forward"]["scores"]["test2016"]["bleu"] == 33
     md = paths["md"].read_text()
-    assert "| 2 | 32.00 | 33.00 | 41.00 | 27.00 | 28.00 | 41.00 |" in md and "test2016" in md and "final_model" in md
+    assert "| 2 | 32.00 / 40.00 | 33.00 / 41.00 | 27.00 / 40.00 | 28.00 / 41.00 |" in md and "test2016" in md and "final_model" in md
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,5 +1,7 @@
-"""The MarianMT importer: a randomly initialised small MarianMT (built locally, nothing
-downloaded) gives the same logits and the same greedy tokens in mt as in HF's generate."""
+"""The MarianMT weight conversion (``mt.marian.convert_model``): a randomly initialised small
+MarianMT (built locally, nothing downloaded) gives the same logits and the same greedy tokens
+in mt as in HF's generate. The whole directory import (``mt import marian``: tokenizer,
+vocabulary, model directory) is tested in test_marian_import.py."""
 
 import pytest
 import torch
@@ -45,10 +47,10 @@ def _sources():
 
 
 def test_import_logits_match(hf_dir):
-    from mt.marian import import_marian
+    from mt.marian import convert_model
 
     hf = transformers.MarianMTModel.from_pretrained(hf_dir).eval()
-    ours = import_marian(hf_dir)
+    ours = convert_model(hf)
     assert ours.cfg.norm == "post" and ours.cfg.activation == "swish" and ours.decoder_start_id == PAD
     src = _sources()
     tgt_in = torch.cat([torch.full((src.shape[0], 1), PAD), torch.randint(1, PAD, (src.shape[0], 7))], dim=1)
@@ -59,10 +61,10 @@ def test_import_logits_match(hf_dir):
 
 
 def test_greedy_matches_hf_generate(hf_dir):
-    from mt.marian import import_marian
+    from mt.marian import convert_model
 
     hf = transformers.MarianMTModel.from_pretrained(hf_dir).eval()
-    ours = import_marian(hf_dir)
+    ours = convert_model(hf)
     src = _sources()
     n_new = 25
     with torch.no_grad():

@@ -240,3 +240,85 @@ def test_model_directory_remembers_its_decoding_defaults(model_dir, tmp_path):
     rc, out = _run(["translate", "--model", str(tmp_path / "m"), "--max-len-b", "1", "--n-best", "2"], "haus baum\n")
     assert rc == 0 and len(out.splitlines()) == 2  # n-best over the stored beam of 3
     assert stored_decode_options(model_dir / "model") == DecodeOptions()  # none stored: the defaults
+
+
+# ---------------------------------------------------------------- documents (mt/documents.py)
+
+
+def test_translate_takes_documents_and_batches_their_sentences_together(model_dir):
+    """`translate` splits each text into sentences, translates all of them in one
+    translate_batch call, and joins them back into each text's layout; split=False is the
+    sentence-per-text behaviour of translate_batch."""
+    tr = Translator.load(model_dir / "model", beam=2, max_len_a=0.0, max_len_b=4)  # short: a random model
+    docs = ["Haus baum. Katze und hund.\n\nRot blau.", "  Klein.  ", ""]
+    sentences = ["Haus baum.", "Katze und hund.", "Rot blau.", "Klein."]
+    calls = []
+    original = tr.translate_batch
+    tr.translate_batch = lambda texts, *a, **k: calls.append(list(texts)) or original(texts, *a, **k)
+    a, b, c, d = [h[0].text for h in original(sentences)]
+    assert tr.translate(docs) == [f"{a} {b}\n\n{c}", f"  {d}  ", ""]
+    assert calls == [sentences]  # one call: the sentences of all documents batch together
+    assert tr.translate(docs[:1], split=False) == [original(docs[:1])[0][0].text]
+    html = tr.translate(['<p>Haus <b>baum</b>. Katze.</p>'], fmt="html")[0]
+    assert html.startswith("<p>") and html.endswith("</p>") and html.count("<b>") == html.count("</b>") == 1
+
+
+def test_translate_cuts_a_sentence_longer_than_the_model_instead_of_truncating_it():
+    tr = Translator(plain(toy_model(max_positions=24)), IntText())  # 23 source subwords at most
+    long = " ".join(["7"] * 30 + ["9"] * 10)
+    pieces = [" ".join(["7"] * 23), " ".join(["7"] * 7 + ["9"] * 10)]
+    opts = DecodeOptions(beam=2, max_len_a=0.0, max_len_b=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no truncation warning: nothing is cut off
+        out = tr.translate([long], opts)
+    expect = [h[0].text for h in tr.translate_batch(pieces, opts)]
+    assert out == [" ".join(expect)]
+
+
+def _document_args(model, *flags: str, doc_flags: tuple[str, ...] = ()):
+    """`mt translate` arguments with the document flags (``add_document_arguments``) parsed."""
+    import argparse
+
+    from mt.decode.translator import add_document_arguments
+
+    args = build_parser().parse_args(["translate", "--model", str(model), *flags])
+    parser = argparse.ArgumentParser()
+    add_document_arguments(parser)
+    vars(args).update(vars(parser.parse_args(list(doc_flags))))
+    return args
+
+
+def test_translate_cli_split_keeps_the_line_structure(model_dir, tmp_path):
+    """--split: the input is one document; each line is split into sentences and the output
+    has the input's lines, blank ones included. Without it, one sentence per line as before."""
+    from mt.decode.translator import translate_cli
+
+    src = tmp_path / "doc.txt"
+    src.write_text("Haus baum. Katze und hund.\n\n  Rot blau.\nKlein\n", encoding="utf-8")
+    model = model_dir / "model"
+    short = ("--beam", "2", "--max-len-a", "0", "--max-len-b", "4")
+    tr = Translator.load(model, beam=2, max_len_a=0.0, max_len_b=4)
+    a, b, c, d = [h[0].text for h in tr.translate_batch(["Haus baum.", "Katze und hund.", "Rot blau.", "Klein"])]
+    out = tmp_path / "out.txt"
+    assert translate_cli(_document_args(model, *short, "-i", str(src), "-o", str(out),
+                                        doc_flags=("--split",))) == 0
+    assert out.read_text(encoding="utf-8") == f"{a} {b}\n\n  {c}\n{d}\n"
+    # the default is unchanged: line 1 is one "sentence"
+    assert translate_cli(_document_args(model, *short, "-i", str(src), "-o", str(out))) == 0
+    lines = out.read_text(encoding="utf-8").split("\n")
+    assert lines[0] == tr.translate_batch(["Haus baum. Katze und hund."])[0][0].text and len(lines) == 5
+    html = tmp_path / "page.html"
+    html.write_text('<html><body>\n<p class="a>b">Haus <b>baum</b>.</p>\n<!-- x --></body></html>\n', encoding="utf-8")
+    assert translate_cli(_document_args(model, *short, "-i", str(html), "-o", str(out),
+                                        doc_flags=("--format", "html"))) == 0
+    got = out.read_text(encoding="utf-8")
+    assert got.startswith('<html><body>\n<p class="a>b">') and got.endswith("</p>\n<!-- x --></body></html>\n")
+
+
+def test_translate_cli_split_refuses_n_best(model_dir):
+    from mt.decode.translator import translate_cli
+    from mt.errors import ConfigError
+
+    args = _document_args(model_dir / "model", "--beam", "2", "--n-best", "2", doc_flags=("--split",))
+    with pytest.raises(ConfigError, match="^--n-best: 2 is for one sentence per line"):
+        translate_cli(args)

@@ -120,7 +120,7 @@ def test_pyproject_extras_match_the_table():
                 for r in reqs}
 
     for module, extra in EXTRAS.items():
-        assert module.lower() in names(extras[extra]) | {"py3langid"}, (module, extra)
+        assert module.lower() in names(extras[extra]), (module, extra)
     torch_req = [r for r in project["dependencies"] if r.startswith("torch")]
     assert torch_req and "==" not in torch_req[0]
     assert "torch==" in (ROOT / "constraints.txt").read_text()

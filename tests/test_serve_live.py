@@ -3,6 +3,7 @@ LibreTranslate client, liveness during long decodes, and ``mt serve`` itself."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -117,6 +118,23 @@ def test_libretranslatepy_client(live):
     with pytest.raises(urllib.error.HTTPError) as e:
         lt.translate("Hallo", "de", "fr")
     assert e.value.code == 400
+
+
+def test_libretranslatepy_detect_and_auto(live):
+    """The client's ``detect`` and ``translate(..., "auto", ...)``: the served languages ranked,
+    the de-en model chosen for German, an English text refused (no model into English from it)."""
+    from libretranslatepy import LibreTranslateAPI as lt_api
+
+    lt = lt_api(live, api_key=KEY)
+    german = "Ein Mann mit einem orangefarbenen Hut, der etwas anstarrt."
+    ranked = lt.detect(german)
+    assert [d["language"] for d in ranked] == ["de", "en"] and ranked[0]["confidence"] > 90, ranked
+    assert lt.translate(german, "auto", "en") == lt.translate(german, "de", "en")
+    r = httpx.post(live + "/translate", headers=AUTH, json={"q": german, "source": "auto", "target": "en"}, timeout=60)
+    assert r.json()["detectedLanguage"]["language"] == "de", r.text
+    with pytest.raises(urllib.error.HTTPError) as e:
+        lt.translate("A man in an orange hat starring at something.", "auto", "en")
+    assert e.value.code == 400 and "English" in json.loads(e.value.read())["error"]
 
 
 def test_health_answers_while_a_long_batch_decodes(tiny):

@@ -41,7 +41,7 @@ from typing import Any, Callable, Literal, Optional
 from mt.backtranslate import filter as bt_filter
 from mt.backtranslate import generate as gen
 from mt.backtranslate.report import write_report
-from mt.config import ConfigError, ExperimentConfig, from_dict, to_dict
+from mt.config import ConfigError, DecodeOptions, ExperimentConfig, from_dict, to_dict
 from mt.fileio import atomic_dir, atomic_write_text, read_lines
 
 MANIFEST = "bt_manifest.json"
@@ -58,15 +58,16 @@ class Manifest:
     or the new version, and a stage counts as finished only once its outputs exist.
     """
 
-    def __init__(self, path: Path, data: Optional[dict[str, Any]] = None) -> None:
+    def __init__(self, path: Path, data: Optional[dict[str, Any]] = None, label: str = "mt backtranslate") -> None:
         self.path = path
         self.data = data or {"format": 1, "stages": {}}
+        self.label = label  # the prefix of its progress lines (`mt recipe run` keeps one too)
 
     @classmethod
-    def load(cls, path: Path) -> "Manifest":
+    def load(cls, path: Path, label: str = "mt backtranslate") -> "Manifest":
         if path.is_file():
-            return cls(path, json.loads(path.read_text(encoding="utf-8")))
-        return cls(path)
+            return cls(path, json.loads(path.read_text(encoding="utf-8")), label)
+        return cls(path, label=label)
 
     @property
     def stages(self) -> dict[str, Any]:
@@ -85,9 +86,9 @@ class Manifest:
     def run(self, name: str, fn: Callable[[], Optional[dict[str, Any]]]) -> dict[str, Any]:
         """Run stage ``name`` unless it is recorded as done; returns its (recorded) result."""
         if self.done(name):
-            print(f"mt backtranslate: {name}: done earlier, skipped", file=sys.stderr)
+            print(f"{self.label}: {name}: done earlier, skipped", file=sys.stderr)
             return self.result(name)
-        print(f"mt backtranslate: === {name} ===", file=sys.stderr, flush=True)
+        print(f"{self.label}: === {name} ===", file=sys.stderr, flush=True)
         now = lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")  # noqa: E731
         entry = {"status": "running", "started": now(), "attempts": self.stages.get(name, {}).get("attempts", 0) + 1}
         self.stages[name] = entry
@@ -168,6 +169,76 @@ def stage_config(
     return cfg
 
 
+# --------------------------------------------------------------------------- stages shared with `mt recipe run`
+
+
+def prepare_stage(scfg: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
+    """``mt prepare`` of a stage config (a no-op when its inputs are unchanged); counts for the record."""
+    from mt.data.prepare import prepare
+
+    out = prepare(scfg, progress=progress)
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    return {"data": str(out), "counts": manifest["counts"], "clean": manifest["clean"]}
+
+
+def train_stage(scfg: ExperimentConfig) -> dict[str, Any]:
+    """``mt train`` of a stage config; an interrupted earlier attempt (a checkpoint exists) is
+    resumed from its last checkpoint. Returns the model directory (best on valid, else last)."""
+    from mt.train.checkpoint import latest_checkpoint
+    from mt.train.trainer import train
+
+    resume = latest_checkpoint(scfg.run_path) is not None
+    state = train(scfg, resume=resume)
+    model = scfg.run_path / "model_best"
+    if not (model / "config.json").is_file():
+        model = scfg.run_path / "model_last"
+    return {"model": str(model), "steps": state.step, "stop_reason": state.stop_reason,
+            "best": state.best, "train_seconds": round(state.elapsed, 1)}  # fmt: skip
+
+
+def eval_sets(cfg: ExperimentConfig, data_root: Path, direction: Direction = "forward",
+              limit: int = 0) -> dict[str, tuple[list[str], list[str]]]:  # fmt: skip
+    """valid and each test set of ``cfg`` as raw (source, reference) lines in ``direction``;
+    ``limit`` > 0 keeps the first ``limit`` pairs of each."""
+    from mt.data.sources import open_corpus
+
+    d = cfg.data
+    corpora = ({"valid": d.valid} if d.valid is not None else {}) | dict(d.test)
+    out = {}
+    for name, corpus in corpora.items():
+        pairs = list(open_corpus(corpus, d.src_lang, d.tgt_lang, data_root, d.clean.invalid_utf8, f"data.{name}"))
+        if limit:
+            pairs = pairs[:limit]
+        src, ref = [p[0] for p in pairs], [p[1] for p in pairs]
+        out[name] = (src, ref) if direction == "forward" else (ref, src)
+    return out
+
+
+def evaluate_model(model: Path, sets: dict[str, tuple[list[str], list[str]]], opts: DecodeOptions, tokenize: str,
+                   out_dir: Path, label: str, threads: Optional[int] = None,
+                   prefix: str = "mt backtranslate") -> dict[str, Any]:  # fmt: skip
+    """Beam search (``opts.beam``) of ``model`` over each set; sacreBLEU (``tokenize``: the
+    output language's tokenizer) and chrF per set, hypotheses in ``out_dir/<set>.<label>.hyp``."""
+    from mt.decode.translator import Translator
+    from mt.evaluate import corpus_scores, length_stats
+
+    opts = opts.replace(n_best=1, sampling="none")
+    translator = Translator.load(model, opts, threads=threads)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scores: dict[str, Any] = {}
+    signatures: dict[str, str] = {}
+    for split, (src, ref) in sets.items():
+        t0 = time.perf_counter()
+        hyps = [h[0].text for h in translator.translate_batch(src, opts)]
+        atomic_write_text(out_dir / f"{split}.{label}.hyp", "".join(h + "\n" for h in hyps))
+        s = corpus_scores(hyps, ref, tokenize=tokenize)
+        signatures = {"bleu": s.pop("bleu_signature"), "chrf": s.pop("chrf_signature")}
+        scores[split] = {**s, **length_stats(hyps), "sentences": len(src), "seconds": round(time.perf_counter() - t0, 1)}
+    line = ", ".join(f"{k} BLEU {v['bleu']:.2f} chrF {v['chrf']:.2f}" for k, v in scores.items())
+    print(f"{prefix}: {label} {model}: {line}", file=sys.stderr)
+    return {"scores": scores, "beam": opts.beam, "signatures": signatures}
+
+
 # --------------------------------------------------------------------------- the pipeline
 
 
@@ -195,7 +266,7 @@ class Pipeline:
         self.mono = {"tgt": self._mono_path("mono_tgt"), "src": self._mono_path("mono_src")}
         self.spm_dir: Optional[Path] = self._given_spm_dir()
         self.rows: list[dict[str, Any]] = []
-        self.signatures: dict[str, str] = {}
+        self.signatures: dict[str, Any] = {}
 
     # ---- checks that run before any work
 
@@ -270,59 +341,27 @@ class Pipeline:
                             self.spm_dir, train_files, init_from)  # fmt: skip
 
     def _prepare(self, scfg: ExperimentConfig) -> dict[str, Any]:
-        from mt.data.prepare import prepare
-
-        out = prepare(scfg, progress=self.progress)
-        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-        return {"data": str(out), "counts": manifest["counts"], "clean": manifest["clean"]}
+        return prepare_stage(scfg, self.progress)
 
     def _train(self, scfg: ExperimentConfig) -> dict[str, Any]:
-        from mt.train.checkpoint import latest_checkpoint
-        from mt.train.trainer import train
-
-        resume = latest_checkpoint(scfg.run_path) is not None  # an interrupted earlier attempt
-        state = train(scfg, resume=resume)
-        model = scfg.run_path / "model_best"
-        if not (model / "config.json").is_file():
-            model = scfg.run_path / "model_last"
-        return {"model": str(model), "steps": state.step, "stop_reason": state.stop_reason,
-                "best": state.best, "train_seconds": round(state.elapsed, 1)}  # fmt: skip
-
-    def _eval_sets(self, direction: Direction) -> dict[str, tuple[list[str], list[str]]]:
-        """valid and each test set as raw (source, reference) lines, in this direction."""
-        from mt.data.sources import open_corpus
-
-        d = self.cfg.data
-        corpora = ({"valid": d.valid} if d.valid is not None else {}) | dict(d.test)
-        out = {}
-        for name, corpus in corpora.items():
-            pairs = list(open_corpus(corpus, d.src_lang, d.tgt_lang, self.data_root, d.clean.invalid_utf8, f"data.{name}"))
-            if self.bt.eval_sentences:
-                pairs = pairs[: self.bt.eval_sentences]
-            src, ref = [p[0] for p in pairs], [p[1] for p in pairs]
-            out[name] = (src, ref) if direction == "forward" else (ref, src)
-        return out
+        return train_stage(scfg)
 
     def _evaluate(self, direction: Direction, model: Path, out_dir: Path) -> dict[str, Any]:
         """sacreBLEU + chrF of ``model`` on valid and every test set; hypotheses saved."""
-        from mt.decode.translator import Translator
-        from mt.evaluate import corpus_scores, length_stats
-
         beam = self.bt.eval_beam or self.cfg.decode.beam
-        opts = self.cfg.decode.replace(beam=beam, n_best=1, sampling="none", device=self.bt.device)
-        translator = Translator.load(model, opts, threads=self.cfg.train.threads)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        scores: dict[str, Any] = {}
-        for split, (src, ref) in self._eval_sets(direction).items():
-            t0 = time.perf_counter()
-            hyps = [h[0].text for h in translator.translate_batch(src, opts)]
-            atomic_write_text(out_dir / f"{split}.{self.names[direction]}.hyp", "".join(h + "\n" for h in hyps))
-            s = corpus_scores(hyps, ref)
-            self.signatures = {"bleu": s.pop("bleu_signature"), "chrf": s.pop("chrf_signature")}
-            scores[split] = {**s, **length_stats(hyps), "sentences": len(src), "seconds": round(time.perf_counter() - t0, 1)}
-        line = ", ".join(f"{k} BLEU {v['bleu']:.2f} chrF {v['chrf']:.2f}" for k, v in scores.items())
-        print(f"mt backtranslate: {self.names[direction]} {model}: {line}", file=sys.stderr)
-        return {"scores": scores, "beam": beam, "signatures": self.signatures}
+        opts = self.cfg.decode.replace(beam=beam, device=self.bt.device)
+        sets = eval_sets(self.cfg, self.data_root, direction, self.bt.eval_sentences)
+        lang = self.tgt if direction == "forward" else self.src  # BLEU tokenizer of the output language
+        return evaluate_model(model, sets, opts, self.cfg.data.bleu_tokenize_for(lang), out_dir,
+                              self.names[direction], self.cfg.train.threads)  # fmt: skip
+
+    def _note_signatures(self, direction: Direction, signatures: dict[str, str]) -> None:
+        """The report's signatures: the last evaluation's, plus BLEU's per direction (the
+        tokenizer follows each direction's output language: ``tok:zh`` for en→zh only)."""
+        if not signatures:
+            return
+        by_direction = {**self.signatures.get("bleu_by_direction", {}), self.names[direction]: signatures["bleu"]}
+        self.signatures = {**signatures, "bleu_by_direction": by_direction}
 
     def _clean_bitext(self) -> dict[str, Any]:
         """The training bitext, cleaned once (data.clean) into normalised text files that every
@@ -416,14 +455,14 @@ class Pipeline:
         trained = m.run(f"r{r}.{direction}.train", lambda: self._train(scfg))
         model = Path(trained["model"])
         ev = m.run(f"r{r}.{direction}.eval", lambda: self._evaluate(direction, model, scfg.run_path / "eval"))
-        self.signatures = ev.get("signatures", self.signatures)
+        self._note_signatures(direction, ev.get("signatures", {}))
         return {"direction": self.names[direction], "model": str(model), "source": "trained", "scores": ev["scores"],
                 "steps": trained.get("steps")}  # fmt: skip
 
     def _given(self, direction: Direction) -> dict[str, Any]:
         path = Path(getattr(self.bt, f"{direction}_model"))
         ev = self.manifest.run(f"r0.{direction}.eval", lambda: self._evaluate(direction, path, self.root / "round0" / f"eval_{direction}"))
-        self.signatures = ev.get("signatures", self.signatures)
+        self._note_signatures(direction, ev.get("signatures", {}))
         return {"direction": self.names[direction], "model": str(path), "source": "given", "scores": ev["scores"]}
 
     def _seconds(self, r: int) -> dict[str, float]:

@@ -44,20 +44,34 @@ def _counts(d: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in d.items())
 
 
+def splits(rows: list[dict[str, Any]]) -> list[str]:
+    """Every scored split of the report, ``valid`` first, then the test sets in config order."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        for side in ("forward", "reverse"):
+            seen.update(dict.fromkeys(((row.get(side) or {}).get("scores") or {})))
+    return sorted(seen, key=lambda s: s != "valid")  # stable: test sets keep their order
+
+
+def _pair(row: dict[str, Any], side: str, split: str) -> str:
+    return f"{_fmt(_score(row, side, split, 'bleu'))} / {_fmt(_score(row, side, split, 'chrf'))}"
+
+
 def markdown(report: dict[str, Any]) -> str:
     rows = report["rounds"]
     fwd, rev = report["directions"]["forward"], report["directions"]["reverse"]
-    test = headline_split(rows)
+    names = splits(rows)
+    score_cols = [(side, split) for side in ("forward", "reverse") for split in names]
+    header = " | ".join(f"{report['directions'][side]} {split}" for side, split in score_cols)
     lines = [
         f"# Back-translation report: {fwd} (forward) and {rev} (reverse)",
         "",
-        f"Round 0 = bitext-only baselines. Scores: sacreBLEU / chrF on `valid` and `{test}`"
+        "Round 0 = bitext-only baselines. Each score cell is sacreBLEU / chrF"
         + (f" (first {report['eval_sentences']} sentences only)" if report.get("eval_sentences") else "")
         + f", beam {report.get('eval_beam')}.",
         "",
-        f"| round | {fwd} valid BLEU | {fwd} {test} BLEU | {fwd} {test} chrF | {rev} valid BLEU | {rev} {test} BLEU "
-        f"| {rev} {test} chrF | synthetic pairs {fwd} / {rev} | generation sent/s | wall min |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| round | {header} | synthetic pairs {fwd} / {rev} | generation sent/s | wall min |",
+        "|---:|" + "---:|" * (len(score_cols) + 3),
     ]
     for row in rows:
         syn = row.get("synthetic") or {}
@@ -65,12 +79,8 @@ def markdown(report: dict[str, Any]) -> str:
         speeds = [(syn.get(side) or {}).get("generation", {}).get("sentences_per_s") for side in ("forward", "reverse")]
         speed = " / ".join(_fmt(s) for s in speeds if s) or "–"
         minutes = sum((row.get("seconds") or {}).values()) / 60.0
-        lines.append(
-            f"| {row['round']} | {_fmt(_score(row, 'forward', 'valid', 'bleu'))} | {_fmt(_score(row, 'forward', test, 'bleu'))} "
-            f"| {_fmt(_score(row, 'forward', test, 'chrf'))} | {_fmt(_score(row, 'reverse', 'valid', 'bleu'))} "
-            f"| {_fmt(_score(row, 'reverse', test, 'bleu'))} | {_fmt(_score(row, 'reverse', test, 'chrf'))} "
-            f"| {' / '.join(pairs)} | {speed} | {minutes:.1f} |"
-        )
+        cells = " | ".join(_pair(row, side, split) for side, split in score_cols)
+        lines.append(f"| {row['round']} | {cells} | {' / '.join(pairs)} | {speed} | {minutes:.1f} |")
     lines += ["", "Models per round (trained / reused from the previous round / given in the config):", ""]
     for row in rows:
         for side in ("forward", "reverse"):
@@ -90,7 +100,11 @@ def markdown(report: dict[str, Any]) -> str:
                 f"filter {_counts(s.get('filter') or {})}"
             )
     sig = report.get("signatures") or {}
-    if sig:
+    by_direction = sig.get("bleu_by_direction") or {}
+    if len(set(by_direction.values())) > 1:  # the output languages take different BLEU tokenizers
+        lines += [""] + [f"BLEU signature ({d}): `{v}`  " for d, v in by_direction.items()]
+        lines += [f"chrF signature: `{sig.get('chrf')}`"]
+    elif sig:
         lines += ["", f"BLEU signature: `{sig.get('bleu')}`  ", f"chrF signature: `{sig.get('chrf')}`"]
     if report.get("final_model"):
         lines += ["", f"Final {fwd} model (best valid BLEU over rounds): `{report['final_model']}`"]

@@ -10,16 +10,115 @@ The sampler is deterministic for ``(seed, epoch)``, shards batches across DDP ra
 (rank ``r`` takes every ``world_size``-th batch, so ``world_size`` ranks with one batch each
 see exactly what one process with ``update_freq = world_size`` sees), and is resumable
 mid-epoch: ``state_dict()`` records how many batches this rank has consumed.
+
+Several corpora (``data.train`` as a list) are stored back to back; a :class:`CorpusMix`
+says how many examples each gives per epoch (docs/data.md): ``upsample: k`` repeats every
+pair k times; ``weight`` gives corpus i ``w_i / sum(w) * N`` of the epoch's N examples
+(N = all corpora's pairs; largest remainders get the rounding), drawn without replacement:
+a smaller share is a fresh random subset each epoch, a larger one every pair ``floor`` times
+plus a random subset for the rest. The epoch's indices are one numpy array (repeats
+included), drawn from ``(seed, epoch)`` alone, so resuming needs no more state than before.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from mt.data import DataError
+
+_POOL_STREAM = 0x6D6978  # a separate random stream for drawing corpus subsets ("mix")
+
+
+def epoch_counts(
+    sizes: Sequence[int], weights: Optional[Sequence[float]] = None, upsample: Optional[Sequence[int]] = None
+) -> list[int]:
+    """Examples per epoch of each corpus: ``sizes[i] * upsample[i]``, or with ``weights`` the
+    shares of ``sum(sizes)`` (exact decimal fractions, largest remainder rounding, ties to the
+    earlier corpus)."""
+    if weights is None:
+        ups = upsample if upsample is not None else [1] * len(sizes)
+        return [int(n) * int(k) for n, k in zip(sizes, ups)]
+    exact = [Fraction(str(float(w))) for w in weights]  # 0.1 as the 1/10 the user wrote, not its binary neighbour
+    total, weight_sum = sum(sizes), sum(exact)
+    shares = [w / weight_sum * total for w in exact]
+    counts = [int(x) for x in shares]  # floor: shares are >= 0
+    by_remainder = sorted(range(len(shares)), key=lambda i: (counts[i] - shares[i], i))
+    for i in by_remainder[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+@dataclass(frozen=True)
+class CorpusMix:
+    """Corpora stored back to back (corpus i = the ``sizes[i]`` examples after the ones before
+    it) and the examples ``counts[i]`` each gives per epoch."""
+
+    names: tuple[str, ...]
+    sizes: tuple[int, ...]
+    counts: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not len(self.names) == len(self.sizes) == len(self.counts) or not self.names:
+            raise ValueError("a corpus mix needs one name, size and count per corpus")
+        if min(self.sizes) < 1 or min(self.counts) < 0:
+            raise ValueError(f"corpus sizes must be >= 1 and counts >= 0, got {self.sizes} / {self.counts}")
+
+    @property
+    def total(self) -> int:
+        """Examples stored (all corpora)."""
+        return sum(self.sizes)
+
+    @property
+    def epoch_size(self) -> int:
+        return sum(self.counts)
+
+    @property
+    def plain(self) -> bool:
+        """Every example exactly once per epoch: the mix changes nothing."""
+        return self.counts == self.sizes
+
+    def epoch_pool(self, seed: int, epoch: int) -> np.ndarray:
+        """This epoch's example indices, grouped by corpus (the sampler sorts and shuffles them)."""
+        rng = np.random.default_rng([seed, epoch, _POOL_STREAM])
+        parts, start = [], 0
+        for size, count in zip(self.sizes, self.counts):
+            repeats, rest = divmod(count, size)
+            if repeats:
+                parts.append(np.tile(np.arange(start, start + size, dtype=np.int64), repeats))
+            if rest:  # a different subset each epoch, no pair twice
+                parts.append(start + rng.choice(size, rest, replace=False).astype(np.int64))
+            start += size
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def as_list(self) -> list[dict[str, Any]]:
+        return [{"name": n, "pairs": s, "epoch_examples": c} for n, s, c in zip(self.names, self.sizes, self.counts)]
+
+    @classmethod
+    def from_manifest(cls, data_dir: str | Path) -> Optional["CorpusMix"]:
+        """The mix recorded by ``mt prepare`` in ``data_dir/manifest.json`` (``train_corpora``);
+        ``None`` when there is none (one corpus, or data prepared before mixes existed)."""
+        path = Path(data_dir) / "manifest.json"
+        if not path.is_file():
+            return None
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8")).get("train_corpora")
+            if entries is None:
+                return None
+            return cls(
+                tuple(str(e["name"]) for e in entries),
+                tuple(int(e["pairs"]) for e in entries),
+                tuple(int(e["epoch_examples"]) for e in entries),
+            )
+        except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{path}: train_corpora: malformed ({e}); rerun `mt prepare --force`") from None
 
 
 def make_batches(src_sizes: np.ndarray, tgt_sizes: np.ndarray, max_tokens: int, order: np.ndarray) -> list[np.ndarray]:
@@ -54,6 +153,7 @@ class TokenBatchSampler:
         shuffle: bool = True,
         rank: int = 0,
         world_size: int = 1,
+        mix: Optional[CorpusMix] = None,
     ) -> None:
         if len(src_sizes) != len(tgt_sizes):
             raise ValueError(f"source has {len(src_sizes)} sizes, target {len(tgt_sizes)}")
@@ -61,6 +161,12 @@ class TokenBatchSampler:
             raise ValueError("cannot batch an empty corpus")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world_size {world_size}")
+        if mix is not None and mix.total != len(src_sizes):
+            raise ValueError(f"the corpus mix covers {mix.total} examples, the data has {len(src_sizes)}")
+        if mix is not None and mix.epoch_size == 0:
+            raise ValueError("the corpus mix draws no example per epoch")
+        # a plain mix (every example once) is today's single corpus: same batches, same stream
+        self.mix = mix if mix is not None and not mix.plain else None
         self.src_sizes = np.asarray(src_sizes, dtype=np.int64)
         self.tgt_sizes = np.asarray(tgt_sizes, dtype=np.int64)
         self.max_tokens = max_tokens
@@ -77,12 +183,15 @@ class TokenBatchSampler:
     def _global_batches(self, epoch: int) -> list[np.ndarray]:
         if self._cache is not None and self._cache[0] == epoch:
             return self._cache[1]
-        n = len(self.src_sizes)
+        pool = self.mix.epoch_pool(self.seed, epoch) if self.mix is not None else None
+        n = len(self.src_sizes) if pool is None else len(pool)
         if self.shuffle:
             rng = np.random.default_rng([self.seed, epoch])
             tie_break = rng.permutation(n)
         else:
             rng, tie_break = None, np.arange(n)
+        if pool is not None:
+            tie_break = pool[tie_break]  # example indices, repeats included
         # lexsort: last key is primary → by target length, then source length, then random
         order = tie_break[np.lexsort((self.src_sizes[tie_break], self.tgt_sizes[tie_break]))]
         batches = make_batches(self.src_sizes, self.tgt_sizes, self.max_tokens, order)
@@ -116,14 +225,23 @@ class TokenBatchSampler:
 
     # ---- resume
 
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "world_size": self.world_size}
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"epoch": self.epoch, "position": self.position, "seed": self.seed, "world_size": self.world_size}
+        if self.mix is not None:
+            state["epoch_examples"] = list(self.mix.counts)
+        return state
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("world_size", self.world_size) != self.world_size:
             raise ValueError(
                 f"checkpoint was written with world_size={state['world_size']}, now {self.world_size}; "
                 "mid-epoch resume needs the same number of processes"
+            )
+        mine = list(self.mix.counts) if self.mix is not None else None
+        if state.get("epoch_examples") != mine:
+            raise ValueError(
+                f"checkpoint was written with examples per epoch and corpus {state.get('epoch_examples')}, now {mine}; "
+                "the corpus weights or the prepared data changed since"
             )
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
 

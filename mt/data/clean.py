@@ -1,6 +1,7 @@
 """Training-bitext filters with a per-rule report.
 
-Each pair is normalised (:func:`mt.data.text.normalize`) and then checked by the rules in
+Each pair is normalised (:func:`mt.data.text.normalize`, with the per-language defaults of
+:mod:`mt.data.languages` for settings left at ``auto``) and then checked by the rules in
 order; a dropped pair is counted under the FIRST rule that fires, so the counts add up:
 ``read = kept + sum(dropped)``. Rules (lengths in whitespace tokens):
 
@@ -46,6 +47,15 @@ class CleanReport:
     duplicate: int = 0
     control_stripped: int = 0  # kept pairs whose control characters were removed (not a drop)
 
+    @classmethod
+    def total(cls, reports: Iterable["CleanReport"]) -> "CleanReport":
+        """The counts of several corpora added up."""
+        out = cls()
+        for r in reports:
+            for name, n in r.as_dict().items():
+                setattr(out, name, getattr(out, name) + n)
+        return out
+
     @property
     def dropped(self) -> int:
         return sum(getattr(self, r) for r in DROP_RULES)
@@ -75,7 +85,7 @@ class Cleaner:
     """
 
     def __init__(self, cfg: CleanConfig, src_lang: str, tgt_lang: str) -> None:
-        self.cfg = cfg
+        self.cfg = cfg.resolved(src_lang, tgt_lang)  # "auto" settings decided once, by language
         self.src_lang, self.tgt_lang = src_lang, tgt_lang
         self.report = CleanReport()
         self._seen: set[int] = set()

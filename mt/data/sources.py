@@ -87,17 +87,26 @@ def _decoded_lines(path: Path, what: str, policy: InvalidUtf8) -> Iterator[tuple
 
 
 def read_monolingual(
-    path: str | Path, invalid_utf8: InvalidUtf8 = "error", stats: Optional[ReadStats] = None
+    path: str | Path, invalid_utf8: InvalidUtf8 = "error", stats: Optional[ReadStats] = None,
+    what: str = "monolingual corpus",
 ) -> Iterator[str]:
-    """Lines of a plain-text file (newline removed), decoded one at a time."""
+    """Lines of a plain-text file (newline removed), decoded one at a time.
+
+    A file without a single non-blank decodable line raises :class:`DataError` once read to the
+    end: translating it would quietly produce nothing."""
     path = Path(path)
     stats = stats if stats is not None else ReadStats()
-    for _, text in _decoded_lines(path, "monolingual corpus", invalid_utf8):
+    lines = has_text = 0
+    for lines, text in _decoded_lines(path, what, invalid_utf8):
         if text is None:
             stats.invalid_utf8 += 1
             continue
         stats.yielded += 1
+        has_text = has_text or bool(text.strip())
         yield text
+    if not has_text:
+        detail = "the file is empty" if lines == 0 else f"all {lines} lines are blank or invalid UTF-8"
+        raise DataError(f"{what}: {path}: no text ({detail})")
 
 
 def read_text_pair(
@@ -121,7 +130,8 @@ def read_text_pair(
                     n_src = lineno + (rest if raw_s else 0)
                     n_tgt = lineno + (rest if raw_t else 0)
                     raise DataError(
-                        f"{what}: line counts differ: {src} has {n_src} lines, {tgt} has {n_tgt} lines"
+                        f"{what}: line counts differ: {src} has {n_src} lines, {tgt} has {n_tgt} lines "
+                        f"(first line without a partner: {src if raw_s else tgt}:{lineno + 1})"
                     )
                 return
             lineno += 1

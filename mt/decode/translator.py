@@ -17,6 +17,14 @@ packed weights that are now the default (``bench/results.md``). The output is
 identical whatever ``workers`` is: decoding is batch-invariant, and sampling draws from one
 generator per batch, seeded by ``(seed, batch number)``.
 
+**Documents.** :meth:`Translator.translate` takes each text as a document
+(:mod:`mt.documents`): it is split into sentences (line breaks, blank lines and the spaces
+around sentences kept; with ``fmt="html"``, the markup), sentences over the model's length are
+cut, the sentences of all texts are translated in one :meth:`translate_batch` call (so they
+batch together) and joined back. ``split=False`` keeps the sentence-per-text behaviour.
+:meth:`translate_batch`, what evaluation and back-translation call, stays sentence-level, and
+so does ``mt translate`` unless given ``--split`` or ``--format html``.
+
 Edge cases:
 
 * an empty (or whitespace-only) input line gives one empty hypothesis with score 0; the
@@ -44,6 +52,8 @@ from mt.decode.sampling import add_noise, sample
 from mt.decode.search import DecodeCancelled, StopCheck, beam_search, greedy_search
 from mt.decode.shortlist import Shortlist
 from mt.decode.variant import DecodingModel, prepare
+from mt.documents import Document, Format, join_all, split
+from mt.errors import ConfigError
 from mt.runtime import denormals_flushed
 
 __all__ = ["DecodeCancelled", "DecodeOptions", "Hypothesis", "Translator", "generate"]
@@ -238,10 +248,27 @@ class Translator:
         return batches
 
     def translate(self, texts: list[str], opts: Optional[DecodeOptions] = None,
-                  progress: Optional[Callable[[int], None]] = None) -> list[str]:
-        """Translate raw sentences; per input, the best translation's text.
-        ``opts``: default :attr:`options`."""
-        return [nbest[0].text for nbest in self.translate_batch(texts, opts, progress)]
+                  progress: Optional[Callable[[int], None]] = None, *, split: bool = True,
+                  fmt: Format = "text") -> list[str]:
+        """Translate documents: per input, its translation with its layout (module docstring).
+        ``split=False``: each text is one sentence, as :meth:`translate_batch` takes it (for
+        HTML: each block of text is one segment); ``fmt``: ``"text"`` or ``"html"``;
+        ``opts``: default :attr:`options`; ``progress(n)``: after each batch, ``n`` segments."""
+        if not split and fmt == "text":
+            return [nbest[0].text for nbest in self.translate_batch(texts, opts, progress)]
+        docs = self.documents(texts, fmt, sentences=split)
+        hyps = self.translate_batch([s for d in docs for s in d.segments], opts, progress)
+        return join_all(docs, [nbest[0].text for nbest in hyps])
+
+    def documents(self, texts: list[str], fmt: Format = "text", sentences: bool = True) -> list[Document]:
+        """``texts`` split into the segments this model translates (:func:`mt.documents.split`
+        in the source language), each at most :attr:`max_source_tokens` long."""
+        lang = getattr(self.text, "src_lang", None)
+        return [split(t, fmt, lang, self.count_tokens, self.max_source_tokens, sentences) for t in texts]
+
+    def count_tokens(self, text: str) -> int:
+        """Source subwords of ``text`` (normalised + SentencePiece, as :meth:`encode` sees it)."""
+        return len(self.text.encode_source([text])[0])
 
     def translate_batch(
         self,
@@ -273,28 +300,63 @@ def format_nbest(index: int, hyps: list[Hypothesis]) -> list[str]:
     return [f"{index}\t{h.score:.4f}\t{h.text}" for h in hyps]
 
 
+def add_document_arguments(parser: argparse.ArgumentParser) -> None:
+    """``mt translate``'s document flags: ``--split`` and ``--format``."""
+    g = parser.add_argument_group("documents (default: one sentence per line, as evaluation and back-translation use)")
+    g.add_argument("--split", action="store_true",
+                   help="split each line into sentences (long ones cut to the model's length); lines, blank lines "
+                        "and spaces around sentences are kept, so the output has the input's lines")
+    g.add_argument("--format", choices=("text", "html"), default="text",
+                   help="html: the whole input is one HTML document; the text between tags is split into sentences "
+                        "and the markup kept (default text)")
+
+
 def translate_cli(args: argparse.Namespace) -> int:
-    """``mt translate``: stdin/file in, detokenised text (or n-best TSV) out."""
+    """``mt translate``: stdin/file in, detokenised text (or n-best TSV) out. One sentence per
+    line, unless ``--split`` (the input is one text document: each line split into sentences,
+    the lines kept) or ``--format html`` (the input is one HTML document)."""
     from mt.decode.options import from_args
-    from mt.fileio import atomic_write, read_lines
+    from mt.fileio import read_lines
     from mt.modelio import stored_decode_options
 
     opts = from_args(args, stored_decode_options(args.model))
+    fmt = getattr(args, "format", "text")
+    as_document = getattr(args, "split", False) or fmt == "html"
+    if as_document and opts.n_best > 1:
+        raise ConfigError(f"--n-best: {opts.n_best} is for one sentence per line; --split and --format html "
+                          "write the best translation only")
     lines = list(read_lines(args.input))
     translator = Translator.load(args.model, opts, args.workers, args.threads)
-    bar = None
-    if args.input != "-":
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(lines), unit="sent", desc="translate", file=sys.stderr, disable=None)
-    results = translator.translate_batch(lines, opts, progress=bar.update if bar else None)
+    doc = translator.documents(["\n".join(lines)], fmt)[0] if as_document else None
+    sources = doc.segments if doc is not None else lines
+    bar = _progress_bar(args, len(sources))
+    results = translator.translate_batch(sources, opts, progress=bar.update if bar else None)
     if bar is not None:
         bar.close()
-    out_lines = [line for i, hyps in enumerate(results)
-                 for line in (format_nbest(i, hyps) if opts.n_best > 1 else [hyps[0].text])]
-    if args.output == "-":
-        sys.stdout.write("".join(line + "\n" for line in out_lines))
+    if doc is not None:
+        out_lines = [doc.join([hyps[0].text for hyps in results])] if lines else []
     else:
-        with atomic_write(args.output) as f:
-            f.write("".join(line + "\n" for line in out_lines))
+        out_lines = [line for i, hyps in enumerate(results)
+                     for line in (format_nbest(i, hyps) if opts.n_best > 1 else [hyps[0].text])]
+    _write(args.output, "".join(line + "\n" for line in out_lines))
     return 0
+
+
+def _progress_bar(args: argparse.Namespace, total: int) -> Any:
+    """A tqdm bar on stderr for a file input (None for stdin)."""
+    if args.input == "-":
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="sent", desc="translate", file=sys.stderr, disable=None)
+
+
+def _write(output: str, text: str) -> None:
+    """``text`` to stdout (``"-"``) or atomically to the file ``output``."""
+    from mt.fileio import atomic_write
+
+    if output == "-":
+        sys.stdout.write(text)
+    else:
+        with atomic_write(output) as f:
+            f.write(text)

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from mt.config import ConfigError, ExperimentConfig, ModelConfig, to_dict
-from mt.data.batching import Batch, TokenBatchSampler, collate
+from mt.data.batching import Batch, CorpusMix, TokenBatchSampler, collate
 from mt.data.binarize import IndexedDataset
 from mt.data.text import TextPipeline
 from mt.model import Transformer
@@ -66,6 +66,7 @@ class PreparedData:
     valid_tgt: Optional[IndexedDataset]
     valid_src_lines: list[str]  # raw valid text, for BLEU
     valid_ref_lines: list[str]
+    mix: Optional[CorpusMix] = None  # several training corpora: examples of each per epoch
 
 
 def load_prepared(cfg: ExperimentConfig) -> PreparedData:
@@ -91,7 +92,10 @@ def load_prepared(cfg: ExperimentConfig) -> PreparedData:
     if (d / f"valid.{s}.txt").is_file() and (d / f"valid.{t}.txt").is_file():
         src_lines = (d / f"valid.{s}.txt").read_text(encoding="utf-8").splitlines()
         ref_lines = (d / f"valid.{t}.txt").read_text(encoding="utf-8").splitlines()
-    return PreparedData(text, train_src, train_tgt, valid_src, valid_tgt, src_lines, ref_lines)
+    mix = CorpusMix.from_manifest(d)
+    if mix is not None and mix.total != len(train_src):
+        raise ValueError(f"{d}: manifest.json lists {mix.total} training pairs, train.{s} has {len(train_src)}; {hint}")
+    return PreparedData(text, train_src, train_tgt, valid_src, valid_tgt, src_lines, ref_lines, mix)
 
 
 class BatchStream:
@@ -285,7 +289,7 @@ class Trainer:
         self.schedule = LRSchedule(self.optimizer, tc.schedule, tc.warmup_steps, tc.max_steps, tc.min_lr)
         self.sampler = TokenBatchSampler(
             self.data.train_src.sizes, self.data.train_tgt.sizes, tc.max_tokens,
-            seed=tc.seed, shuffle=True, rank=self.env.rank, world_size=self.env.world_size,
+            seed=tc.seed, shuffle=True, rank=self.env.rank, world_size=self.env.world_size, mix=self.data.mix,
         )  # fmt: skip
         self.stream = BatchStream(self.sampler, self.data.train_src, self.data.train_tgt, self.model_cfg, self.model.decoder_start_id)
         self.state = TrainState()
@@ -453,7 +457,7 @@ class Trainer:
         translator = Translator(dm, data.text, options=opts)
         with _autocast(self.device, self.bf16 and self.device.type == "cuda"):
             hyps = [nbest[0].text if nbest else "" for nbest in translator.translate_batch(src, opts)]
-        scores = corpus_scores(hyps, refs)
+        scores = corpus_scores(hyps, refs, tokenize=self.cfg.data.bleu_tokenize_for(self.cfg.data.tgt_lang))
         return {"bleu": scores["bleu"], "chrf": scores["chrf"], "bleu_sentences": len(src), "example": hyps[0] if hyps else ""}
 
     def validate(self) -> dict[str, Any]:
@@ -559,7 +563,9 @@ class Trainer:
                 print(_valid_line(rec), file=sys.stderr)
         st.elapsed = time.perf_counter() - start
         last = ckpt.latest_checkpoint(self.run_dir)
-        if last is None or last.name != f"step_{st.step:08d}":
+        # rank 0 (the writer) decides for all: save_checkpoint is a collective, and a node
+        # without a shared run_dir (or with a stale NFS listing) would see no checkpoint
+        if broadcast_flag(last is None or last.name != f"step_{st.step:08d}", env):
             self.save_checkpoint()
         if env.is_main:
             self._save_model("model_last", {"stop_reason": st.stop_reason})
