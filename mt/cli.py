@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import NoReturn, Optional
 
+from mt.argtypes import add_overrides, integer, non_negative_int, positive_int
+
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with one-line errors: ``mt <command>: error: <message>``, exit 2, no usage
@@ -165,14 +167,7 @@ def _check_decoding_command(args: argparse.Namespace) -> None:
 
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="experiment YAML (see recipes/configs/)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. --set train.max_steps=100 (repeatable)",
-    )
+    add_overrides(p)
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
@@ -266,36 +261,15 @@ def _add_decode_options(p: argparse.ArgumentParser) -> None:
 
     add_arguments(p)
     g = p.add_argument_group("CPU threads")
-    g.add_argument("--threads", type=_positive_int, default=None, help="torch threads on CPU, shared by the workers")
+    g.add_argument("--threads", type=positive_int, default=None, help="torch threads on CPU, shared by the workers")
     g.add_argument(
-        "--workers", type=_positive_int, default=None,
+        "--workers", type=positive_int, default=None,
         help="batches decoded at once on CPU (default: 2 if there are >= 2 threads, else 1); output is identical",
     )
 
 
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-
-
-def _positive_int(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def _port(text: str) -> int:
-    value = _int(text)
+    value = integer(text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be in [0, 65535], got {value}")
     return value
@@ -338,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("average", help="average the last N checkpoints into a model directory")
     p.add_argument("run_dir", help="training run directory")
     p.add_argument("--out", required=True, help="output model directory")
-    p.add_argument("--last", type=_positive_int, default=5, help="how many of the newest checkpoints (default 5)")
+    p.add_argument("--last", type=positive_int, default=5, help="how many of the newest checkpoints (default 5)")
     p.add_argument("--inputs", nargs="*", default=None, help="explicit checkpoint directories instead")
     p.set_defaults(func=_cmd_average)
 
@@ -386,10 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model directory; the shortlist is written into it")
     p.add_argument("--src", required=True, help="training source sentences (raw text, one per line)")
     p.add_argument("--tgt", required=True, help="their translations")
-    p.add_argument("--frequent", type=_non_negative_int, default=256,
+    p.add_argument("--frequent", type=non_negative_int, default=256,
                    help="most frequent target tokens always allowed (256)")
-    p.add_argument("--per-source", type=_positive_int, default=16, help="candidates per source token, by Dice (16)")
-    p.add_argument("--max-lines", type=_non_negative_int, default=0, help="use only the first N pairs (0 = all)")
+    p.add_argument("--per-source", type=positive_int, default=16, help="candidates per source token, by Dice (16)")
+    p.add_argument("--max-lines", type=non_negative_int, default=0, help="use only the first N pairs (0 = all)")
     p.add_argument("--check-src", help="held-out sources: report how much of --check-tgt their shortlists cover")
     p.add_argument("--check-tgt", help="held-out references for --check-src")
     p.set_defaults(func=_cmd_shortlist)

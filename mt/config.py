@@ -410,6 +410,11 @@ class ModelConfig:
                 f"more than the limit of {MAX_PARAMETERS / 1e9:.0f} billion"
             )
 
+    @property
+    def start_id(self) -> int:
+        """The token the decoder starts with: ``decoder_start_id``, or ``bos_id`` when unset."""
+        return self.bos_id if self.decoder_start_id is None else self.decoder_start_id
+
     def estimated_parameters(self) -> int:
         """Parameters (unique tensors, tied ones once) of :class:`mt.model.Transformer` with
         this configuration, from the sizes alone: no tensor is allocated."""

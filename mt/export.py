@@ -159,14 +159,14 @@ def _vocabulary_problems(cfg: "ModelConfig", text: "TextPipeline") -> list[str]:
     """Both vocabularies need distinct pieces (the targets map pieces to ids), and the
     special pieces CTranslate2 has once for both sides (eos, unk) must agree."""
     problems = []
-    for side, pieces in (("source", text.source_vocabulary()), ("target", text.target_vocabulary())):
+    src, tgt = text.source_vocabulary(), text.target_vocabulary()
+    for side, pieces in (("source", src), ("target", tgt)):
         seen: dict[str, int] = {}
         for i, piece in enumerate(pieces):
             if piece in seen:
                 problems.append(f"{side} vocabulary: piece {piece!r} has ids {seen[piece]} and {i}")
                 break
             seen[piece] = i
-    src, tgt = text.source_vocabulary(), text.target_vocabulary()
     for name in ("eos_id", "unk_id"):
         i = getattr(cfg, name)
         if i < min(len(src), len(tgt)) and src[i] != tgt[i]:
@@ -197,7 +197,7 @@ def _padded(pieces: list[str], size: int) -> list[str]:
 def special_pieces(cfg: "ModelConfig", text: "TextPipeline") -> dict[str, Any]:
     """The pieces of mt's special ids, and the target pieces mt never generates."""
     src, tgt = model_vocabularies(cfg, text)
-    start = cfg.bos_id if cfg.decoder_start_id is None else cfg.decoder_start_id
+    start = cfg.start_id
     # as mt.decode.search.constrain_; a model whose BOS is its EOS (none of mt's) must still end
     never = {cfg.pad_id, cfg.bos_id, start} - {cfg.eos_id}
     return {
@@ -381,7 +381,6 @@ def _write_marian_hf(tmp: Path, model: "Transformer", text: "TextPipeline", sear
 
 def marian_hf_config(cfg: "ModelConfig") -> dict[str, Any]:
     """HF ``MarianConfig`` fields (``config.json``) for a post-norm sinusoidal mt model."""
-    start = cfg.bos_id if cfg.decoder_start_id is None else cfg.decoder_start_id
     return {
         "architectures": ["MarianMTModel"], "model_type": "marian", "is_encoder_decoder": True,
         "vocab_size": cfg.vocab_size, "decoder_vocab_size": cfg.vocab_size, "d_model": cfg.d_model,
@@ -392,7 +391,7 @@ def marian_hf_config(cfg: "ModelConfig") -> dict[str, Any]:
         "scale_embedding": bool(cfg.scale_embedding),
         "share_encoder_decoder_embeddings": bool(cfg.share_embeddings), "tie_word_embeddings": bool(cfg.tie_output),
         "pad_token_id": cfg.pad_id, "eos_token_id": cfg.eos_id, "forced_eos_token_id": cfg.eos_id,
-        "decoder_start_token_id": start, "bos_token_id": None,
+        "decoder_start_token_id": cfg.start_id, "bos_token_id": None,
         "dropout": cfg.dropout, "attention_dropout": cfg.attn_dropout, "activation_dropout": cfg.act_dropout,
         "use_cache": True, "dtype": "float32",
     }  # fmt: skip

@@ -7,6 +7,8 @@ never a half-written one that looks complete:
 * :func:`atomic_write` (and :func:`atomic_write_text` / :func:`atomic_write_bytes`): one file;
 * :func:`atomic_dir`: a directory built in a temporary sibling, then :func:`replace_dir`;
 * :func:`read_json_object`: a JSON object file, every failure named by file;
+* :func:`atomic_write_json`: a JSON manifest or report;
+* :func:`count_lines`: the lines of a file, without decoding it;
 * :func:`read_lines`: text files line by line (``"-"`` = stdin), invalid UTF-8 named by file
   and line (:class:`FileFormatError`).
 
@@ -120,6 +122,11 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = False) ->
         f.write(data)
 
 
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    """``data`` as indented UTF-8 JSON, atomically and synced (a manifest or report others read)."""
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", fsync=True)
+
+
 def _merge_dir(tmp: Path, out: Path) -> None:
     """Move the files of ``tmp`` into ``out`` one by one (each by a rename), keeping the files
     of ``out`` that ``tmp`` lacks; one rename of the whole directory if ``out`` is new."""
@@ -185,6 +192,17 @@ def _strip_newline(line: str) -> str:
     if line.endswith("\n"):
         line = line[:-2] if line.endswith("\r\n") else line[:-1]
     return line
+
+
+def count_lines(path: str | Path) -> int:
+    """The lines :func:`read_lines` yields for ``path`` (a last line without a newline
+    counts), counted in 1 MiB blocks without decoding."""
+    n, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            n += block.count(b"\n")
+            last = block[-1:]
+    return n + (last != b"\n")
 
 
 def read_lines(path: str | Path) -> Iterator[str]:

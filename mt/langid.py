@@ -43,6 +43,7 @@ def _identifier() -> Any:
         return _BASE[0]
 
 
+@functools.lru_cache(maxsize=1)
 def model_languages() -> frozenset[str]:
     """The language codes the statistical model knows (ISO 639-1 where there is one)."""
     return frozenset(_identifier().labels)

@@ -285,7 +285,7 @@ class Transformer(nn.Module):
 
     @property
     def decoder_start_id(self) -> int:
-        return self.cfg.bos_id if self.cfg.decoder_start_id is None else self.cfg.decoder_start_id
+        return self.cfg.start_id
 
     def reset_parameters(self) -> None:
         """Xavier-uniform projections, N(0, d^-1/2) embeddings (so scaled embeddings have unit

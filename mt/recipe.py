@@ -18,6 +18,7 @@ last checkpoint and an interrupted back-translation run at its own stage (its ow
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as _dt
 import hashlib
@@ -34,7 +35,7 @@ import yaml
 
 from mt.config import ConfigError, CorpusConfig, _is_file_name_safe, apply_override, from_dict, to_dict
 from mt.errors import MissingFileError
-from mt.fileio import atomic_dir, atomic_write, atomic_write_text
+from mt.fileio import atomic_dir, atomic_write, atomic_write_json, atomic_write_text, count_lines
 
 if TYPE_CHECKING:
     from mt.config import ExperimentConfig
@@ -187,16 +188,6 @@ def parse_corpus_arg(value: str, flag: str, weighted: bool = False) -> CorpusArg
     return CorpusArg(flag, value, name, _corpus_from(rest, where), weight)
 
 
-def count_lines(path: Path) -> int:
-    """Lines of ``path`` (a last line without a newline counts), read in 1 MiB blocks."""
-    n, last = 0, b"\n"
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            n += block.count(b"\n")
-            last = block[-1:]
-    return n + (last != b"\n")
-
-
 def count_pairs(arg: CorpusArg, src_lang: str, tgt_lang: str) -> int:
     """The pairs of a corpus, checked: files present, aligned, not empty. Text/TSV/JSONL
     count lines; a Hugging Face dataset is read through (its rows)."""
@@ -271,7 +262,9 @@ def hold_out(arg: CorpusArg, src_lang: str, tgt_lang: str, out_dir: Path, prefix
     names = {"train": f"{prefix}train", "valid": f"{prefix}valid", "test": f"{prefix}test"}
     files = {split: (out_dir / f"{stem}.{src_lang}", out_dir / f"{stem}.{tgt_lang}") for split, stem in names.items()}
     counts = dict.fromkeys(names, 0) | {"dropped_duplicates": 0}
-    with _writers(files) as w:
+    with contextlib.ExitStack() as stack:  # every file replaced, or (on an error) none
+        w = {split: (stack.enter_context(atomic_write(a)), stack.enter_context(atomic_write(b)))
+             for split, (a, b) in files.items()}  # fmt: skip
         for i, (s, t) in enumerate(_read_pairs(arg.corpus, src_lang, tgt_lang, arg.where)):
             split = "valid" if i in valid_ids else "test" if i in test_ids else "train"
             if split == "train" and hashes[i] in held_hashes:
@@ -282,21 +275,6 @@ def hold_out(arg: CorpusArg, src_lang: str, tgt_lang: str, out_dir: Path, prefix
             counts[split] += 1
     train = CorpusConfig(format="text", src=str(files["train"][0]), tgt=str(files["train"][1]))
     return HeldOut(train, files["valid"] if n_valid else None, files["test"] if n_test else None, counts)
-
-
-class _writers:
-    """Atomic writers of several (src, tgt) file pairs at once: all replaced, or none."""
-
-    def __init__(self, files: dict[str, tuple[Path, Path]]) -> None:
-        self.managers = {k: (atomic_write(a), atomic_write(b)) for k, (a, b) in files.items()}
-
-    def __enter__(self) -> dict[str, tuple[Any, Any]]:
-        return {k: (a.__enter__(), b.__enter__()) for k, (a, b) in self.managers.items()}
-
-    def __exit__(self, *exc: Any) -> None:
-        for a, b in self.managers.values():
-            a.__exit__(*exc)
-            b.__exit__(*exc)
 
 
 # --------------------------------------------------------------------------- building the config
@@ -722,7 +700,7 @@ class RecipeRun:
             "stage_seconds": stages,
             "total_seconds": round(sum(v or 0.0 for v in stages.values()), 1),
         }  # fmt: skip
-        atomic_write_text(self.root / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        atomic_write_json(self.root / "report.json", report)
         atomic_write_text(self.root / "report.md", report_markdown(report))
         return report
 
@@ -803,29 +781,10 @@ def _run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return int(text)
-
-
-def _add_set(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"override a field of {what}, e.g. --set train.max_steps=100 (repeatable)")  # fmt: skip
-
-
 def add_recipe_parser(subparsers: Any) -> None:
     """``mt recipe init ...`` and ``mt recipe run CONFIG [--resume]`` on the CLI's subcommands."""
+    from mt.argtypes import add_overrides, positive_float, positive_int
+
     p = subparsers.add_parser("recipe", help="one command from raw text to a served model, for any language pair")
     actions = p.add_subparsers(dest="recipe_command", metavar="ACTION")
     i = actions.add_parser("init", help="write a config scaled to your corpus (model, vocabulary, dropout, batch, length)")
@@ -842,13 +801,13 @@ def add_recipe_parser(subparsers: Any) -> None:
     i.add_argument("--run-dir", default=None, help="where the run writes (default runs/SRC_TGT)")
     i.add_argument("--out", required=True, metavar="CONFIG", help="the YAML config to write")
     i.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    i.add_argument("--max-minutes", type=_positive_float, default=None, help="wall-clock cap of each training")
-    i.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for training and decoding")
-    _add_set(i, "the written config")
+    i.add_argument("--max-minutes", type=positive_float, default=None, help="wall-clock cap of each training")
+    i.add_argument("--threads", type=positive_int, default=None, help="CPU threads for training and decoding")
+    add_overrides(i, "the written config")
     i.set_defaults(func=_init_cli)
     r = actions.add_parser("run", help="prepare, train, back-translate, evaluate and report a recipe config")
     r.add_argument("config", help="a config written by `mt recipe init` (or any experiment YAML)")
     r.add_argument("--resume", action="store_true", help="continue a killed run; finished stages are skipped")
-    _add_set(r, "the config")
+    add_overrides(r)
     r.set_defaults(func=_run_cli)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])

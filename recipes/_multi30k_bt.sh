@@ -15,15 +15,7 @@ set -euo pipefail
 
 pair=${1:?usage: _multi30k_bt.sh de_en|en_de [args...]}
 shift
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$repo"
-py=${PY:-$repo/.venv/bin/python}
-[ -x "$py" ] || py=python3
-
-if [ -z "${MT_DATA_DIR:-}" ] && [ -d "$repo/../shared/data" ]; then
-    MT_DATA_DIR=$(cd "$repo/../shared/data" && pwd)
-    export MT_DATA_DIR
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 
 profile=${PROFILE:-cpu}
 [ "${QUICK:-0}" = "1" ] && profile=quick

@@ -15,15 +15,7 @@ config=${1:?usage: recipes/run.sh CONFIG [mt recipe run arguments...]}
 shift
 [ -f "$config" ] || { echo "no config $config" >&2; exit 2; }
 config=$(cd "$(dirname "$config")" && pwd)/$(basename "$config")
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$repo"
-py=${PY:-$repo/.venv/bin/python}
-[ -x "$py" ] || py=python3
-
-if [ -z "${MT_DATA_DIR:-}" ] && [ -d "$repo/../shared/data" ]; then
-    MT_DATA_DIR=$(cd "$repo/../shared/data" && pwd)
-    export MT_DATA_DIR
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 
 echo "recipe: $config"
 echo "data:   ${MT_DATA_DIR:-$HOME/.cache/mt/data}"

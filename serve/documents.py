@@ -50,7 +50,7 @@ async def translate_documents(state: ServerState, engine: ModelEngine, docs: lis
     if not segments:  # only empty or blank texts: nothing to decode
         return DocumentResult([d.join([]) for d in documents], [[(d.join([]), 0.0)] for d in documents],
                               BatchResult([], 0.0, 0.0, 0, 0))
-    hyps, batch = await state.translate_texts(engine, segments, opts, field, lengths=lengths)
+    hyps, batch = await state.translate_texts(engine, segments, opts, field, lengths)
     alternatives = await asyncio.to_thread(join_alternatives, documents, hyps, n_best)
     return DocumentResult([alts[0][0] for alts in alternatives], alternatives, batch)
 

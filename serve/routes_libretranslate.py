@@ -168,15 +168,6 @@ async def read_body(request: Request) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- routes
 
 
-async def translate_docs(state: ServerState, name: str, docs: list[str], as_html: bool) -> list[str]:
-    """Translate ``docs`` with model ``name`` at the server's default decoding settings: each
-    split into sentences (``as_html``: its markup kept), all sentences in one batched job
-    (:func:`serve.documents.translate_documents`)."""
-    opts = RequestOptions(n_best=1)  # the model's decoding defaults
-    result = await translate_documents(state, state.engines[name], docs, opts, "q", "html" if as_html else "text")
-    return result.texts
-
-
 def languages(pairs: Pairs) -> list[LTLanguage]:
     """Source languages with their targets, from the served models' pairs."""
     targets: dict[str, list[str]] = {}
@@ -223,9 +214,11 @@ def other_translations(best: str, n_best: list[tuple[str, Optional[float]]], k: 
 
 async def translate_with_alternatives(state: ServerState, engine: ModelEngine, docs: list[str], k: int,
                                       fmt: Literal["text", "html"]) -> tuple[list[str], list[list[str]]]:  # fmt: skip
-    """Translations and up to ``k`` alternatives each: the ``k + 1`` best hypotheses of one
-    beam search, whose beam is the model's own or ``k + 1`` if larger (it must hold them)."""
-    opts = RequestOptions(beam=max(engine.base_options.beam, k + 1), n_best=k + 1)
+    """Translations (each split into sentences, :func:`serve.documents.translate_documents`)
+    and up to ``k`` alternatives each: the ``k + 1`` best hypotheses of one beam search, whose
+    beam is the model's own or ``k + 1`` if larger (it must hold them). ``k = 0``: the model's
+    decoding defaults."""
+    opts = RequestOptions(beam=max(engine.base_options.beam, k + 1), n_best=k + 1) if k else RequestOptions(n_best=1)
     result = await translate_documents(state, engine, docs, opts, "q", fmt)
     return result.texts, [other_translations(t, nb, k) for t, nb in zip(result.texts, result.n_best)]
 
@@ -238,11 +231,7 @@ async def translate_by_model(state: ServerState, names: list[str], docs: list[st
     for name in dict.fromkeys(names):
         idx = [i for i, n in enumerate(names) if n == name]
         part = [docs[i] for i in idx]
-        if req.alternatives:
-            out, more = await translate_with_alternatives(state, state.engines[name], part, req.alternatives,
-                                                          req.format)
-        else:
-            out, more = await translate_docs(state, name, part, req.format == "html"), [[] for _ in part]
+        out, more = await translate_with_alternatives(state, state.engines[name], part, req.alternatives, req.format)
         for i, text, alts in zip(idx, out, more):
             texts[i], alternatives[i] = text, alts
     return texts, alternatives

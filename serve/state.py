@@ -69,15 +69,11 @@ class ServerState:
         return engine
 
     async def translate_texts(self, engine: ModelEngine, texts: list[str], opts: RequestOptions, field: str,
-                              lengths: Optional[list[int]] = None) -> tuple[list[Any], BatchResult]:
+                              lengths: list[int]) -> tuple[list[Any], BatchResult]:
         """Check token lengths, queue for the batcher, wait (bounded): ``(hypotheses, BatchResult)``.
-        ``field`` names the request field in errors (``texts[3]``); ``lengths``: the texts'
-        token counts when the caller has them (``serve/documents.py`` counts while splitting)."""
+        ``texts``: sentences, ``lengths``: their token counts (``serve/documents.py`` splits the
+        request's texts and counts off the event loop); ``field`` names the request field in errors."""
         limit, timeout = self.settings.max_tokens_per_text, self.settings.request_timeout_s
-        if lengths is None:
-            # normalising + SentencePiece is CPU work proportional to the request (a 252 KB one
-            # held the event loop ~170 ms): in a thread, so /health and other clients are not stalled
-            lengths = await asyncio.to_thread(engine.count_tokens, texts)
         for i, n in enumerate(lengths):
             if n > limit:
                 raise ApiError(422, "text_too_long", f"{field}[{i}]: text has {n} tokens; the limit is {limit}",

@@ -4,7 +4,6 @@ config and data errors that name the corpus, and `mt prepare` on real Tatoeba + 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +17,8 @@ from mt.data.binarize import IndexedDataset
 from mt.data.prepare import expected_files, prepare
 from mt.data.sources import read_monolingual
 from mt.data.text import TextPipeline
+from _data_support import DATA
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MT_DATA_DIR") or REPO.parent / "shared" / "data")
 
 WORDS_DE = "ein zwei drei hund katze mann frau kind läuft springt spielt am im auf dem".split()
 WORDS_EN = "a two three dog cat man woman child runs jumps plays at in on the".split()

@@ -5,7 +5,6 @@ unknown or malformed codes fail with the field named."""
 from __future__ import annotations
 
 import json
-import os
 import unicodedata
 from pathlib import Path
 
@@ -19,9 +18,8 @@ from mt.data.clean import Cleaner
 from mt.data.prepare import prepare
 from mt.data.text import TextPipeline, normalize, train_sentencepiece
 from mt.evaluate import corpus_scores
+from _data_support import DATA
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MT_DATA_DIR") or REPO.parent / "shared" / "data")
 
 
 def is_cherokee(ch: str) -> bool:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from mt.data.text import SMALL_LIST, TextPipeline, normalize, train_sentencepiece
+from _data_support import multi30k_dir
 
-REPO = Path(__file__).resolve().parents[1]
 
 TRICKY = [
     "  Zwei   Männer\tstehen \u00a0am  Strand.  ",
@@ -24,14 +23,6 @@ TRICKY = [
     "",
     "   ",
 ]
-
-
-def multi30k_dir() -> Path:
-    root = Path(os.environ.get("MT_DATA_DIR") or REPO.parent / "shared" / "data")
-    path = root / "multi30k"
-    if not (path / "train.de").is_file():
-        pytest.skip(f"Multi30k not found at {path} (set MT_DATA_DIR to the folder holding multi30k/)")
-    return path
 
 
 # --------------------------------------------------------------------------- normalize

@@ -180,3 +180,12 @@ def test_read_lines_dash_is_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
         list(read_lines("-"))
     monkeypatch.setattr(sys, "stdin", io.StringIO("p\nq\r\n"))  # a text stream without .buffer
     assert list(read_lines("-")) == ["p", "q"]
+
+
+def test_count_lines_counts_what_read_lines_yields(tmp_path):
+    from mt.fileio import count_lines, read_lines
+
+    for content in (b"", b"a\n", b"a\nb", b"a\nb\n", b"\n\n", b"x" * (1 << 20) + b"\ny"):
+        path = tmp_path / "f.txt"
+        path.write_bytes(content)
+        assert count_lines(path) == len(list(read_lines(path))), content[:10]

@@ -4,14 +4,13 @@ script rule, empty text)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from mt import langid
+from _data_support import DATA
 
-DATA = Path(os.environ.get("MT_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 MULTI30K = ["de", "en", "fr", "cs"]
 
 

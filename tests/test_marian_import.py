@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 from pathlib import Path
 
@@ -26,11 +25,11 @@ from mt.config import DecodeOptions
 from mt.data.batching import collate
 from mt.data.text import TextPipeline
 from mt.modelio import load_model
+from _data_support import multi30k_dir
 
 transformers = pytest.importorskip("transformers")
 spm = pytest.importorskip("sentencepiece")
 
-REPO = Path(__file__).resolve().parents[1]
 TAGS = (">>fra<<", ">>eng<<")  # target-language tokens of a multi-target vocabulary
 N_NEW = 24  # new tokens HF may generate (the last one a forced EOS)
 
@@ -368,14 +367,6 @@ def test_separate_untied_vocabularies(tiny, tmp_path) -> None:
 
 
 # --------------------------------------------------------------------------- Multi30k
-
-
-def multi30k_dir() -> Path:
-    root = Path(os.environ.get("MT_DATA_DIR") or REPO.parent / "shared" / "data")
-    path = root / "multi30k"
-    if not (path / "train.de").is_file():
-        pytest.skip(f"Multi30k not found at {path} (set MT_DATA_DIR to the folder holding multi30k/)")
-    return path
 
 
 def _head(path: Path, n: int, skip: int = 0) -> list[str]:

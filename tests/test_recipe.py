@@ -16,9 +16,9 @@ import mt.recipe as recipe
 from mt.cli import main
 from mt.config import load_config
 from _bt_support import corpus, write
+from _data_support import DATA
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MT_DATA_DIR") or REPO.parent / "shared" / "data")
 
 # a d32 1+1-layer model, a few updates per training, tiny decoding: a whole run in seconds
 TINY = [

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import re
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -28,9 +26,8 @@ from serve.documents import join_alternatives
 from serve.engine import RequestOptions
 from serve.settings import ServerSettings
 from _serve_support import make_random_model_dir
+from _data_support import DATA
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MT_DATA_DIR") or ROOT.parent / "shared" / "data")
 EXAMPLE = ("Ein Mann fährt Fahrrad auf der Straße.\nZwei Hunde spielen im Schnee. Eine Frau sieht zu.\n\n"
            "Kinder laufen am Strand.")
 MARKED = re.compile(r"⟦(.*?)⟧")

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from mt.config import DecodeOptions, bt_generation_default
-from mt.fileio import atomic_write, atomic_write_text, read_lines
+from mt.fileio import atomic_write, atomic_write_json, atomic_write_text, count_lines, read_lines
 from mt.fileio import sha256_file as _sha256
 from mt.data.sources import ReadStats, read_monolingual
 from mt.decode.options import add_arguments, from_args
@@ -49,15 +49,6 @@ SETTINGS = "generation.json"
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", fsync=True)
-
-
-def count_lines(path: Path) -> int:
-    with open(path, "rb") as f:
-        return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
 
 
 def parse_shard(spec: str) -> tuple[int, int]:

@@ -42,7 +42,7 @@ from mt.backtranslate import filter as bt_filter
 from mt.backtranslate import generate as gen
 from mt.backtranslate.report import write_report
 from mt.config import ConfigError, DecodeOptions, ExperimentConfig, from_dict, to_dict
-from mt.fileio import atomic_dir, atomic_write_text, read_lines
+from mt.fileio import atomic_dir, atomic_write_json, atomic_write_text, read_lines
 
 MANIFEST = "bt_manifest.json"
 Direction = Literal["forward", "reverse"]
@@ -81,7 +81,7 @@ class Manifest:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        gen.atomic_write_json(self.path, self.data)
+        atomic_write_json(self.path, self.data)
 
     def run(self, name: str, fn: Callable[[], Optional[dict[str, Any]]]) -> dict[str, Any]:
         """Run stage ``name`` unless it is recorded as done; returns its (recorded) result."""

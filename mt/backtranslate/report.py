@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from mt.backtranslate.generate import atomic_write_json, atomic_write_text
+from mt.fileio import atomic_write_json, atomic_write_text
 from mt.extras import available
 
 
