@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -103,9 +104,16 @@ def measure(size: int, pairs: list[tuple[str, str]], args: argparse.Namespace) -
     cfg_path = args.out / f"scale_{size}.yaml"
     cfg_path.write_text(yaml.safe_dump(config(run_dir, corpus, args.data_dir, args.steps)))
     mt = [sys.executable, "-m", "mt.cli"]
-    prep_s, prep_rss, rc = run_child(mt + ["prepare", str(cfg_path), "--force"], args.out / f"prepare_{size}.log")
-    if rc != 0:
-        raise SystemExit(f"mt prepare failed for {size} pairs: see {args.out / f'prepare_{size}.log'}")
+    previous = args.previous.get(size, {})
+    if args.train_only and previous:  # the prepared data of the earlier run, and its figures
+        prep_s, prep_rss = previous["prepare_s"], previous["prepare_peak_rss_gib"] * 2**30
+    else:
+        prep_s, prep_rss, rc = run_child(mt + ["prepare", str(cfg_path), "--force"], args.out / f"prepare_{size}.log")
+        if rc != 0:
+            raise SystemExit(f"mt prepare failed for {size} pairs: see {args.out / f'prepare_{size}.log'}")
+    for old in ("checkpoints", "model_best", "model_last", "metrics.jsonl"):  # a fresh training each time
+        path = run_dir / old
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     train_s, train_rss, rc = run_child(mt + ["train", str(cfg_path)], args.out / f"train_{size}.log")
     if rc != 0:
         raise SystemExit(f"mt train failed for {size} pairs: see {args.out / f'train_{size}.log'}")
@@ -121,7 +129,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "scale")
     ap.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MT_DATA_DIR", ROOT.parent / "shared" / "data")))
     ap.add_argument("--steps", type=int, default=30, help="training steps measured per corpus")
+    ap.add_argument("--train-only", action="store_true",
+                    help="measure training again on the data an earlier run in --out prepared (its prepare figures are kept)")
     args = ap.parse_args()
+    previous = args.out / "scale.json"
+    args.previous = {r["pairs"]: r for r in json.loads(previous.read_text())["rows"]} if previous.is_file() else {}
     sizes = sorted(int(s) for s in args.sizes.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
     pairs = base_pairs(args.data_dir)

@@ -80,7 +80,7 @@ class CorpusConfig:
                     )
 
 
-def _is_file_name_safe(name: str) -> bool:
+def is_file_name_safe(name: str) -> bool:
     """Letters, digits, ``-`` and ``_``, starting with a letter or digit: safe in any file name."""
     return bool(name) and name[0].isalnum() and all(c.isascii() and (c.isalnum() or c in "-_") for c in name)
 
@@ -108,7 +108,7 @@ class TrainCorpusConfig(CorpusConfig):
     test: dict[str, CorpusConfig] = field(default_factory=dict)
 
     def validate(self, where: str) -> None:
-        if not _is_file_name_safe(self.name):
+        if not is_file_name_safe(self.name):
             raise ConfigError(f"{where}.name: each corpus of a list needs a name of letters/digits/-/_, got {self.name!r}")
         super().validate(where)
         if self.weight is not None and not (0.0 < self.weight < math.inf):  # NaN fails too
@@ -271,7 +271,7 @@ class DataConfig:
         if isinstance(self.train, list):
             self._validate_corpora(f"{where}.train")
         for name in self.test:
-            if name in ("train", "valid") or not _is_file_name_safe(name):
+            if name in ("train", "valid") or not is_file_name_safe(name):
                 raise ConfigError(
                     f"{where}.test.{name}: test set names must be letters/digits/-/_ and not train/valid"
                 )

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import yaml
 
-from mt.config import ConfigError, CorpusConfig, _is_file_name_safe, apply_override, from_dict, to_dict
+from mt.config import ConfigError, CorpusConfig, is_file_name_safe, apply_override, from_dict, to_dict
 from mt.errors import MissingFileError
 from mt.fileio import atomic_dir, atomic_write, atomic_write_json, atomic_write_text, count_lines
 
@@ -132,7 +132,7 @@ class CorpusArg:
 
 def _split_name(value: str) -> tuple[Optional[str], str]:
     head, sep, rest = value.partition("=")
-    if sep and "/" not in head and _is_file_name_safe(head):
+    if sep and "/" not in head and is_file_name_safe(head):
         return head, rest
     return None, value
 
@@ -599,10 +599,12 @@ def init(o: InitOptions) -> Plan:
 class RecipeRun:
     """One ``mt recipe run``: its stages in order, each recorded in ``recipe_manifest.json``."""
 
-    def __init__(self, cfg: "ExperimentConfig", resume: bool = False, progress: bool = True) -> None:
+    def __init__(self, cfg: "ExperimentConfig", resume: bool = False, progress: bool = True,
+                 command: Optional[str] = None) -> None:  # fmt: skip
         from mt.backtranslate.pipeline import Manifest
 
         self.cfg, self.progress = cfg, progress
+        self.command = command or f"mt recipe run {shlex.quote(str(cfg.source_file))}"
         self.root = cfg.run_path
         self.pair = f"{cfg.data.src_lang}-{cfg.data.tgt_lang}"
         bt = cfg.backtranslate
@@ -688,6 +690,7 @@ class RecipeRun:
         report = {
             "pair": self.pair,
             "config": self.cfg.source_file,
+            "command": self.command,
             "final_model": str(model),
             "scores": evaluation["scores"],
             "beam": evaluation["beam"],
@@ -713,6 +716,8 @@ def report_markdown(r: dict[str, Any]) -> str:
         "",
         f"Config `{r['config']}`; final model `{r['final_model']}`; beam {r['beam']}.",
         "",
+        f"Reproduce: `{r.get('command', 'mt recipe run ' + str(r['config']))}`",
+        "",
         "| set | sentences | BLEU | chrF |",
         "|---|---:|---:|---:|",
         *(f"| {k} | {v['sentences']} | {v['bleu']:.2f} | {v['chrf']:.2f} |" for k, v in r["scores"].items()),
@@ -736,10 +741,11 @@ def report_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(cfg: "ExperimentConfig", resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) the recipe of ``cfg``; returns the report dict."""
+def run(cfg: "ExperimentConfig", resume: bool = False, progress: bool = True, command: Optional[str] = None) -> dict[str, Any]:
+    """Run (or resume) the recipe of ``cfg``; returns the report dict. ``command``: the command
+    line the report gives to reproduce it (default ``mt recipe run CONFIG``)."""
     t0 = time.perf_counter()
-    report = RecipeRun(cfg, resume=resume, progress=progress).run()
+    report = RecipeRun(cfg, resume=resume, progress=progress, command=command).run()
     print(f"mt recipe: done in {(time.perf_counter() - t0) / 60:.1f} min; report {cfg.run_path / 'report.md'}",
           file=sys.stderr)  # fmt: skip
     return report
@@ -774,7 +780,8 @@ def _run_cli(args: argparse.Namespace) -> int:
     from mt.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    report = run(cfg, resume=args.resume)
+    words = ["mt", "recipe", "run", str(args.config)] + [w for v in args.overrides for w in ("--set", v)]
+    report = run(cfg, resume=args.resume, command=" ".join(shlex.quote(w) for w in words))
     for name, s in report["scores"].items():
         print(f"{name}: BLEU {s['bleu']:.2f} chrF {s['chrf']:.2f}", file=sys.stderr)
     print(report["final_model"])

@@ -31,6 +31,20 @@ _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
 _done = False
+_libc: "ctypes.CDLL | None | bool" = False  # False: not looked up yet; None: no glibc
+
+
+def _glibc() -> "ctypes.CDLL | None":
+    """glibc, or None (another libc, another OS)."""
+    global _libc
+    if _libc is False:
+        name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+        try:
+            lib = ctypes.CDLL(name) if name else None
+            _libc = lib if lib is not None and hasattr(lib, "mallopt") else None
+        except OSError:
+            _libc = None
+    return _libc  # type: ignore[return-value]
 
 
 def tune_malloc() -> bool:
@@ -39,16 +53,12 @@ def tune_malloc() -> bool:
     Set ``MT_NO_MALLOC_TUNING=1`` to leave the allocator alone.
     """
     global _done
-    if _done or not sys.platform.startswith("linux") or os.environ.get("MT_NO_MALLOC_TUNING"):
+    if _done or os.environ.get("MT_NO_MALLOC_TUNING"):
         return _done
-    name = ctypes.util.find_library("c")
-    if not name:
+    libc = _glibc()
+    if libc is None:  # musl and other libcs have no mallopt
         return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and other libcs have no mallopt
-        return False
+    mallopt = libc.mallopt
     # 1 GiB keeps even the (tokens, vocab) logits of a large batch in the heap; glibc before
     # 2.26-era limits rejects values above 32 MiB, so fall back to that
     ok = mallopt(_M_MMAP_THRESHOLD, 1 << 30) or mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
@@ -56,6 +66,22 @@ def tune_malloc() -> bool:
     ok &= mallopt(_M_TOP_PAD, 256 * 1024 * 1024)
     _done = bool(ok)
     return _done
+
+
+# oneDNN's primitive cache and ideep's (PyTorch's oneDNN wrapper) computation cache each keep
+# up to 1,024 kernels keyed by tensor shape. Training batches change shape every step, so the
+# caches churn: each new entry is a long-lived allocation made among the step's temporaries,
+# which pins heap memory that the next steps cannot reuse (bench/results.md, "Training memory").
+KERNEL_CACHES = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0", "LRU_CACHE_CAPACITY": "1"}
+
+
+def bound_kernel_caches() -> dict[str, str]:
+    """Turn the per-shape kernel caches off for a process that trains (a value the user set in
+    the environment wins). Both libraries read the variable when they create their first
+    kernel, so this must run before the process's first matmul. Returns the values in effect."""
+    for name, value in KERNEL_CACHES.items():
+        os.environ.setdefault(name, value)
+    return {name: os.environ[name] for name in KERNEL_CACHES}
 
 
 @contextlib.contextmanager
@@ -91,3 +117,70 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+# --------------------------------------------------------------------------- memory figures
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def rss_mib() -> float | None:
+    """This process's resident memory now (``VmRSS``), MiB; None off Linux."""
+    kib = _status_kib("VmRSS")
+    return None if kib is None else round(kib / 1024, 1)
+
+
+def peak_rss_mib() -> float | None:
+    """The peak of ``VmRSS`` since the process started or since ``reset_peak_rss`` (``VmHWM``), MiB."""
+    kib = _status_kib("VmHWM")
+    return None if kib is None else round(kib / 1024, 1)
+
+
+def reset_peak_rss() -> bool:
+    """Restart the ``VmHWM`` peak at the current RSS (Linux ≥ 4.0: ``clear_refs`` value 5), so
+    that each stage of one long process gets its own peak. False where it is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def trim_heap() -> bool:
+    """Give the heap's free memory back to the kernel (glibc ``malloc_trim(0)``, which also
+    releases free pages inside the heap, in every arena). ``tune_malloc`` keeps freed memory for
+    reuse within a stage; between stages that memory only makes the process look bigger."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
+def heap_mib() -> dict[str, float] | None:
+    """glibc's view of the heap (``mallinfo2``), MiB: ``in_use`` (live allocations),
+    ``free`` (kept by malloc for reuse: the part ``trim_heap`` can give back) and ``mmapped``
+    (large blocks mapped one by one). None where unavailable (glibc < 2.33, other libcs)."""
+    libc = _glibc()
+    if libc is None or not hasattr(libc, "mallinfo2"):
+        return None
+
+    class _MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in
+                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    libc.mallinfo2.restype = _MallInfo2
+    m = libc.mallinfo2()
+    mib = 1024 * 1024
+    return {"in_use": round((m.uordblks + m.hblkhd) / mib, 1), "free": round(m.fordblks / mib, 1),
+            "mmapped": round(m.hblkhd / mib, 1)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -177,6 +178,11 @@ def test_given_models_are_used_as_round_0(tmp_path: Path) -> None:
     assert r1["reverse"]["model"] == str(rev) and r1["forward"]["source"] == "trained"
     manifest = Manifest.load(tmp_path / "bt" / MANIFEST)
     assert "r0.forward.train" not in manifest.stages and "r0.reverse.train" not in manifest.stages
+    if sys.platform.startswith("linux"):  # each stage's own memory, and each round's highest
+        train = manifest.stages["r1.forward.train"]
+        assert 0 < train["rss_end_mib"] <= train["rss_peak_mib"] <= r1["peak_rss_mib"]
+        assert r1["peak_rss_mib"] == max(v["rss_peak_mib"] for k, v in manifest.stages.items() if k.startswith("r1."))
+        assert "peak RSS GiB" in (tmp_path / "bt" / "bt_report.md").read_text(encoding="utf-8")
     assert (tmp_path / "bt" / "round1" / "forward" / "data" / "spm.model").read_bytes() == (data / "spm.model").read_bytes()
     assert text.vocab_size == TextPipeline.load(tmp_path / "bt" / "round1" / "forward" / "data").vocab_size
 

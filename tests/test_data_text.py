@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mt.data.text import SMALL_LIST, TextPipeline, normalize, train_sentencepiece
-from _data_support import multi30k_dir
+from _data_support import DATA, multi30k_dir
 
 
 TRICKY = [
@@ -44,6 +44,28 @@ def test_normalize_is_idempotent(lang: str) -> None:
         once = normalize(text, lang)
         assert normalize(once, lang) == once, repr(text)
         assert once == once.strip() and "  " not in once
+
+
+@pytest.mark.parametrize("lang", ["de", "en", "fr", "cs", "zh"])
+def test_compiled_moses_rules_equal_sacremoses(lang: str) -> None:
+    """mt compiles sacremoses' punctuation rules once; the output must stay sacremoses' own."""
+    import random
+
+    from sacremoses import MosesPunctNormalizer
+
+    from mt.data.text import _punct_normalizer
+
+    moses, ours = MosesPunctNormalizer(lang=lang), _punct_normalizer(lang)
+    pieces = ["a", "b", " ", "  ", ".", ",", ";", ":", "!", "?", "'", '"', "„", "“", "”", "«", "»", "‘", "’", "–", "—",
+              "(", ")", "%", "…", "1", "2,5", " ", "``", "''", "´", "`", "€", "’s", " nº ", "º", "ª"]  # fmt: skip
+    rng = random.Random(lang)
+    texts = TRICKY + ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 25))) for _ in range(3000)]
+    root = DATA / "multi30k"  # real sentences too, where the data directory is present
+    for name in ("val.de", "val.en", "val.fr"):
+        if (root / name).is_file():
+            texts += (root / name).read_text(encoding="utf-8").splitlines()
+    for text in texts:
+        assert ours.normalize(text) == moses.normalize(text), repr(text)
 
 
 # --------------------------------------------------------------------------- pipeline

@@ -215,7 +215,7 @@ def test_run_with_back_translation_then_serve_and_resume(tmp_path: Path, capsys:
     config = str(tmp_path / "recipe.yaml")
     capsys.readouterr()
 
-    assert main(["recipe", "run", config]) == 0
+    assert main(["recipe", "run", config, "--set", "decode.beam=2"]) == 0
     run_dir = tmp_path / "run"
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(run_dir / "final_model")
     report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
@@ -228,6 +228,7 @@ def test_run_with_back_translation_then_serve_and_resume(tmp_path: Path, capsys:
     assert [r["round"] for r in bt_report["rounds"]] == [0, 1]
     md = (run_dir / "report.md").read_text(encoding="utf-8")
     assert "| test | 15 |" in md and "mt serve --model xh-zu=" in md
+    assert f"Reproduce: `mt recipe run {config} --set decode.beam=2`" in md and report["beam"] == 2
     events = [json.loads(line) for line in (run_dir / "recipe.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [(e["stage"], e["event"]) for e in events] == [
         ("backtranslate", "start"), ("backtranslate", "done"), ("evaluate", "start"), ("evaluate", "done")]
@@ -237,7 +238,7 @@ def test_run_with_back_translation_then_serve_and_resume(tmp_path: Path, capsys:
     # a rerun without --resume refuses; with it, every stage is skipped and the report is the same
     assert main(["recipe", "run", config]) == 2
     assert "--resume" in error_line(capsys)
-    assert main(["recipe", "run", config, "--resume"]) == 0
+    assert main(["recipe", "run", config, "--set", "decode.beam=2", "--resume"]) == 0
     err = capsys.readouterr().err
     assert "=== " not in err and "mt recipe: evaluate: done earlier, skipped" in err
     assert json.loads((run_dir / "report.json").read_text(encoding="utf-8")) == report

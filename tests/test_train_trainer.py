@@ -42,7 +42,7 @@ def test_short_run_learns_and_writes_records_and_models(tmp_path, data_dir):
     assert [r["step"] for r in tr] == list(range(5, 41, 5)) and [r["step"] for r in va] == [20, 40]
     assert tr[-1]["loss"] < tr[0]["loss"] - 0.5  # it learns
     assert va[-1]["loss"] < va[0]["loss"] and va[-1]["ppl"] == pytest.approx(math.exp(va[-1]["nll"]))
-    for key in ("tokens_per_s", "tgt_tokens_per_s", "lr", "grad_norm", "mfu"):
+    for key in ("tokens_per_s", "tgt_tokens_per_s", "lr", "grad_norm", "mfu", "rss_mib"):
         assert tr[-1][key] > 0
     assert tr[-1]["tokens_per_s"] > tr[-1]["tgt_tokens_per_s"]
     assert records[-1]["kind"] == "summary" and records[-1]["best_step"] == 40
@@ -97,11 +97,12 @@ def test_time_budget_stops_the_run_and_still_saves(tmp_path, data_dir):
     assert (cfg.run_path / "checkpoints" / f"step_{state.step:08d}").is_dir()
 
 
-def test_early_stopping_after_patience(tmp_path, data_dir, monkeypatch):
+def test_early_stopping_after_patience(tmp_path, data_dir, monkeypatch, capsys):
     losses = iter([3.0, 2.0, 2.5, 2.1, 2.05, 1.0])
     monkeypatch.setattr(Trainer, "valid_loss", lambda self: {"loss": next(losses)})
-    cfg = _cfg(tmp_path, data_dir, max_steps=100, valid_every=2, patience=3, save_every=100)
+    cfg = _cfg(tmp_path, data_dir, max_steps=100, valid_every=2, patience=3, save_every=100, best_metric="bleu")
     state = train(cfg)
+    assert "best loss 2.0 at step 4" in capsys.readouterr().err  # no BLEU (valid_bleu off): loss decided
     assert state.step == 10 and "early stopping" in state.stop_reason
     assert state.best == 2.0 and state.best_step == 4
     best = json.loads((cfg.run_path / "model_best" / "config.json").read_text())

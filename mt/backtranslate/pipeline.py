@@ -43,6 +43,7 @@ from mt.backtranslate import generate as gen
 from mt.backtranslate.report import write_report
 from mt.config import ConfigError, DecodeOptions, ExperimentConfig, from_dict, to_dict
 from mt.fileio import atomic_dir, atomic_write_json, atomic_write_text, read_lines
+from mt.runtime import bound_kernel_caches, peak_rss_mib, reset_peak_rss, rss_mib, trim_heap
 
 MANIFEST = "bt_manifest.json"
 Direction = Literal["forward", "reverse"]
@@ -93,6 +94,7 @@ class Manifest:
         entry = {"status": "running", "started": now(), "attempts": self.stages.get(name, {}).get("attempts", 0) + 1}
         self.stages[name] = entry
         self.save()
+        reset_peak_rss()  # this stage's own peak, not the process's so far
         t0 = time.perf_counter()
         try:
             result = fn() or {}
@@ -101,8 +103,23 @@ class Manifest:
             self.save()
             raise
         entry.update(status="done", finished=now(), seconds=round(time.perf_counter() - t0, 2), result=result)
+        entry.update(_stage_memory())
         self.save()
         return result
+
+
+def _stage_memory() -> dict[str, float]:
+    """Peak RSS of the stage just finished, then its RSS once the heap's free memory is given
+    back (``trim_heap``): what the next stage starts from. MiB; absent where unknown."""
+    out = {}
+    peak = peak_rss_mib()
+    if peak is not None:
+        out["rss_peak_mib"] = peak
+    trim_heap()
+    end = rss_mib()
+    if end is not None:
+        out["rss_end_mib"] = end
+    return out
 
 
 # --------------------------------------------------------------------------- configs per stage
@@ -255,6 +272,7 @@ class Pipeline:
         self.src, self.tgt = d.src_lang, d.tgt_lang
         self.names = {"forward": f"{self.src}-{self.tgt}", "reverse": f"{self.tgt}-{self.src}"}
         self._preflight_models()  # before any work: a typo in a path must not cost an hour
+        bound_kernel_caches()  # this process trains; its first matmul may be an evaluation
         self.manifest = Manifest.load(self.root / MANIFEST)
         if self.manifest.stages and not resume:
             raise ConfigError(
@@ -469,6 +487,11 @@ class Pipeline:
         prefix = f"r{r}."
         return {k[len(prefix):]: v.get("seconds", 0.0) for k, v in self.manifest.stages.items() if k.startswith(prefix)}
 
+    def _peak_rss(self, r: int) -> Optional[float]:
+        """The highest stage peak RSS of round ``r`` (MiB), None where none was recorded."""
+        peaks = [v["rss_peak_mib"] for k, v in self.manifest.stages.items() if k.startswith(f"r{r}.") and "rss_peak_mib" in v]
+        return max(peaks) if peaks else None
+
     # ---- rounds
 
     def round0(self) -> dict[str, Any]:
@@ -479,6 +502,7 @@ class Pipeline:
             else:
                 row[direction] = self._train_direction(direction, 0, None, None)
         row["seconds"] = self._seconds(0)
+        row["peak_rss_mib"] = self._peak_rss(0)
         return row
 
     def round(self, r: int, prev: dict[str, Any]) -> dict[str, Any]:
@@ -511,6 +535,7 @@ class Pipeline:
         row["synthetic"]["forward"] = syn
         row["forward"] = self._train_direction("forward", r, Path(corpus["dir"]), cont("forward"))
         row["seconds"] = self._seconds(r)
+        row["peak_rss_mib"] = self._peak_rss(r)
         return row
 
     def run(self) -> dict[str, Any]:

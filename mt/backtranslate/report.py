@@ -8,7 +8,8 @@ One row per round::
                  "scores": {"valid": {"bleu", "chrf", "sentences", ...}, "test2016": {...}}},
      "reverse": {... same ...},
      "synthetic": {"forward": {"mono": {...}, "generation": {...}, "filter": {...}}, "reverse": {...}},
-     "seconds": {stage: wall seconds}}
+     "seconds": {stage: wall seconds},
+     "peak_rss_mib": the highest peak RSS of the round's stages (absent in older reports)}
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ def markdown(report: dict[str, Any]) -> str:
         + (f" (first {report['eval_sentences']} sentences only)" if report.get("eval_sentences") else "")
         + f", beam {report.get('eval_beam')}.",
         "",
-        f"| round | {header} | synthetic pairs {fwd} / {rev} | generation sent/s | wall min |",
-        "|---:|" + "---:|" * (len(score_cols) + 3),
+        f"| round | {header} | synthetic pairs {fwd} / {rev} | generation sent/s | wall min | peak RSS GiB |",
+        "|---:|" + "---:|" * (len(score_cols) + 4),
     ]
     for row in rows:
         syn = row.get("synthetic") or {}
@@ -80,7 +81,9 @@ def markdown(report: dict[str, Any]) -> str:
         speed = " / ".join(_fmt(s) for s in speeds if s) or "–"
         minutes = sum((row.get("seconds") or {}).values()) / 60.0
         cells = " | ".join(_pair(row, side, split) for side, split in score_cols)
-        lines.append(f"| {row['round']} | {cells} | {' / '.join(pairs)} | {speed} | {minutes:.1f} |")
+        peak = row.get("peak_rss_mib")
+        peak_cell = "–" if peak is None else f"{peak / 1024:.2f}"
+        lines.append(f"| {row['round']} | {cells} | {' / '.join(pairs)} | {speed} | {minutes:.1f} | {peak_cell} |")
     lines += ["", "Models per round (trained / reused from the previous round / given in the config):", ""]
     for row in rows:
         for side in ("forward", "reverse"):

@@ -167,8 +167,11 @@ class TokenBatchSampler:
             raise ValueError("the corpus mix draws no example per epoch")
         # a plain mix (every example once) is today's single corpus: same batches, same stream
         self.mix = mix if mix is not None and not mix.plain else None
-        self.src_sizes = np.asarray(src_sizes, dtype=np.int64)
-        self.tgt_sizes = np.asarray(tgt_sizes, dtype=np.int64)
+        # int32 lengths and example indices: the per-example arrays are what a training process
+        # holds per pair (the tokens are memory-mapped), so their width is its memory per pair
+        self.src_sizes = np.asarray(src_sizes, dtype=np.int32)
+        self.tgt_sizes = np.asarray(tgt_sizes, dtype=np.int32)
+        self.index_dtype = np.int32 if len(src_sizes) < 2**31 else np.int64
         self.max_tokens = max_tokens
         self.seed = seed
         self.shuffle = shuffle
@@ -187,11 +190,11 @@ class TokenBatchSampler:
         n = len(self.src_sizes) if pool is None else len(pool)
         if self.shuffle:
             rng = np.random.default_rng([self.seed, epoch])
-            tie_break = rng.permutation(n)
+            tie_break = rng.permutation(n).astype(self.index_dtype)
         else:
-            rng, tie_break = None, np.arange(n)
+            rng, tie_break = None, np.arange(n, dtype=self.index_dtype)
         if pool is not None:
-            tie_break = pool[tie_break]  # example indices, repeats included
+            tie_break = pool[tie_break].astype(self.index_dtype)  # example indices, repeats included
         # lexsort: last key is primary → by target length, then source length, then random
         order = tie_break[np.lexsort((self.src_sizes[tie_break], self.tgt_sizes[tie_break]))]
         batches = make_batches(self.src_sizes, self.tgt_sizes, self.max_tokens, order)

@@ -60,7 +60,8 @@ def write_indexed(prefix: str | Path, seqs: Iterable[Sequence[int]], vocab_size:
 class IndexedDataset:
     """Read-only view of a corpus written by :func:`write_indexed`.
 
-    ``ds[i]`` is an ``int64`` array of token ids; ``ds.sizes`` the ``(n,)`` lengths.
+    ``ds[i]`` is an ``int64`` array of token ids; ``ds.sizes`` the ``(n,)`` ``int32`` lengths
+    (int32: a training process keeps every corpus's lengths in memory; tokens are memory-mapped).
     """
 
     def __init__(self, prefix: str | Path) -> None:
@@ -85,7 +86,7 @@ class IndexedDataset:
             if n_tokens
             else np.zeros(0, dtype=self.dtype)
         )
-        self.sizes = np.diff(self.offsets)
+        self.sizes = np.diff(self.offsets).astype(np.int32)
         self.prefix = prefix
 
     def __len__(self) -> int:

@@ -44,7 +44,7 @@ from mt.data.batching import Batch, CorpusMix, TokenBatchSampler, collate
 from mt.data.binarize import IndexedDataset
 from mt.data.text import TextPipeline
 from mt.model import Transformer
-from mt.runtime import tune_malloc
+from mt.runtime import bound_kernel_caches, heap_mib, rss_mib, tune_malloc
 from mt.train import checkpoint as ckpt
 from mt.train.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag, cleanup, init_distributed
 from mt.train.loss import label_smoothed_nll, perplexity, per_token
@@ -266,9 +266,11 @@ class Trainer:
         self.device = self.env.device
         if self.device.type == "cpu":
             tune_malloc()  # reuse freed activation memory instead of page-faulting it back
+            bound_kernel_caches()  # before the first matmul: the caches fragment the heap
             if tc.threads:
                 torch.set_num_threads(tc.threads)
         self.bf16 = tc.precision == "bf16" or (tc.precision == "auto" and self.device.type == "cuda")
+        self.metric_used = tc.best_metric  # until a validation falls back to loss (no BLEU available)
         self.run_dir = cfg.run_path
         self.data = load_prepared(cfg)
         self.model_cfg = resolve_model_config(cfg, self.data.text)
@@ -479,6 +481,7 @@ class Trainer:
                 else:
                     self.state.bad_validations += 1
                 record.update(best=self.state.best, best_step=self.state.best_step, best_metric=metric)
+                self.metric_used = metric
             stop = self.tc.patience > 0 and self.state.bad_validations >= self.tc.patience
         self.state.last_valid_step = self.state.step
         if broadcast_flag(stop, self.env):
@@ -573,7 +576,7 @@ class Trainer:
                        "best": st.best, "best_step": st.best_step, "elapsed": st.elapsed, "tokens": st.tokens}  # fmt: skip
             self.metrics.write(summary)
             self.metrics.close()
-            print(f"mt train: {st.stop_reason}; best {tc.best_metric} {st.best} at step {st.best_step}; "
+            print(f"mt train: {st.stop_reason}; best {self.metric_used} {st.best} at step {st.best_step}; "
                   f"models in {self.run_dir}/model_best and model_last", file=sys.stderr)  # fmt: skip
         barrier(env)
         return st
@@ -591,6 +594,7 @@ class Trainer:
             "elapsed": round(self.state.elapsed, 2),
         }  # fmt: skip
         rec["ppl"] = perplexity(rec["nll"])
+        rec.update(_memory_fields())
         if peak and w.sentences:
             flops = self.model.flops_per_token(w.n_src / w.sentences, w.n_tgt / w.sentences)
             rec["mfu"] = tgt_s * flops / (peak * 1e12 * self.env.world_size)
@@ -598,6 +602,19 @@ class Trainer:
         if self.metrics is not None:
             self.metrics.write(rec)
         return rec
+
+
+def _memory_fields() -> dict[str, float]:
+    """The process's RSS and glibc's in-use / kept-free heap, MiB (absent where unknown):
+    free memory that keeps growing is fragmentation, in-use that keeps growing is a leak."""
+    out: dict[str, float] = {}
+    rss = rss_mib()
+    if rss is not None:
+        out["rss_mib"] = rss
+    heap = heap_mib()
+    if heap is not None:
+        out["heap_in_use_mib"], out["heap_free_mib"] = heap["in_use"], heap["free"]
+    return out
 
 
 class _Window:
