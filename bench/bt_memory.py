@@ -12,7 +12,9 @@ Variants (what differs, everything else equal):
   ideep kernel caches off in a training process (``mt.runtime.bound_kernel_caches``);
 * ``cached``: the kernel caches at the libraries' own capacity (1,024 kernels each), i.e. mt
   before the bound (the user's environment wins over ``bound_kernel_caches``);
-* ``untuned``: glibc's malloc defaults (``MT_NO_MALLOC_TUNING=1``), caches bounded.
+* ``untuned``: ``cached`` with glibc's malloc defaults too (``MT_NO_MALLOC_TUNING=1``).
+
+The variants are ``bench/train_memory.py``'s (its ``fixed`` one only makes sense there).
 
 The whole default recipe takes ~1 h 40 min per variant on 2 cores; ``--quick`` shortens
 every training and generation (same model, batch and data) so a comparison takes minutes::
@@ -35,14 +37,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from mt.runtime import KERNEL_CACHES, cpu_name  # noqa: E402
+from mt.runtime import cpu_name  # noqa: E402
+from train_memory import variant_env  # noqa: E402
 
-VARIANTS = {
-    "bounded": {},
-    "cached": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024", "LRU_CACHE_CAPACITY": "1024"},
-    "untuned": {"MT_NO_MALLOC_TUNING": "1"},
-}
+VARIANTS = ("bounded", "cached", "untuned")
 QUICK = [  # same model, batch and data; fewer updates and sentences
     "train.max_steps=300", "backtranslate.reverse_train.max_steps=300", "backtranslate.continue_train.max_steps=150",
     "backtranslate.max_mono_lines=4000", "backtranslate.eval_sentences=300", "train.valid_every=100",
@@ -53,8 +53,7 @@ QUICK = [  # same model, batch and data; fewer updates and sentences
 def run_variant(name: str, args: argparse.Namespace) -> dict:
     """One `mt backtranslate` child with the variant's environment; ``(seconds, peak)``."""
     run_dir = args.out / name
-    env = {k: v for k, v in os.environ.items() if k not in KERNEL_CACHES and k != "MT_NO_MALLOC_TUNING"}
-    env.update(VARIANTS[name])
+    env = variant_env(name)
     sets = [f"run_dir={run_dir}"] + (QUICK if args.quick else []) + args.set
     cmd = [sys.executable, "-m", "mt.cli", "backtranslate", str(args.config), "--resume"]
     for s in sets:

@@ -113,7 +113,10 @@ def measure(size: int, pairs: list[tuple[str, str]], args: argparse.Namespace) -
             raise SystemExit(f"mt prepare failed for {size} pairs: see {args.out / f'prepare_{size}.log'}")
     for old in ("checkpoints", "model_best", "model_last", "metrics.jsonl"):  # a fresh training each time
         path = run_dir / old
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
     train_s, train_rss, rc = run_child(mt + ["train", str(cfg_path)], args.out / f"train_{size}.log")
     if rc != 0:
         raise SystemExit(f"mt train failed for {size} pairs: see {args.out / f'train_{size}.log'}")

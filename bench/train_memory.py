@@ -9,7 +9,8 @@ RSS, the heap's live bytes (``in_use``) and the free bytes malloc keeps (``free`
 * ``bounded``: mt's training defaults (malloc tuning, oneDNN/ideep kernel caches off);
 * ``cached``: malloc tuning, kernel caches at the libraries' capacity (1,024 each);
 * ``fixed``: ``cached`` with one batch shape repeated (what the caches were made for);
-* ``untuned``: glibc's malloc defaults, caches at the libraries' capacity.
+* ``untuned``: glibc's malloc defaults, caches at the libraries' capacity;
+* ``onednn_off``: oneDNN's primitive cache off, ideep's at its capacity.
 
     python bench/train_memory.py                          # 150 steps per variant, 2 threads
     python bench/train_memory.py --variants bounded,cached --steps 300 --threads 1
@@ -35,7 +36,17 @@ VARIANTS = {
     "cached": CACHED,
     "fixed": {**CACHED, "BENCH_FIXED_SHAPE": "1"},
     "untuned": {**CACHED, "MT_NO_MALLOC_TUNING": "1"},
+    "onednn_off": {**CACHED, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0"},  # ideep's cache alone
 }
+
+
+def variant_env(name: str) -> dict[str, str]:
+    """This process's environment with the memory settings of variant ``name`` only (a
+    setting the caller's shell has is dropped first, so every variant starts alike)."""
+    from mt.runtime import KERNEL_CACHES
+
+    env = {k: v for k, v in os.environ.items() if k not in KERNEL_CACHES and k not in ("MT_NO_MALLOC_TUNING", "BENCH_FIXED_SHAPE")}
+    return {**env, **VARIANTS[name]}
 
 
 def child(steps: int, every: int, threads: int) -> None:
@@ -81,13 +92,16 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         return child(args.steps, args.every, args.threads)
-    from mt.runtime import KERNEL_CACHES, cpu_name
+    from mt.runtime import cpu_name
 
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        ap.error(f"--variants: unknown {', '.join(unknown)} (choose from {', '.join(VARIANTS)})")
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, {args.threads} threads, {args.steps} steps per variant")
     print("| variant | step | RSS MiB | heap in use MiB | heap free MiB | s/step |\n|---|---|---|---|---|---|")
-    for name in args.variants.split(","):
-        env = {k: v for k, v in os.environ.items() if k not in KERNEL_CACHES and k != "MT_NO_MALLOC_TUNING"}
-        env.update(VARIANTS[name])
+    for name in names:
+        env = variant_env(name)
         cmd = [sys.executable, __file__, "--child", "--steps", str(args.steps), "--every", str(args.every), "--threads", str(args.threads)]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
         for line in out.splitlines():

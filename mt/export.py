@@ -281,10 +281,7 @@ def _ct2_embedding(spec: Any, model: "Transformer", side: str) -> None:
 def _ct2_encoder(spec: Any, model: "Transformer") -> None:
     _ct2_embedding(spec, model, "src")
     for layer_spec, layer in zip(spec.layer, model.encoder_layers):
-        # self-attention: mt's fused (3d, d) q|k|v projection is CTranslate2's linear[0] as is
-        _ct2_linear(layer_spec.self_attention.linear[0], layer.self_attn.qkv_proj)
-        _ct2_linear(layer_spec.self_attention.linear[1], layer.self_attn.out_proj)
-        _ct2_norm(layer_spec.self_attention.layer_norm, layer.attn_block.norm)
+        _ct2_self_attention(layer_spec.self_attention, layer.self_attn, layer.attn_block.norm)
         _ct2_ffn(layer_spec.ffn, layer)
     if model.cfg.norm == "pre":
         _ct2_norm(spec.layer_norm, model.encoder_norm)
@@ -293,9 +290,7 @@ def _ct2_encoder(spec: Any, model: "Transformer") -> None:
 def _ct2_decoder(spec: Any, model: "Transformer") -> None:
     _ct2_embedding(spec, model, "tgt")
     for layer_spec, layer in zip(spec.layer, model.decoder_layers):
-        _ct2_linear(layer_spec.self_attention.linear[0], layer.self_attn.qkv_proj)
-        _ct2_linear(layer_spec.self_attention.linear[1], layer.self_attn.out_proj)
-        _ct2_norm(layer_spec.self_attention.layer_norm, layer.self_block.norm)
+        _ct2_self_attention(layer_spec.self_attention, layer.self_attn, layer.self_block.norm)
         # cross-attention: linear[0] queries, linear[1] the fused (2d, d) k|v, as mt's kv_proj
         _ct2_linear(layer_spec.attention.linear[0], layer.cross_attn.q_proj)
         _ct2_linear(layer_spec.attention.linear[1], layer.cross_attn.kv_proj)
@@ -307,6 +302,13 @@ def _ct2_decoder(spec: Any, model: "Transformer") -> None:
     spec.projection.weight = _weight(_output_weight(model))
     if model.cfg.final_logits_bias:
         spec.projection.bias = _weight(model.final_logits_bias)
+
+
+def _ct2_self_attention(spec: Any, attn: Any, norm: Any) -> None:
+    # mt's fused (3d, d) q|k|v projection is CTranslate2's linear[0] as is
+    _ct2_linear(spec.linear[0], attn.qkv_proj)
+    _ct2_linear(spec.linear[1], attn.out_proj)
+    _ct2_norm(spec.layer_norm, norm)
 
 
 def _ct2_ffn(spec: Any, layer: Any) -> None:

@@ -34,6 +34,13 @@ _done = False
 _libc: "ctypes.CDLL | None | bool" = False  # False: not looked up yet; None: no glibc
 
 
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (glibc ≥ 2.33)."""
+
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]  # fmt: skip
+
+
 def _glibc() -> "ctypes.CDLL | None":
     """glibc, or None (another libc, another OS)."""
     global _libc
@@ -44,6 +51,8 @@ def _glibc() -> "ctypes.CDLL | None":
             _libc = lib if lib is not None and hasattr(lib, "mallopt") else None
         except OSError:
             _libc = None
+        if _libc is not None and hasattr(_libc, "mallinfo2"):
+            _libc.mallinfo2.restype = _MallInfo2
     return _libc  # type: ignore[return-value]
 
 
@@ -146,14 +155,39 @@ def peak_rss_mib() -> float | None:
 
 
 def reset_peak_rss() -> bool:
-    """Restart the ``VmHWM`` peak at the current RSS (Linux ≥ 4.0: ``clear_refs`` value 5), so
-    that each stage of one long process gets its own peak. False where it is not possible."""
+    """Restart the ``VmHWM`` peak at the current RSS (Linux ≥ 4.0: ``clear_refs`` value 5).
+    False where it is not possible. Stages measure through :func:`peak_rss_window`, which
+    keeps the peaks of enclosing windows across the reset."""
     try:
         with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
             f.write("5")
         return True
     except OSError:
         return False
+
+
+# per open peak_rss_window, innermost last: its highest VmHWM seen before an inner reset
+_open_windows: list[float] = []
+
+
+@contextlib.contextmanager
+def peak_rss_window() -> Iterator[dict[str, float]]:
+    """The peak RSS of the block, MiB, in the yielded dict's ``"peak_mib"`` once the block
+    ends (absent off Linux). Windows nest: a back-translation stage inside a recipe stage
+    resets ``VmHWM`` for its own peak, and the recipe stage's peak still covers it."""
+    out: dict[str, float] = {}
+    if _open_windows:  # what the enclosing window has reached so far survives the reset
+        _open_windows[-1] = max(_open_windows[-1], peak_rss_mib() or 0.0)
+    reset_peak_rss()
+    _open_windows.append(0.0)
+    try:
+        yield out
+    finally:
+        peak = max(_open_windows.pop(), peak_rss_mib() or 0.0)
+        if _open_windows:
+            _open_windows[-1] = max(_open_windows[-1], peak)
+        if peak > 0:
+            out["peak_mib"] = peak
 
 
 def trim_heap() -> bool:
@@ -174,12 +208,6 @@ def heap_mib() -> dict[str, float] | None:
     libc = _glibc()
     if libc is None or not hasattr(libc, "mallinfo2"):
         return None
-
-    class _MallInfo2(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_size_t) for n in
-                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-    libc.mallinfo2.restype = _MallInfo2
     m = libc.mallinfo2()
     mib = 1024 * 1024
     return {"in_use": round((m.uordblks + m.hblkhd) / mib, 1), "free": round(m.fordblks / mib, 1),

@@ -47,6 +47,23 @@ def test_manifest_records_each_stages_own_peak_and_end(tmp_path: Path):
     assert small["result"] == {"x": 1}
 
 
+@linux_glibc
+def test_a_stage_around_stages_keeps_their_peaks(tmp_path: Path):
+    """`mt recipe run`'s backtranslate stage wraps the pipeline's own stages, each of which
+    restarts the kernel's peak: the outer stage's peak must still cover the inner ones."""
+    outer, inner = Manifest(tmp_path / "outer.json"), Manifest(tmp_path / "inner.json")
+
+    def pipeline() -> dict:
+        inner.run("big", lambda: _touch(400) or {})
+        inner.run("small", lambda: {})
+        return {}
+
+    outer.run("backtranslate", pipeline)
+    big, small, wrapper = inner.stages["big"], inner.stages["small"], outer.stages["backtranslate"]
+    assert small["rss_peak_mib"] < big["rss_peak_mib"] - 300
+    assert wrapper["rss_peak_mib"] >= big["rss_peak_mib"]
+
+
 def test_bound_kernel_caches_keeps_what_the_user_set(monkeypatch):
     for name in KERNEL_CACHES:
         monkeypatch.delenv(name, raising=False)

@@ -43,7 +43,7 @@ from mt.backtranslate import generate as gen
 from mt.backtranslate.report import write_report
 from mt.config import ConfigError, DecodeOptions, ExperimentConfig, from_dict, to_dict
 from mt.fileio import atomic_dir, atomic_write_json, atomic_write_text, read_lines
-from mt.runtime import bound_kernel_caches, peak_rss_mib, reset_peak_rss, rss_mib, trim_heap
+from mt.runtime import bound_kernel_caches, peak_rss_window, rss_mib, trim_heap
 
 MANIFEST = "bt_manifest.json"
 Direction = Literal["forward", "reverse"]
@@ -94,27 +94,25 @@ class Manifest:
         entry = {"status": "running", "started": now(), "attempts": self.stages.get(name, {}).get("attempts", 0) + 1}
         self.stages[name] = entry
         self.save()
-        reset_peak_rss()  # this stage's own peak, not the process's so far
         t0 = time.perf_counter()
         try:
-            result = fn() or {}
+            with peak_rss_window() as window:  # this stage's own peak, not the process's so far
+                result = fn() or {}
         except BaseException as e:
             entry.update(status="failed", error=f"{type(e).__name__}: {e}", seconds=round(time.perf_counter() - t0, 2))
             self.save()
             raise
         entry.update(status="done", finished=now(), seconds=round(time.perf_counter() - t0, 2), result=result)
-        entry.update(_stage_memory())
+        entry.update(_stage_memory(window))
         self.save()
         return result
 
 
-def _stage_memory() -> dict[str, float]:
-    """Peak RSS of the stage just finished, then its RSS once the heap's free memory is given
-    back (``trim_heap``): what the next stage starts from. MiB; absent where unknown."""
-    out = {}
-    peak = peak_rss_mib()
-    if peak is not None:
-        out["rss_peak_mib"] = peak
+def _stage_memory(window: dict[str, float]) -> dict[str, float]:
+    """Peak RSS of the stage just finished (its ``peak_rss_window``), then its RSS once the
+    heap's free memory is given back (``trim_heap``): what the next stage starts from. MiB;
+    absent where unknown."""
+    out = {"rss_peak_mib": window["peak_mib"]} if "peak_mib" in window else {}
     trim_heap()
     end = rss_mib()
     if end is not None:
