@@ -31,7 +31,7 @@ def compare(model: Path, lines: list[str], out: Path, quantization: str, beam: i
     export_model(model, out, "ctranslate2", quantization=quantization, force=True)
     keywords = json.loads((out / "mt_preprocessing.json").read_text())["ctranslate2"]["translate_batch"]
     keywords["beam_size"] = beam
-    mt = Translator.load(model, workers=1, threads=1, beam=beam)
+    mt = Translator.load(model, workers=1, threads=1, beam=beam, dtype="fp32")  # CT2 float32 is compared
     ct2 = ctranslate2.Translator(str(out), device="cpu", inter_threads=1, intra_threads=1)
     text, opts, cfg = mt.text, mt.options, mt.model.cfg
     ours = [h[0].tokens for h in mt.translate_batch(lines)]

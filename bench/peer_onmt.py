@@ -578,7 +578,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         greedy_peer = Peer(ckpt, src_file, 1, args.batch_size, eps) if 1 not in peers else peers[1]
         peer_greedy = peer_tokens(greedy_peer.run())
         # mt greedy with the peer's length limits (min 0, max_length steps) so only numerics can differ
-        check = Translator.load(args.model, threads=args.threads, device="cpu")
+        check = Translator.load(args.model, threads=args.threads, device="cpu", dtype="fp32")  # exact conversion: fp32
         # (DecodeOptions' defaults otherwise, not the model's stored ones: a stored no_repeat_ngram
         # or unk_penalty would change the search itself)
         limits = DecodeOptions(beam=1, min_len=greedy_peer.settings["min_length"], max_len_a=0.0,

@@ -557,7 +557,9 @@ class DecodeOptions:
     seed: int = _opt(1, "seed of sampling and noise", low=0, high=2**62)
     max_tokens: int = _opt(4096, "padded source tokens per decoding batch", "batch", low=1, high=10_000_000)
     device: str = _opt("auto", DEVICES_HELP, "model")
-    dtype: str = _opt("fp32", "weights and activations (scores stay fp32)", "model", choices=("fp32", "bf16", "fp16"))
+    dtype: str = _opt("auto", "weights and activations (scores stay fp32); auto: bf16 where the CPU has native "
+                      "bf16 and a probe finds it clearly faster, else fp32", "model",
+                      choices=("auto", "fp32", "bf16", "fp16"))
     int8: bool = _opt(False, "int8 dynamic quantisation of the linear layers (CPU; not batch-invariant)", "model")
     pack: bool = _opt(True, "CPU: oneDNN-packed weights; --no-pack multiplies by the stored ones (F.linear)", "model")
     shortlist: bool = _opt(False, "logits only for the batch's likely target tokens (MODEL/shortlist.safetensors, "
@@ -575,7 +577,7 @@ class DecodeOptions:
         if self.sampling in ("none", "beam_noise") and self.n_best > self.beam:
             raise ConfigError(f"{_label('n_best', where)}: must be <= {_label('beam', where)} "
                               f"({self.beam}) for beam search, got {self.n_best}")
-        if self.int8 and self.dtype != "fp32":
+        if self.int8 and self.dtype not in ("fp32", "auto"):
             raise ConfigError(f"{_label('int8', where)}: quantises fp32 weights; it cannot be combined with "
                               f"{_label('dtype', where)} {self.dtype}")
         dev = self.device
@@ -668,6 +670,10 @@ class BacktranslateConfig:
     tagged: bool = False  # prepend `tag` to synthetic sources (Caswell et al. 2019)
     tag: str = "<bt>"
     continue_from_previous: bool = False  # initialise round r's models from round r-1's
+    # per round r >= 1, also train the forward model on the bitext alone, from the same start
+    # and for the same number of updates: the control that separates back-translation's gain
+    # from the extra training (report: "BT vs control")
+    control: bool = False
     forward_model: Optional[str] = None
     reverse_model: Optional[str] = None
     forward_train: dict[str, Any] = field(default_factory=dict)

@@ -72,7 +72,7 @@ def beam_sweep(translator, src: list[str], refs: list[str], opts, beams: list[in
 def evaluate_cli(args: argparse.Namespace) -> int:
     """``mt evaluate``: BLEU + chrF with signatures, then one JSON line (or a beam sweep)."""
     from mt.decode.options import from_args
-    from mt.decode.translator import Translator
+    from mt.decode.translator import Translator, announce_precision
     from mt.modelio import stored_decode_options
 
     opts = from_args(args, stored_decode_options(args.model))
@@ -81,6 +81,7 @@ def evaluate_cli(args: argparse.Namespace) -> int:
     if len(src) != len(refs):
         raise ConfigError(f"--ref: {args.ref} has {len(refs)} lines, --src {args.src} has {len(src)}")
     translator = Translator.load(args.model, opts, args.workers, args.threads)
+    announce_precision("mt evaluate", translator)
     if beams:
         ref_len = length_stats(refs)["mean_len"]
         rows = []
@@ -103,7 +104,8 @@ def evaluate_cli(args: argparse.Namespace) -> int:
     print(f"chrF = {s['chrf']:.2f}  {s['chrf_signature']}")
     record = {**s, **length_stats(hyps), "sentences": len(src), "seconds": round(seconds, 2),
               "beam": opts.beam, "length_norm": opts.length_norm, "alpha": opts.alpha, "int8": opts.int8,
-              "dtype": opts.dtype, "device": str(translator.device), "threads": torch.get_num_threads(),
+              "dtype": translator.model.dtype, "dtype_requested": opts.dtype,
+              "dtype_reason": translator.model.precision.reason, "device": str(translator.device), "threads": torch.get_num_threads(),
               "workers": translator.workers, "shortlist": opts.shortlist, "packed": translator.model.packed,
               "batch_invariant": translator.model.padding.invariant,
               "sent_per_s": round(len(src) / seconds, 1) if seconds > 0 else None}  # fmt: skip

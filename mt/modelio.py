@@ -51,6 +51,7 @@ def save_model(out_dir: str | Path, model: Transformer, text: TextPipeline, meta
     ``decode``: the decoding settings the model was trained (validated) with; their
     ``search`` group is stored as the directory's decoding defaults."""
     out = Path(out_dir)
+    _check_replaceable(out)
     meta = dict(meta or {})
     meta.setdefault("src_lang", text.src_lang)
     meta.setdefault("tgt_lang", text.tgt_lang)
@@ -68,6 +69,16 @@ def save_model(out_dir: str | Path, model: Transformer, text: TextPipeline, meta
         (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         text.save(tmp)
     return out
+
+
+def _check_replaceable(out: Path) -> None:
+    """Only an earlier model directory (or nothing, or an empty directory) may be replaced: a
+    mistyped ``--out`` must not delete a user's directory."""
+    if out.is_file() or out.is_symlink():
+        raise ConfigError(f"{out}: exists and is not a directory; choose another output path")
+    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
+        raise ConfigError(f"{out}: exists and is not a model directory (no config.json); "
+                          "refusing to replace it: choose another output path or remove it")  # fmt: skip
 
 
 def read_model_config(model_dir: str | Path) -> tuple[ModelConfig, dict[str, Any]]:

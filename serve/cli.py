@@ -70,8 +70,9 @@ def build_server(specs: list[str], settings: ServerSettings) -> tuple[FastAPI, O
     workers, threads = decoding_threads(settings, [])  # [] = models on CPU
     processes = None
     if settings.worker_processes:
+        findings = settle_precision(models, settings.decode, threads)
         log.info("starting %d decoding process(es)", workers)
-        processes = DecodeProcesses(specs, workers, threads, settings.decode)
+        processes = DecodeProcesses(specs, workers, threads, settings.decode, precision=findings)
     try:
         return create_app(models, settings, processes.run_batch if processes else None), processes
     except Exception:
@@ -80,11 +81,36 @@ def build_server(specs: list[str], settings: ServerSettings) -> tuple[FastAPI, O
         raise
 
 
+def settle_precision(models: dict[str, Any], decode: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Resolve each model's decoding precision here, once, at the decoding processes' thread
+    count, and log it; returns the probe findings the processes adopt (``dtype: auto`` then
+    means one precision in all of them)."""
+    import torch
+
+    from mt.decode import precision
+    from mt.decode.variant import choose_precision, resolve_device
+    from serve.engine import loaded_options
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for name, loaded in models.items():
+            opts = loaded_options(loaded, decode)
+            choice = choose_precision(opts.dtype, resolve_device(opts.device), opts.int8, loaded.model)
+            log.info("model %s: decoding in %s (%s)", name, choice.dtype, choice.reason)
+    finally:
+        torch.set_num_threads(before)
+    return precision.findings()
+
+
 def log_startup(app: FastAPI, settings: ServerSettings, in_processes: bool, host: str) -> None:
     """What is served, how it decodes, and a warning for a public address without a key."""
     for name, engine in app.state.engines.items():
         flag = " (RANDOM INIT: output is gibberish)" if engine.meta.get("random_init") else ""
         log.info("model %s: %s->%s%s", name, engine.src_lang, engine.tgt_lang, flag)
+        dm = getattr(engine.translator, "model", None)  # in-process decoding (else settle_precision logged it)
+        if dm is not None and hasattr(dm, "precision"):
+            log.info("model %s: decoding in %s (%s)", name, dm.describe(), dm.precision.reason)
     workers, threads = decoding_threads(settings, [])
     log.info("decoding: %d worker %s x %d torch thread(s), max %d batch tokens, %g ms wait; model %s",
              workers, "process(es)" if in_processes else "thread(s)", threads, settings.max_batch_tokens,

@@ -152,16 +152,23 @@ def build_engine(name: str, obj: Any, decode: Optional[dict[str, Any]] = None, d
         base = getattr(obj, "options", None) or DecodeOptions()
         return ModelEngine(name, obj, obj.text, meta, getattr(obj, "model", None), base)
     if hasattr(obj, "model") and hasattr(obj, "text"):  # a LoadedModel
-        from mt.decode.options import apply
         from mt.decode.translator import Translator
-        from mt.modelio import stored_decode_options
 
-        base = apply(stored_decode_options(obj.path) if obj.path else DecodeOptions(), decode or {})
+        base = loaded_options(obj, decode)
         if base.shortlist and obj.path is None:
             raise ValueError(f"model {name!r}: --shortlist needs the model's directory")
         translator = Translator.from_loaded(obj, base, workers=1) if decoding else None
         return ModelEngine(name, translator, obj.text, meta, obj.model, base)
     raise TypeError(f"model {name!r}: expected a LoadedModel or a Translator, got {type(obj).__name__}")
+
+
+def loaded_options(loaded: Any, decode: Optional[dict[str, Any]] = None) -> DecodeOptions:
+    """The decoding settings of a ``LoadedModel``: its directory's stored defaults with the
+    server's ``decode`` (field → value) on top."""
+    from mt.decode.options import apply
+    from mt.modelio import stored_decode_options
+
+    return apply(stored_decode_options(loaded.path) if loaded.path else DecodeOptions(), decode or {})
 
 
 def finite(x: float) -> Optional[float]:

@@ -49,14 +49,18 @@ POLL_S = 0.05  # how often the parent asks should_stop while a batch decodes (a 
 
 
 def _child_main(specs: list[str], threads: int, decode: dict[str, Any], manifest: Manifest, stop: Any,
-                conn: Any) -> None:  # fmt: skip
+                conn: Any, precision: dict[str, Any]) -> None:  # fmt: skip
     """Process body: load the models, check their files against ``manifest``, say "ready",
     then translate batches until ``None``. ``decode``: the decoding settings given to the
     server (``ServerSettings.decode``); ``stop``: the shared flag (a ``c_byte``) that stops the
-    running batch at its next decoding step."""
+    running batch at its next decoding step; ``precision``: the parent's ``dtype: auto``
+    findings (:func:`mt.decode.precision.findings`), so every process decodes alike."""
     import torch
 
+    from mt.decode import precision as _precision
+
     torch.set_num_threads(threads)
+    _precision.adopt(precision)
     from serve.engine import build_engine
     from serve.modelspecs import check_manifest, load_models  # the same names and engines as the server process
 
@@ -114,9 +118,10 @@ class DecodeProcesses:
     ``MicroBatcher`` ``run_batch``: call it from at most ``n`` threads at once."""
 
     def __init__(self, specs: list[str], n: int, threads: int, decode: Optional[dict[str, Any]] = None,
-                 start_timeout_s: float = 300.0) -> None:  # fmt: skip
+                 start_timeout_s: float = 300.0, precision: Optional[dict[str, Any]] = None) -> None:  # fmt: skip
         self.specs, self.n, self.threads, self.start_timeout_s = list(specs), n, threads, start_timeout_s
         self.decode = dict(decode or {})
+        self.precision = dict(precision or {})  # dtype auto: the parent's findings (serve.cli.settle_precision)
         self.manifest = model_manifest(self.specs)  # what every process, replacements included, must load
         self._ctx = mp.get_context("spawn")  # fork would copy the parent's OpenMP and event-loop threads' state
         self._lock = threading.Lock()
@@ -139,7 +144,8 @@ class DecodeProcesses:
         parent, child = self._ctx.Pipe()
         stop = self._ctx.Value("b", 0, lock=False)  # one byte: written by the parent, read by the child
         proc = self._ctx.Process(target=_child_main, name=f"mt-decode-{i}", daemon=True,
-                                 args=(self.specs, self.threads, self.decode, self.manifest, stop, child))
+                                 args=(self.specs, self.threads, self.decode, self.manifest, stop, child,
+                                       self.precision))  # fmt: skip
         with self._lock:  # close() sees every process started, or none starts after it
             if self._closed:
                 raise RuntimeError("the decoding processes are closed")

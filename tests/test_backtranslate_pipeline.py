@@ -66,6 +66,38 @@ def test_smoke_whole_pipeline_then_resume_skips_everything(tmp_path: Path, capsy
     assert "=== " not in err and "r1.forward.train: done earlier, skipped" in err
 
 
+def test_control_trains_the_bitext_alone_from_the_same_start_for_the_same_updates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """backtranslate.control, added to a finished run with --resume: only the control stages
+    run; round 1's forward training again on the bitext only, from round 0's model, for
+    exactly the updates round 1's forward took; reported next to it."""
+    path = bt_config(tmp_path, {"continue_from_previous": True, "upsample": 2,
+                                "forward_train": {"max_steps": 6, "patience": 1}})  # fmt: skip
+    run_pipeline(load_config(path), progress=False)
+    ran: list[str] = []
+    orig_run = Manifest.run
+    monkeypatch.setattr(Manifest, "run", lambda self, name, fn: orig_run(self, name, lambda: (ran.append(name), fn())[1]))
+    report = run_pipeline(load_config(path, ["backtranslate.control=true"]), resume=True, progress=False)
+    assert ran == ["r1.control.prepare", "r1.control.train", "r1.control.eval"]
+    root = tmp_path / "bt"
+    r1 = report["rounds"][1]
+    assert r1["control"]["steps"] == r1["forward"]["steps"] == 6
+    assert set(r1["control"]["scores"]) == {"valid", "test1"}
+    assert "control" not in report["rounds"][0]
+    counts = {s: json.loads((root / "round1" / s / "data" / "manifest.json").read_text())["counts"]["train"]["pairs"]
+              for s in ("forward", "control")}  # fmt: skip
+    syn = r1["synthetic"]["forward"]["corpus"]
+    assert counts["control"] == syn["bitext"] and counts["forward"] == syn["bitext_upsampled"] + syn["synthetic"]
+    control_cfg = load_config(root / "round1" / "control" / "config.yaml")
+    assert control_cfg.train.init_from == str((root / "round0" / "forward" / "model_best").resolve()) or \
+        control_cfg.train.init_from == str((root / "round0" / "forward" / "model_last").resolve())
+    assert control_cfg.train.max_steps == 6 and control_cfg.train.max_time_minutes is None and control_cfg.train.patience == 0
+    assert not any(k.startswith("control.") for k in r1["seconds"]) and set(r1["control"]["seconds"]) >= {"control.train"}
+    md = (root / "bt_report.md").read_text()
+    assert "bitext-only control" in md and "| 1 | test1 | 6 |" in md
+
+
 def test_resume_reruns_only_unfinished_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A crash inside a stage leaves it 'failed'; --resume redoes it and nothing before it."""
     cfg = load_config(bt_config(tmp_path))

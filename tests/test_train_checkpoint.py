@@ -126,3 +126,28 @@ def test_average_checkpoints_writes_a_loadable_model_dir(tmp_path):
     # explicit inputs, including model directories
     out2 = ckpt.average_checkpoints(run, tmp_path / "avg2", inputs=[str(out), str(ckpt.list_checkpoints(run)[0])])
     assert load_model(out2).model.num_parameters() == loaded.model.num_parameters()
+
+
+def test_average_refuses_to_replace_a_directory_that_is_not_a_model(tmp_path, capsys):
+    """A mistyped --out must not delete the user's files: one-line error, directory intact;
+    an earlier model directory is still replaced."""
+    from _train_tiny import make_prepared
+    from mt.cli import main
+
+    run = tmp_path / "run"
+    make_prepared(run, n_train=50, n_valid=5)
+    from mt.data.text import TextPipeline
+
+    vocab = TextPipeline.load(run / "data").vocab_size
+    cfg = ModelConfig(preset=None, vocab_size=vocab, d_model=16, n_heads=2, ffn_dim=32, enc_layers=1, dec_layers=1)
+    ckpt.save_checkpoint(run, 1, Transformer(cfg), None, {"model_config": to_dict(cfg), "step": 1, "data_path": str(run / "data")})
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.tex").write_text("years of work")
+    assert main(["average", str(run), "--out", str(precious), "--last", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "thesis" in err and "not a model directory" in err and "Traceback" not in err
+    assert (precious / "chapter1.tex").read_text() == "years of work"
+    model_dir = tmp_path / "avg"
+    assert main(["average", str(run), "--out", str(model_dir), "--last", "1"]) == 0
+    assert main(["average", str(run), "--out", str(model_dir), "--last", "1"]) == 0  # a model dir is replaced

@@ -249,12 +249,13 @@ def run_generation(
 ) -> tuple[GenerationResult, Optional[Path]]:
     """Load ``model_dir`` (as ``opts``'s model group says), generate this worker's shards,
     merge when complete."""
-    from mt.decode.translator import Translator
+    from mt.decode.translator import Translator, announce_precision
 
     out_dir.mkdir(parents=True, exist_ok=True)
     n_lines = count_lines(input_path)
     check_settings(out_dir, _settings(model_dir, input_path, opts, shard_size, n_lines))
     translator = Translator.load(model_dir, opts, threads=threads)
+    announce_precision("generation", translator)
     result = generate_shards(translator, input_path, out_dir, opts, shard_size, shard, progress)
     return result, merge_shards(out_dir, n_lines, shard_size)
 

@@ -13,6 +13,8 @@ B; the reverse direction target→source swaps it. ``backtranslate.mono_tgt`` is
               4. train forward_r on B × upsample + (synthetic source, M_t), optionally tagging
                  synthetic sources with `<bt>` and starting from forward_{r-1}'s weights
               5. evaluate both directions on valid and every test set; one report row
+              6. with ``control: true``, the control: forward trained on B alone from the same
+                 start for as many updates as forward_r took (``round<r>/control``)
 
 Every stage has its own directory under ``run_dir`` (``round<r>/forward``, ``round<r>/gen_forward``,
 ...); each training stage is a normal ``mt train`` run directory with its own prepared data,
@@ -28,6 +30,7 @@ translated like any other and only shows up as worse scores.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -463,14 +466,31 @@ class Pipeline:
     def _train_direction(self, direction: Direction, r: int, corpus_dir: Optional[Path], init_from: Optional[Path]) -> dict[str, Any]:
         """prepare + train + evaluate one direction of round ``r`` (stages ``r<r>.<direction>.*``)."""
         files = (corpus_dir / "train.src", corpus_dir / "train.tgt") if corpus_dir else None
-        scfg = self._config(direction, r, files, init_from)
+        return self._train_eval(direction, direction, r, self._config(direction, r, files, init_from))
+
+    def _control(self, r: int, init_from: Optional[Path], steps: int) -> dict[str, Any]:
+        """Round ``r``'s bitext-only control (stages ``r<r>.control.*``): the forward training of
+        round ``r`` (same config, same start) on the bitext alone, for exactly ``steps`` updates.
+
+        The LR schedule depends only on the step for ``inverse_sqrt`` and ``constant``; with
+        ``linear`` / ``cosine`` the control decays over its ``steps`` instead of ``max_steps``."""
+        d = self.cfg.data
+        files = (self.root / "bitext" / f"train.{d.src_lang}", self.root / "bitext" / f"train.{d.tgt_lang}")
+        scfg = stage_config(self.cfg, "forward", self.root / f"round{r}" / "control", self.data_root,
+                            self.spm_dir, files, init_from)  # fmt: skip
+        # the same updates, whatever stopped the forward training (time cap, patience)
+        scfg.train = dataclasses.replace(scfg.train, max_steps=steps, max_time_minutes=None, patience=0)
+        return self._train_eval("control", "forward", r, scfg)
+
+    def _train_eval(self, stage: str, direction: Direction, r: int, scfg: ExperimentConfig) -> dict[str, Any]:
+        """prepare + train + evaluate ``scfg`` as stages ``r<r>.<stage>.*``; the report's entry."""
         m = self.manifest
-        m.run(f"r{r}.{direction}.prepare", lambda: self._prepare(scfg))
+        m.run(f"r{r}.{stage}.prepare", lambda: self._prepare(scfg))
         if r == 0 and self.spm_dir is None:
             self.spm_dir = scfg.data_path  # round 0's vocabulary is everyone's
-        trained = m.run(f"r{r}.{direction}.train", lambda: self._train(scfg))
+        trained = m.run(f"r{r}.{stage}.train", lambda: self._train(scfg))
         model = Path(trained["model"])
-        ev = m.run(f"r{r}.{direction}.eval", lambda: self._evaluate(direction, model, scfg.run_path / "eval"))
+        ev = m.run(f"r{r}.{stage}.eval", lambda: self._evaluate(direction, model, scfg.run_path / "eval"))
         self._note_signatures(direction, ev.get("signatures", {}))
         return {"direction": self.names[direction], "model": str(model), "source": "trained", "scores": ev["scores"],
                 "steps": trained.get("steps")}  # fmt: skip
@@ -481,9 +501,12 @@ class Pipeline:
         self._note_signatures(direction, ev.get("signatures", {}))
         return {"direction": self.names[direction], "model": str(path), "source": "given", "scores": ev["scores"]}
 
-    def _seconds(self, r: int) -> dict[str, float]:
-        prefix = f"r{r}."
-        return {k[len(prefix):]: v.get("seconds", 0.0) for k, v in self.manifest.stages.items() if k.startswith(prefix)}
+    def _seconds(self, r: int, stage: str = "") -> dict[str, float]:
+        """Wall seconds of round ``r``'s stages, or of its ``stage`` stages only; the control's
+        stages are not counted as the round's (its cost is not back-translation's)."""
+        prefix = f"r{r}.{stage}"
+        return {k[len(f"r{r}."):]: v.get("seconds", 0.0) for k, v in self.manifest.stages.items()
+                if k.startswith(prefix) and (stage or not k.startswith(f"r{r}.control."))}  # fmt: skip
 
     def _peak_rss(self, r: int) -> Optional[float]:
         """The highest stage peak RSS of round ``r`` (MiB), None where none was recorded."""
@@ -532,6 +555,9 @@ class Pipeline:
         syn["corpus"] = corpus
         row["synthetic"]["forward"] = syn
         row["forward"] = self._train_direction("forward", r, Path(corpus["dir"]), cont("forward"))
+        if bt.control:
+            row["control"] = {**self._control(r, cont("forward"), row["forward"]["steps"]),
+                              "seconds": self._seconds(r, "control.")}  # fmt: skip
         row["seconds"] = self._seconds(r)
         row["peak_rss_mib"] = self._peak_rss(r)
         return row
@@ -582,6 +608,7 @@ class Pipeline:
             "upsample": self.bt.upsample,
             "tagged": self.bt.tagged,
             "continue_from_previous": self.bt.continue_from_previous,
+            "control": self.bt.control,
             "signatures": self.signatures,
             "stage_seconds": {k: v.get("seconds") for k, v in self.manifest.stages.items()},
         }

@@ -7,6 +7,8 @@ One row per round::
      "forward": {"direction": "de-en", "model": DIR, "source": "trained" | "reused" | "given",
                  "scores": {"valid": {"bleu", "chrf", "sentences", ...}, "test2016": {...}}},
      "reverse": {... same ...},
+     "control": {... same, plus "seconds" ...} (backtranslate.control: forward on the bitext
+                alone, same start, same updates; absent otherwise),
      "synthetic": {"forward": {"mono": {...}, "generation": {...}, "filter": {...}}, "reverse": {...}},
      "seconds": {stage: wall seconds},
      "peak_rss_mib": the highest peak RSS of the round's stages (absent in older reports)}
@@ -84,6 +86,7 @@ def markdown(report: dict[str, Any]) -> str:
         peak = row.get("peak_rss_mib")
         peak_cell = "–" if peak is None else f"{peak / 1024:.2f}"
         lines.append(f"| {row['round']} | {cells} | {' / '.join(pairs)} | {speed} | {minutes:.1f} | {peak_cell} |")
+    lines += control_table(report)
     lines += ["", "Models per round (trained / reused from the previous round / given in the config):", ""]
     for row in rows:
         for side in ("forward", "reverse"):
@@ -119,6 +122,29 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def control_table(report: dict[str, Any]) -> list[str]:
+    """Markdown lines comparing each round's forward model with its bitext-only control (same
+    start, same updates): the gain back-translation itself brought. Empty without controls."""
+    rows = [row for row in report["rounds"] if row.get("control")]
+    if not rows:
+        return []
+    fwd = report["directions"]["forward"]
+    lines = ["", f"Back-translation vs the bitext-only control ({fwd}; the control continues from the same",
+             "model for the same number of updates on the bitext alone):", "",
+             "| round | split | updates | with back-translation | bitext-only control | gain BLEU / chrF |",
+             "|---:|---|---:|---:|---:|---:|"]  # fmt: skip
+    for row in rows:
+        for split in splits([row]):
+            gain = [_diff(_score(row, "forward", split, m), _score(row, "control", split, m)) for m in ("bleu", "chrf")]
+            lines.append(f"| {row['round']} | {split} | {row['control'].get('steps', '–')} | {_pair(row, 'forward', split)} "
+                         f"| {_pair(row, 'control', split)} | {' / '.join(gain)} |")  # fmt: skip
+    return lines
+
+
+def _diff(a: Optional[float], b: Optional[float]) -> str:
+    return "–" if a is None or b is None else f"{a - b:+.2f}"
+
+
 def plot(report: dict[str, Any], png: Path) -> Path:
     """Test BLEU per round, one line per direction, round 0 drawn as a dotted baseline."""
     import matplotlib
@@ -138,6 +164,11 @@ def plot(report: dict[str, Any], png: Path) -> Path:
         line = ax.plot([r for r, _ in pts], [b for _, b in pts], marker=marker, label=label)[0]
         if pts[0][0] == 0:
             ax.axhline(pts[0][1], color=line.get_color(), linestyle=":", linewidth=1, label=f"{label} bitext baseline")
+        ctl = [(row["round"], _score(row, "control", test, "bleu")) for row in rows] if side == "forward" else []
+        ctl = [(r, b) for r, b in ctl if b is not None]
+        if ctl:
+            ax.plot([r for r, _ in ctl], [b for _, b in ctl], marker="x", linestyle="--", color=line.get_color(),
+                    label=f"{label} bitext-only control (same updates)")  # fmt: skip
     ax.set_xlabel("back-translation round (0 = bitext only)")
     ax.set_ylabel(f"BLEU on {test}")
     ax.set_xticks([row["round"] for row in rows])

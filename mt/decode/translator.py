@@ -300,6 +300,13 @@ def format_nbest(index: int, hyps: list[Hypothesis]) -> list[str]:
     return [f"{index}\t{h.score:.4f}\t{h.text}" for h in hyps]
 
 
+def announce_precision(prog: str, translator: Translator) -> None:
+    """The start-up line of ``dtype: auto`` on stderr: the precision it chose and why."""
+    dm = translator.model
+    if dm.precision.reason != "as requested":
+        print(f"{prog}: decoding in {dm.describe()} ({dm.precision.reason})", file=sys.stderr)
+
+
 def add_document_arguments(parser: argparse.ArgumentParser) -> None:
     """``mt translate``'s document flags: ``--split`` and ``--format``."""
     g = parser.add_argument_group("documents (default: one sentence per line, as evaluation and back-translation use)")
@@ -327,6 +334,7 @@ def translate_cli(args: argparse.Namespace) -> int:
                           "write the best translation only")
     lines = list(read_lines(args.input))
     translator = Translator.load(args.model, opts, args.workers, args.threads)
+    announce_precision("mt translate", translator)
     doc = translator.documents(["\n".join(lines)], fmt)[0] if as_document else None
     sources = doc.segments if doc is not None else lines
     bar = _progress_bar(args, len(sources))

@@ -25,6 +25,8 @@ from torch import Tensor, nn
 from mt.config import DecodeOptions
 from mt.decode.invariance import padding_rule
 from mt.decode.packed import pack_linears_, packing_available
+from mt.decode.precision import PrecisionChoice
+from mt.decode.precision import resolve as resolve_precision
 from mt.decode.quantize import quantize_int8_
 from mt.decode.shapes import PaddingRule
 from mt.decoder_state import DecoderState
@@ -51,7 +53,8 @@ class DecodingModel:
     """A network ready for decoding and how it was made.
 
     ``net``: the (possibly packed / cast / quantised) copy decoding runs; ``dtype``: its
-    weights' precision name; ``packed`` / ``int8``: which variant; ``padding``: the
+    weights' precision name; ``precision``: why that one (``dtype: auto``,
+    :mod:`mt.decode.precision`); ``packed`` / ``int8``: which variant; ``padding``: the
     batch-invariance rule (:mod:`mt.decode.shapes`).
     """
 
@@ -61,6 +64,7 @@ class DecodingModel:
     packed: bool = False
     int8: bool = False
     padding: PaddingRule = PaddingRule()
+    precision: PrecisionChoice = PrecisionChoice("fp32", "as requested")
 
     @property
     def cfg(self):
@@ -115,13 +119,31 @@ def prepare(
     int8-quantised (CPU only), or cast to ``dtype``, then with oneDNN-packed linear layers on
     CPU when ``pack``. ``probe``: measure the padding rule on this machine
     (:func:`mt.decode.invariance.padding_rule`, remembered per CPU, shape and variant); else
-    an unprobed rule (rows of 4, ``invariant=False``), e.g. for validation during training."""
+    an unprobed rule (rows of 4, ``invariant=False``), e.g. for validation during training.
+    ``dtype="auto"``: the precision :func:`mt.decode.precision.resolve` picks for this machine."""
     DecodeOptions(dtype=dtype, int8=int8)  # the same checks as the flags: ConfigError naming them
     device = resolve_device(device)
     if int8 and device.type != "cpu":
         raise ConfigError("--int8: CPU-only (dynamic quantisation); use --device cpu")
-    net, packed = _variant_net(model, device, dtype, int8, pack)
-    dm = DecodingModel(net.eval(), device, dtype, packed, int8)
+    choice = choose_precision(dtype, device, int8, model)
+    dm = _build(model, device, choice, int8, pack, probe)
+    if dtype == "auto" and probe and choice.dtype != "fp32" and not dm.padding.invariant:
+        # the default path keeps its guarantee: the faster precision only where it holds
+        why = f"auto: fp32, {choice.dtype} was faster ({choice.speedup}x) but not batch-invariant on this CPU"
+        dm = _build(model, device, PrecisionChoice("fp32", why, choice.speedup), int8, pack, probe)
+    return dm
+
+
+def choose_precision(dtype: str, device: torch.device, int8: bool, model: Transformer) -> PrecisionChoice:
+    """``dtype`` resolved for ``model`` on ``device`` (``auto``: :func:`mt.decode.precision.resolve`,
+    whose probe times this module's unprobed CPU variants)."""
+    return resolve_precision(dtype, device, int8, model, lambda m, d: prepare(m, "cpu", d, probe=False))
+
+
+def _build(model: Transformer, device: torch.device, choice: PrecisionChoice, int8: bool, pack: bool,
+           probe: bool) -> DecodingModel:  # fmt: skip
+    net, packed = _variant_net(model, device, choice.dtype, int8, pack)
+    dm = DecodingModel(net.eval(), device, choice.dtype, packed, int8, precision=choice)
     if probe:
         dm.padding = padding_rule(dm)
     return dm

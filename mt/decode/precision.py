@@ -1,0 +1,173 @@
+"""``dtype: auto``: the decoding precision for this machine and model, measured.
+
+bf16 halves the bytes of every weight and activation, and CPUs with native bf16 matrix
+instructions (AVX512-BF16, AMX-BF16) multiply in it several times faster than in fp32. But a
+decoding step is more than its matmuls (attention over the cache, softmax, top-k, the search's
+bookkeeping), so the probe times decoding steps, not matmuls. ``auto`` resolves to:
+
+- fp32 on CUDA / MPS (as before), with int8 (it quantises fp32 weights), and on a CPU without
+  native bf16 (``avx512_bf16`` / ``amx_bf16`` absent from ``/proc/cpuinfo``: bf16 would be
+  emulated);
+- else bf16 when beam-5 decoding steps of this model's shape, on the current thread count, ran
+  at least :data:`MIN_SPEEDUP` times faster in bf16 than in fp32; fp32 otherwise.
+
+The finding is remembered per CPU, thread count and model shape beside the invariance probe's
+(``$MT_PROBE_CACHE``), so every process on the machine decodes alike; ``MT_DTYPE_AUTO=fp32`` (or
+``bf16``) pins it without probing: one precision over a cluster of mixed CPUs, or tests that
+compare outputs bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+
+from mt.fileio import atomic_write_text
+from mt.runtime import cpu_flags, cpu_name
+
+MIN_SPEEDUP = 1.25  # "clearly faster": above the run-to-run noise of a shared 2-core VM
+PIN_ENV = "MT_DTYPE_AUTO"
+NATIVE_BF16 = ("amx_bf16", "avx512_bf16")
+PROBE_VERSION = 1
+
+_FOUND: dict[str, Any] = {}  # this process's findings, by cache key
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """What ``auto`` became and why (printed at start-up, recorded by ``mt evaluate``).
+    ``speedup``: fp32 seconds / bf16 seconds of the probe, None where it did not run."""
+
+    dtype: str
+    reason: str
+    speedup: Optional[float] = None
+
+
+Build = Callable[[Any, str], Any]
+"""``build(model, dtype)``: the decoding model the probe times (:func:`mt.decode.variant.prepare`,
+unprobed, on CPU); passed in, since the variants are built by the module that imports this one."""
+
+
+def resolve(requested: str, device: torch.device, int8: bool, model: Any, build: Build) -> PrecisionChoice:
+    """``requested`` as given when it is not ``auto``; else the choice above for ``model``
+    (a :class:`mt.model.Transformer`) on ``device``; ``build`` makes what the probe times."""
+    if requested != "auto":
+        return PrecisionChoice(requested, "as requested")
+    pinned = os.environ.get(PIN_ENV, "").strip()
+    if pinned:
+        if pinned not in ("fp32", "bf16"):
+            raise ValueError(f"{PIN_ENV}={pinned!r}: expected fp32 or bf16")
+        return PrecisionChoice(pinned, f"auto: pinned by {PIN_ENV}")
+    if device.type != "cpu":
+        return PrecisionChoice("fp32", f"auto: fp32 on {device.type}")
+    if int8:
+        return PrecisionChoice("fp32", "auto: fp32, int8 quantises fp32 weights")
+    native = [f for f in NATIVE_BF16 if f in cpu_flags()]
+    if not native:
+        return PrecisionChoice("fp32", "auto: fp32, this CPU has no native bf16 (no avx512_bf16 / amx_bf16)")
+    speedup = _measured_speedup(model, build)
+    threads = torch.get_num_threads()
+    verdict = "bf16" if speedup >= MIN_SPEEDUP else "fp32"
+    how = f"{native[0]}; bf16 decoding steps ran {speedup:.2f}x fp32 on {threads} thread(s), threshold {MIN_SPEEDUP}x"
+    return PrecisionChoice(verdict, f"auto: {verdict} ({how})", round(speedup, 3))
+
+
+# --------------------------------------------------------------------------- the probe
+
+
+def _measured_speedup(model: Any, build: Build) -> float:
+    key = _cache_key(model)
+    cached = _remembered().get(key)
+    if cached is not None:
+        return float(cached["speedup"])
+    speedup = probe_speedup(model, build)
+    _remember(key, {"speedup": speedup, "cpu": cpu_name(), "threads": torch.get_num_threads()})
+    return speedup
+
+
+def probe_speedup(model: Any, build: Build, sentences: int = 8, src_len: int = 24, steps: int = 8,
+                  repeats: int = 3) -> float:  # fmt: skip
+    """fp32 seconds / bf16 seconds of a beam-5 search of ``sentences`` random sources
+    (``steps`` decoding steps each) by ``build(model, dtype)``; the best of ``repeats``."""
+    from mt.config import DecodeOptions
+    from mt.data.batching import make_source
+    from mt.decode.search import beam_search
+
+    cfg = model.cfg
+    g = torch.Generator().manual_seed(99)
+    low = max(cfg.pad_id, cfg.bos_id, cfg.eos_id, cfg.unk_id) + 1
+    n = min(src_len, cfg.max_positions - 2)
+    sources = [torch.randint(low, cfg.vocab_size, (n,), generator=g).tolist() for _ in range(sentences)]
+    src = make_source(sources, cfg.pad_id, cfg.eos_id)
+    opts = DecodeOptions(beam=5, dtype="fp32", max_len_a=0.0, max_len_b=steps, min_len=steps)
+    seconds = {}
+    for dtype in ("fp32", "bf16"):
+        dm = build(model, dtype)
+        beam_search(dm, src, opts)  # warm-up: oneDNN builds its kernels for these shapes
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            beam_search(dm, src, opts)
+            best = min(best, time.perf_counter() - t0)
+        seconds[dtype] = best
+    return seconds["fp32"] / seconds["bf16"]
+
+
+def findings() -> dict[str, Any]:
+    """This process's probe findings: a server's decoding processes :func:`adopt` the parent's,
+    so that all of them decode in one precision even where the cache file is off."""
+    return dict(_FOUND)
+
+
+def adopt(found: dict[str, Any]) -> None:
+    _FOUND.update(found)
+
+
+def _cache_key(model: Any) -> str:
+    c = model.cfg
+    shape = (c.d_model, c.n_heads, c.enc_layers, c.dec_layers, c.ffn_dim, c.vocab_size)
+    text = json.dumps([PROBE_VERSION, cpu_name(), sorted(cpu_flags() & set(NATIVE_BF16)), torch.__version__,
+                       torch.get_num_threads(), shape])  # fmt: skip
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _cache_file():
+    from mt.decode.invariance import cache_path
+
+    path = cache_path()
+    return None if path is None else path.with_name("precision.json")
+
+
+def _remembered() -> dict[str, Any]:
+    """Findings of this process, then of earlier ones on this machine (the cache file)."""
+    entries = dict(_FOUND)
+    path = _cache_file()
+    if path is not None:
+        try:
+            entries = {**json.loads(path.read_text(encoding="utf-8")), **entries}
+        except (OSError, ValueError):  # absent or unreadable: probe again
+            pass
+    return entries
+
+
+def _remember(key: str, entry: dict[str, Any]) -> None:
+    _FOUND[key] = entry
+    path = _cache_file()
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            entries = {}
+        entries[key] = entry
+        atomic_write_text(path, json.dumps(entries, indent=1) + "\n")
+    except OSError:  # a read-only home: the probe just runs again next time
+        pass
