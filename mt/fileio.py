@@ -26,7 +26,7 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, Optional
 
 from mt.errors import MissingFileError, UserError
 
@@ -125,6 +125,24 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = False) ->
 def atomic_write_json(path: str | Path, data: Any) -> None:
     """``data`` as indented UTF-8 JSON, atomically and synced (a manifest or report others read)."""
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", fsync=True)
+
+
+def remember_json_entry(path: Optional[Path], key: str, entry: Any) -> None:
+    """Set ``key`` of the JSON object in ``path`` (created if absent, replaced if unreadable),
+    atomically; best effort: a probe's memory must never fail the run (a read-only home:
+    the probe just runs again next time). ``path`` None: nothing is remembered."""
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            entries = {}
+        entries[key] = entry
+        atomic_write_text(path, json.dumps(entries, indent=1) + "\n")
+    except OSError:
+        pass
 
 
 def _merge_dir(tmp: Path, out: Path) -> None:

@@ -44,7 +44,7 @@ from mt.config import DecodeOptions
 from mt.data.batching import make_source
 from mt.decode.search import beam_search, greedy_search
 from mt.decode.shapes import PaddingRule
-from mt.fileio import atomic_write_text
+from mt.fileio import remember_json_entry
 from mt.runtime import denormals_flushed
 
 ROW_CANDIDATES = (1, 2, 4, 8, 16)
@@ -111,19 +111,7 @@ def _load_cached(key: str) -> Optional[PaddingRule]:
 
 
 def _store_cached(key: str, rule: PaddingRule) -> None:
-    path = cache_path()
-    if path is None:
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            entries = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            entries = {}
-        entries[key] = dataclasses.asdict(rule)
-        atomic_write_text(path, json.dumps(entries, indent=1) + "\n")
-    except OSError:  # a read-only home: the probe just runs again next time
-        pass
+    remember_json_entry(cache_path(), key, dataclasses.asdict(rule))
 
 
 def _probe(dm: Any) -> PaddingRule:

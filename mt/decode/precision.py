@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from mt.fileio import atomic_write_text
+from mt.fileio import remember_json_entry
 from mt.runtime import cpu_flags, cpu_name
 
 MIN_SPEEDUP = 1.25  # "clearly faster": above the run-to-run noise of a shared 2-core VM
@@ -158,16 +158,4 @@ def _remembered() -> dict[str, Any]:
 
 def _remember(key: str, entry: dict[str, Any]) -> None:
     _FOUND[key] = entry
-    path = _cache_file()
-    if path is None:
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            entries = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            entries = {}
-        entries[key] = entry
-        atomic_write_text(path, json.dumps(entries, indent=1) + "\n")
-    except OSError:  # a read-only home: the probe just runs again next time
-        pass
+    remember_json_entry(_cache_file(), key, entry)
