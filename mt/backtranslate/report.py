@@ -164,11 +164,8 @@ def plot(report: dict[str, Any], png: Path) -> Path:
         line = ax.plot([r for r, _ in pts], [b for _, b in pts], marker=marker, label=label)[0]
         if pts[0][0] == 0:
             ax.axhline(pts[0][1], color=line.get_color(), linestyle=":", linewidth=1, label=f"{label} bitext baseline")
-        ctl = [(row["round"], _score(row, "control", test, "bleu")) for row in rows] if side == "forward" else []
-        ctl = [(r, b) for r, b in ctl if b is not None]
-        if ctl:
-            ax.plot([r for r, _ in ctl], [b for _, b in ctl], marker="x", linestyle="--", color=line.get_color(),
-                    label=f"{label} bitext-only control (same updates)")  # fmt: skip
+        if side == "forward":
+            _plot_controls(ax, rows, test, line.get_color(), label)
     ax.set_xlabel("back-translation round (0 = bitext only)")
     ax.set_ylabel(f"BLEU on {test}")
     ax.set_xticks([row["round"] for row in rows])
@@ -180,6 +177,19 @@ def plot(report: dict[str, Any], png: Path) -> Path:
     plt.close(fig)
     tmp.replace(png)
     return png
+
+
+def _plot_controls(ax: Any, rows: list[dict[str, Any]], test: str, color: str, label: str) -> None:
+    """Each round's bitext-only control as a dashed branch from the model it started from (the
+    previous round's forward model) to its own score."""
+    labelled = False
+    for prev, row in zip(rows, rows[1:]):
+        start, end = _score(prev, "forward", test, "bleu"), _score(row, "control", test, "bleu")
+        if start is None or end is None:
+            continue
+        ax.plot([prev["round"], row["round"]], [start, end], marker="x", linestyle="--", color=color,
+                label=None if labelled else f"{label} bitext-only control (same updates)")  # fmt: skip
+        labelled = True
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
