@@ -127,6 +127,18 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", fsync=True)
 
 
+def recall_json_entry(path: Optional[Path], key: str) -> Any:
+    """``key`` of the JSON object in ``path``; None where the file, the key or a readable
+    object is missing (a probe then measures again)."""
+    if path is None:
+        return None
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return entries.get(key) if isinstance(entries, dict) else None
+
+
 def remember_json_entry(path: Optional[Path], key: str, entry: Any) -> None:
     """Set ``key`` of the JSON object in ``path`` (created if absent, replaced if unreadable),
     atomically; best effort: a probe's memory must never fail the run (a read-only home:

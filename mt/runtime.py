@@ -143,6 +143,22 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+@functools.lru_cache(maxsize=None)
+def machine_fingerprint() -> str:
+    """What kernel behaviour depends on: the CPU (model name and flags) and torch with its
+    BLAS/oneDNN build. Keys the run-time probes' remembered findings."""
+    import torch
+
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            info = f.read()
+        cpu = "|".join(line for line in info.splitlines() if line.startswith(("model name", "flags")))[:8000]
+    except OSError:
+        cpu = platform.processor()
+    return f"{cpu}|{torch.__version__}|{torch.__config__.show()}"
+
+
 # --------------------------------------------------------------------------- memory figures
 
 

@@ -29,11 +29,8 @@ batch-invariant by construction.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
-import json
 import os
-import platform
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -44,8 +41,8 @@ from mt.config import DecodeOptions
 from mt.data.batching import make_source
 from mt.decode.search import beam_search, greedy_search
 from mt.decode.shapes import PaddingRule
-from mt.fileio import remember_json_entry
-from mt.runtime import denormals_flushed
+from mt.fileio import recall_json_entry, remember_json_entry
+from mt.runtime import denormals_flushed, machine_fingerprint
 
 ROW_CANDIDATES = (1, 2, 4, 8, 16)
 ROW_COUNTS = tuple(range(1, 13)) + (16, 20, 24, 32, 48, 64, 100, 160)
@@ -79,19 +76,8 @@ def _cache_key(dm: Any) -> str:
     c = dm.cfg
     shape = (c.d_model, c.ffn_dim, c.n_heads, c.enc_layers, c.dec_layers, c.vocab_size, c.norm,
              c.activation, c.tie_output, c.final_logits_bias, c.max_positions)
-    parts = (_machine(), shape, dm.dtype, dm.packed, str(dm.device), torch.get_num_threads(), PROBE_VERSION)
+    parts = (machine_fingerprint(), shape, dm.dtype, dm.packed, str(dm.device), torch.get_num_threads(), PROBE_VERSION)
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
-
-
-@functools.lru_cache(maxsize=None)
-def _machine() -> str:
-    cpu = ""
-    try:
-        info = Path("/proc/cpuinfo").read_text(errors="replace")
-        cpu = "|".join(line for line in info.splitlines() if line.startswith(("model name", "flags")))[:8000]
-    except OSError:
-        cpu = platform.processor()
-    return f"{cpu}|{torch.__version__}|{torch.__config__.show()}"
 
 
 def cache_path() -> Optional[Path]:
@@ -102,11 +88,10 @@ def cache_path() -> Optional[Path]:
 
 
 def _load_cached(key: str) -> Optional[PaddingRule]:
-    path = cache_path()
+    entry = recall_json_entry(cache_path(), key)
     try:
-        entry = json.loads(path.read_text(encoding="utf-8"))[key] if path else None
-        return PaddingRule(**entry) if entry else None
-    except (OSError, ValueError, KeyError, TypeError):  # absent, unreadable or another format
+        return PaddingRule(**entry) if isinstance(entry, dict) else None
+    except TypeError:  # another format
         return None
 
 

@@ -28,8 +28,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from mt.fileio import remember_json_entry
-from mt.runtime import cpu_flags, cpu_name
+from mt.fileio import recall_json_entry, remember_json_entry
+from mt.runtime import cpu_flags, cpu_name, machine_fingerprint
 
 MIN_SPEEDUP = 1.25  # "clearly faster": above the run-to-run noise of a shared 2-core VM
 PIN_ENV = "MT_DTYPE_AUTO"
@@ -82,13 +82,16 @@ def resolve(requested: str, device: torch.device, int8: bool, model: Any, build:
 
 
 def _measured_speedup(model: Any, build: Build) -> float:
+    """The probe's finding for ``model`` here: this process's, else an earlier process's (the
+    cache file), else measured now and remembered in both."""
     key = _cache_key(model)
-    cached = _remembered().get(key)
-    if cached is not None:
-        return float(cached["speedup"])
-    speedup = probe_speedup(model, build)
-    _remember(key, {"speedup": speedup, "cpu": cpu_name(), "threads": torch.get_num_threads()})
-    return speedup
+    if key not in _FOUND:
+        entry = recall_json_entry(_cache_file(), key)
+        if not isinstance(entry, dict) or "speedup" not in entry:
+            entry = {"speedup": probe_speedup(model, build), "cpu": cpu_name(), "threads": torch.get_num_threads()}
+            remember_json_entry(_cache_file(), key, entry)
+        _FOUND[key] = entry
+    return float(_FOUND[key]["speedup"])
 
 
 def probe_speedup(model: Any, build: Build, sentences: int = 32, src_len: int = 24, steps: int = 8,
@@ -134,8 +137,7 @@ def adopt(found: dict[str, Any]) -> None:
 def _cache_key(model: Any) -> str:
     c = model.cfg
     shape = (c.d_model, c.n_heads, c.enc_layers, c.dec_layers, c.ffn_dim, c.vocab_size)
-    text = json.dumps([PROBE_VERSION, cpu_name(), sorted(cpu_flags() & set(NATIVE_BF16)), torch.__version__,
-                       torch.get_num_threads(), shape])  # fmt: skip
+    text = json.dumps([PROBE_VERSION, machine_fingerprint(), torch.get_num_threads(), shape])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -144,20 +146,3 @@ def _cache_file():
 
     path = cache_path()
     return None if path is None else path.with_name("precision.json")
-
-
-def _remembered() -> dict[str, Any]:
-    """Findings of this process, then of earlier ones on this machine (the cache file)."""
-    entries = dict(_FOUND)
-    path = _cache_file()
-    if path is not None:
-        try:
-            entries = {**json.loads(path.read_text(encoding="utf-8")), **entries}
-        except (OSError, ValueError):  # absent or unreadable: probe again
-            pass
-    return entries
-
-
-def _remember(key: str, entry: dict[str, Any]) -> None:
-    _FOUND[key] = entry
-    remember_json_entry(_cache_file(), key, entry)
