@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from mt.errors import ConfigError
 from mt.fileio import recall_json_entry, remember_json_entry
 from mt.runtime import cpu_flags, cpu_name, machine_fingerprint
 
@@ -62,7 +63,7 @@ def resolve(requested: str, device: torch.device, int8: bool, model: Any, build:
     pinned = os.environ.get(PIN_ENV, "").strip()
     if pinned:
         if pinned not in ("fp32", "bf16"):
-            raise ValueError(f"{PIN_ENV}={pinned!r}: expected fp32 or bf16")
+            raise ConfigError(f"{PIN_ENV}={pinned!r}: expected fp32 or bf16")
         return PrecisionChoice(pinned, f"auto: pinned by {PIN_ENV}")
     if device.type != "cpu":
         return PrecisionChoice("fp32", f"auto: fp32 on {device.type}")
