@@ -377,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_recipe_parser(sub)
 
+    from mt.ablate import add_ablate_parser  # `mt ablate SPEC`; light: torch loads only when it runs
+
+    add_ablate_parser(sub)
+
     p = sub.add_parser("serve", help="HTTP translation server (FastAPI + uvicorn)")
     p.add_argument("--model", action="append", required=True, metavar="[NAME=]DIR", help="model dir (repeatable)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")

@@ -127,6 +127,21 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", fsync=True)
 
 
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Save a matplotlib figure to ``path`` atomically (its format from the suffix) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        fig.savefig(tmp)
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def recall_json_entry(path: Optional[Path], key: str) -> Any:
     """``key`` of the JSON object in ``path``; None where the file, the key or a readable
     object is missing (a probe then measures again)."""

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from mt.fileio import atomic_write_json, atomic_write_text
+from mt.fileio import atomic_write_json, atomic_write_text, save_figure
 from mt.extras import available
 
 
@@ -172,11 +172,7 @@ def plot(report: dict[str, Any], png: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = png.with_name(f".{png.stem}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(png)
-    return png
+    return save_figure(fig, png)
 
 
 def _plot_controls(ax: Any, rows: list[dict[str, Any]], test: str, color: str, label: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Optional
 import torch
 
 from mt.extras import available
+from mt.fileio import save_figure
 
 
 class MetricsLog:
@@ -80,12 +81,7 @@ def plot_learning_curves(metrics_path: str | Path, png_path: str | Path) -> Opti
         handles, labels = handles + h2, labels + l2
     ax.legend(handles, labels, loc="upper center", ncol=3, fontsize=8)
     fig.tight_layout()
-    png_path = Path(png_path)
-    tmp = png_path.with_name(png_path.name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(png_path)
-    return png_path
+    return save_figure(fig, png_path)
 
 
 # --------------------------------------------------------------------------- hardware peak

@@ -1,0 +1,513 @@
+"""``mt ablate SPEC``: train the variants of one config that test a claim, and tabulate them.
+
+A spec (YAML; the project's are in ``recipes/ablations/``) names a claim, the config its runs
+start from and the runs, each a label plus ``--set`` overrides::
+
+    claim: label smoothing (0.1) helps BLEU although it hurts perplexity
+    config: multi30k_de_en.yaml          # relative to the spec
+    runs_dir: runs/ablations             # run NAME trains in runs_dir/NAME
+    out: docs/ablations/label_smoothing  # results.json, table.md, curves.png
+    test: test2016                       # the test set (of the config's data.test) in the table
+    seeds: 1                             # > 1: NAME.seed2, ... with train.seed + 1, ...
+    set: {train.max_steps: 500}          # optional: overrides of every run (before its own)
+    runs:
+      - {name: base, label: "ε = 0.1"}
+      - {name: ls0, label: "ε = 0", set: {train.label_smoothing: 0.0}}
+    average: [1, 3, 5, 10]               # optional: the last N checkpoints averaged, per run
+    beam_sweep: {beams: [1, 5, 50], modes: [none, avg], decode: {min_len: 0}}   # optional, per run
+
+Each run is ``mt recipe run CONFIG --resume --set run_dir=runs_dir/NAME --set ...`` in a child
+process (``--jobs`` at once), so a killed ablation resumes where it stopped and a run that
+several specs share under one name (the base) trains once. ``runs_dir/NAME/ablation_run.json``
+records the settings a run was made with; a spec that asks for the same name with other
+settings is refused instead of silently reusing it. A run directory trained before, by
+``mt recipe run``, is adopted when its ``config.yaml`` has the same settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from mt.config import LENGTH_NORMS, ConfigError, DecodeOptions, ExperimentConfig, from_dict, load_config, to_dict
+from mt.fileio import atomic_write_json, atomic_write_text, read_json_object, save_figure
+
+RECORD = "ablation_run.json"
+CURVES = ("train_loss", "valid_nll", "valid_bleu")
+# settings that change how fast a run goes or where it reads from, not what it learns
+IGNORED = {"run_dir", "train.threads", "train.progress", "data.data_dir", "model.vocab_size", "model.preset",
+           "backtranslate.device"}  # fmt: skip
+DECODING = ("decode.", "backtranslate.generation.")  # ... and these sections' speed fields
+DECODING_SPEED = {"dtype", "device", "pack", "max_tokens"}
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+@dataclass
+class Run:
+    """One trained instance: a spec run at one seed."""
+
+    name: str  # its directory under runs_dir; unique across the specs that share runs_dir
+    label: str  # what the table and the plot call it (seeds share it)
+    config: Path
+    overrides: list[str]  # "section.key=value", as --set takes them
+    seed: int  # 1-based index among the run's seeds
+
+    def command(self, run_dir: Path) -> list[str]:
+        sets = [f"run_dir={run_dir}", *self.overrides]
+        return ["mt", "recipe", "run", str(self.config), "--resume", *[a for s in sets for a in ("--set", s)]]
+
+
+@dataclass
+class Spec:
+    claim: str
+    path: Path
+    config: Path
+    runs_dir: Path
+    out: Path
+    test: str
+    runs: list[Run]
+    average: list[int] = field(default_factory=list)
+    beam_sweep: Optional[dict[str, Any]] = None
+
+
+def _field(data: dict[str, Any], key: str, kind: type, where: str, default: Any = ...) -> Any:
+    if key not in data:
+        if default is ...:
+            raise ConfigError(f"{where}: missing field {key!r}")
+        return default
+    value = data[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ConfigError(f"{where}.{key}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _overrides(sets: dict[str, Any]) -> list[str]:
+    return [f"{k}={json.dumps(v)}" for k, v in sets.items()]
+
+
+def _runs(entries: list, spec_dir: Path, config: Path, common: list[str], seeds: int, where: str) -> list[Run]:
+    """The spec's ``runs`` list expanded over ``seeds``: NAME, NAME.seed2 (train.seed + 1), ...;
+    ``common`` overrides come before each run's own."""
+    out, names = [], set()
+    for i, entry in enumerate(entries):
+        w = f"{where}.runs[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{w}: expected a mapping with name, label and set")
+        name = _field(entry, "name", str, w)
+        if not name or "/" in name or name in names:
+            raise ConfigError(f"{w}.name: must be a unique, non-empty directory name, got {name!r}")
+        names.add(name)
+        overrides = common + _overrides(_field(entry, "set", dict, w, {}))
+        own = entry.get("config")
+        cfg_path = spec_dir / own if isinstance(own, str) else config
+        base_seed = load_config(cfg_path, overrides).train.seed  # also validates the overrides
+        label = str(_field(entry, "label", str, w, name))
+        for s in range(seeds):
+            seed_set = [f"train.seed={base_seed + s}"] if s else []
+            out.append(Run(name if s == 0 else f"{name}.seed{s + 1}", label, cfg_path, overrides + seed_set, s + 1))
+    return out
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and check an ablation spec; errors name the file and the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: ablation spec not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping (claim, config, runs, ...)")
+    where = str(path)
+    config = path.parent / _field(data, "config", str, where)
+    seeds = _field(data, "seeds", int, where, 1)
+    if seeds < 1:
+        raise ConfigError(f"{where}.seeds: must be >= 1, got {seeds}")
+    common = _overrides(_field(data, "set", dict, where, {}))
+    runs = _runs(_field(data, "runs", list, where), path.parent, config, common, seeds, where)
+    if not runs:
+        raise ConfigError(f"{where}.runs: at least one run is needed")
+    average = _field(data, "average", list, where, [])
+    if any(not isinstance(n, int) or n < 1 for n in average):
+        raise ConfigError(f"{where}.average: expected positive checkpoint counts, got {average!r}")
+    spec = Spec(claim=_field(data, "claim", str, where), path=path, config=config,
+                runs_dir=Path(_field(data, "runs_dir", str, where, "runs/ablations")),
+                out=Path(_field(data, "out", str, where)), test=_field(data, "test", str, where),
+                runs=runs, average=average, beam_sweep=_sweep(data.get("beam_sweep"), where))  # fmt: skip
+    for run in runs:
+        tests = load_config(run.config, run.overrides).data.test
+        if spec.test not in tests:
+            raise ConfigError(f"{where}.test: {spec.test!r} is not a test set of {run.config} ({', '.join(tests)})")
+    return spec
+
+
+def _sweep(value: Any, where: str) -> Optional[dict[str, Any]]:
+    """``beam_sweep``: beam sizes, length-normalisation modes, and other decoding settings
+    (``decode``: fields of :class:`~mt.config.DecodeOptions`, e.g. ``min_len: 0``)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}.beam_sweep: expected a mapping with beams and modes")
+    beams = _field(value, "beams", list, f"{where}.beam_sweep")
+    modes = _field(value, "modes", list, f"{where}.beam_sweep", ["avg"])
+    decode = _field(value, "decode", dict, f"{where}.beam_sweep", {})
+    from_dict(DecodeOptions, decode, f"{where}.beam_sweep.decode").validate(f"{where}.beam_sweep.decode")
+    if not beams or any(not isinstance(b, int) or b < 1 for b in beams):
+        raise ConfigError(f"{where}.beam_sweep.beams: expected positive beam sizes, got {beams!r}")
+    if any(m not in LENGTH_NORMS for m in modes):
+        raise ConfigError(f"{where}.beam_sweep.modes: expected some of {', '.join(LENGTH_NORMS)}, got {modes!r}")
+    return {"beams": beams, "modes": modes, "decode": decode}
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _settings(cfg: ExperimentConfig | dict[str, Any]) -> dict[str, Any]:
+    """A config as flat ``{"section.key": value}`` without the :data:`IGNORED` keys."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            flat[prefix[:-1]] = list(node) if isinstance(node, tuple) else node
+
+    walk(cfg if isinstance(cfg, dict) else to_dict(cfg), "")
+    flat.pop("source_file", None)
+    return {k: v for k, v in flat.items() if k not in IGNORED and not _decoding_speed(k)}
+
+
+def _decoding_speed(key: str) -> bool:
+    return key.startswith(DECODING) and key.rsplit(".", 1)[1] in DECODING_SPEED
+
+
+def _difference(old: dict[str, Any], new: dict[str, Any]) -> Optional[str]:
+    for key in sorted(set(old) | set(new)):
+        if key.startswith("model.") and key not in old:
+            continue  # config.yaml holds the resolved model section only
+        if old.get(key) != new.get(key):
+            return f"{key}: {old.get(key)!r} there, {new.get(key)!r} here"
+    return None
+
+
+def claim_run_dir(run: Run, run_dir: Path) -> None:
+    """Record ``run``'s settings in ``run_dir``, or refuse when the directory holds another run."""
+    wanted = _settings(load_config(run.config, run.overrides + [f"run_dir={run_dir}"]))
+    record, snapshot = run_dir / RECORD, run_dir / "config.yaml"
+    if record.is_file():
+        old = read_json_object(record)["settings"]
+    elif snapshot.is_file():  # trained before by mt recipe run / mt train: adopt when equal
+        # read as a config, so fields added since then take their defaults, as the run had them
+        old = _settings(from_dict(ExperimentConfig, yaml.safe_load(snapshot.read_text(encoding="utf-8")), str(snapshot)))
+    else:
+        old = None
+    if old is not None:
+        diff = _difference(old, wanted)
+        if diff:
+            raise ConfigError(f"{run_dir}: holds a run with other settings ({diff}); rename run {run.name!r} or remove it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(record, {"name": run.name, "config": str(run.config), "overrides": run.overrides,
+                               "settings": wanted})  # fmt: skip
+
+
+def is_finished(run_dir: Path) -> bool:
+    return (run_dir / "report.json").is_file()
+
+
+def run_all(spec: Spec, jobs: int, only: Optional[set[str]] = None) -> list[str]:
+    """Train every unfinished run, ``jobs`` at a time; returns the names that failed."""
+    todo = [r for r in spec.runs if (only is None or r.name in only) and not is_finished(spec.runs_dir / r.name)]
+    for run in todo:
+        claim_run_dir(run, spec.runs_dir / run.name)
+    running: list[tuple[Run, subprocess.Popen, float]] = []
+    failed: list[str] = []
+    while todo or running:
+        while todo and len(running) < jobs:
+            running.append(_start(todo.pop(0), spec.runs_dir))
+        time.sleep(2.0)
+        for item in [x for x in running if x[1].poll() is not None]:
+            running.remove(item)
+            run, proc, t0 = item
+            ok = proc.returncode == 0
+            print(f"mt ablate: {run.name} {'finished' if ok else 'FAILED'} in {(time.time() - t0) / 60:.1f} min"
+                  + ("" if ok else f" (see {spec.runs_dir / run.name}.log)"), file=sys.stderr)  # fmt: skip
+            if not ok:
+                failed.append(run.name)
+    return failed
+
+
+def _start(run: Run, runs_dir: Path) -> tuple[Run, subprocess.Popen, float]:
+    run_dir = runs_dir / run.name
+    cmd = [sys.executable, "-m", "mt.cli", *run.command(run_dir)[1:]]
+    log = open(runs_dir / f"{run.name}.log", "ab")
+    print(f"mt ablate: {run.name} started: {shlex.join(run.command(run_dir))}", file=sys.stderr)
+    try:
+        return run, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), time.time()
+    finally:
+        log.close()  # the child holds its own descriptor
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def training_summary(run_dir: Path) -> dict[str, Any]:
+    """From ``metrics.jsonl``: updates, the last train loss and the lowest, divergence, the last
+    validation's unsmoothed NLL / perplexity / BLEU, and the training's wall time."""
+    from mt.train.metrics import read_metrics
+
+    records = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").is_file() else []
+    train = [r for r in records if r.get("kind") == "train"]
+    valid = [r for r in records if r.get("kind") == "valid"]
+    if not train:
+        return {}
+    losses = [r["loss"] for r in train]
+    finite = [x for x in losses if math.isfinite(x)]
+    last_valid = valid[-1] if valid else {}
+    return {
+        "steps": train[-1]["step"], "train_loss": losses[-1], "min_train_loss": min(finite, default=math.nan),
+        # a non-finite loss, or the end a nat above the run's best: the run came apart
+        "diverged": len(finite) < len(losses) or losses[-1] > min(finite) + 1.0,
+        "valid_nll": last_valid.get("nll"), "valid_ppl": last_valid.get("ppl"), "valid_bleu": last_valid.get("bleu"),
+        "train_minutes": round(train[-1]["elapsed"] / 60, 1),
+    }  # fmt: skip
+
+
+def run_row(spec: Spec, run: Run) -> dict[str, Any]:
+    run_dir = spec.runs_dir / run.name
+    report = read_json_object(run_dir / "report.json")
+    scores = report["scores"].get(spec.test, {})
+    return {"name": run.name, "label": run.label, "seed": run.seed, "command": shlex.join(run.command(run_dir)),
+            "test_bleu": scores.get("bleu"), "test_chrf": scores.get("chrf"), "test_empty": scores.get("empty"),
+            "beam": report.get("beam"), **training_summary(run_dir)}  # fmt: skip
+
+
+def _test_set(spec: Spec, run: Run) -> tuple[list[str], list[str], str]:
+    from mt.backtranslate.pipeline import eval_sets
+    from mt.data.fetch import resolve_data_dir
+
+    cfg = load_config(run.config, run.overrides)
+    src, ref = eval_sets(cfg, resolve_data_dir(None, cfg.data.data_dir))[spec.test]
+    return src, ref, cfg.data.bleu_tokenize_for(cfg.data.tgt_lang)
+
+
+def averaged_rows(spec: Spec, run: Run) -> list[dict[str, Any]]:
+    """The best single checkpoint (by valid BLEU) and the last N averaged, on the test set."""
+    from mt.backtranslate.pipeline import evaluate_model
+    from mt.train.checkpoint import average_checkpoints
+
+    run_dir = spec.runs_dir / run.name
+    src, ref, tok = _test_set(spec, run)
+    opts = load_config(run.config, run.overrides).decode
+    models = {"best": ("best single (valid BLEU)", run_dir / "model_best")}
+    for n in spec.average:
+        out = run_dir / f"average_last{n}"
+        if not (out / "config.json").is_file():
+            average_checkpoints(run_dir, out, last=n)
+        models[f"last{n}"] = (f"last {n} averaged" if n > 1 else "last single", out)
+    rows = []
+    for slug, (what, model) in models.items():
+        r = evaluate_model(model, {spec.test: (src, ref)}, opts, tok, run_dir / "eval_average", slug,
+                           prefix="mt ablate")["scores"][spec.test]  # fmt: skip
+        rows.append({"name": run.name, "label": run.label, "model": what, "bleu": r["bleu"], "chrf": r["chrf"]})
+    return rows
+
+
+def sweep_rows(spec: Spec, run: Run) -> list[dict[str, Any]]:
+    """:func:`mt.evaluate.beam_sweep` of the run's final model on the test set."""
+    from mt.decode.translator import Translator
+    from mt.evaluate import beam_sweep
+
+    assert spec.beam_sweep is not None
+    src, ref, _ = _test_set(spec, run)
+    opts = load_config(run.config, run.overrides).decode.replace(**spec.beam_sweep["decode"])
+    translator = Translator.load(spec.runs_dir / run.name / "final_model", opts)
+    rows = beam_sweep(translator, src, ref, opts, spec.beam_sweep["beams"], spec.beam_sweep["modes"])
+    return [{"name": run.name, "label": run.label, **r} for r in rows]
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def _spread(values: list[Optional[float]], digits: int) -> str:
+    """One value, or ``mean (min–max)`` over seeds that differ; ``–`` when missing."""
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return "–"
+    mean = sum(vals) / len(vals)
+    if min(vals) == max(vals):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ({min(vals):.{digits}f}–{max(vals):.{digits}f})"
+
+
+def main_table(rows: list[dict[str, Any]], test: str) -> str:
+    """One line per label; seeds pooled as ``mean (min–max)``."""
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_label.setdefault(r["label"], []).append(r)
+    seeds = max(len(v) for v in by_label.values())
+    lines = [f"| run | updates | {test} BLEU | {test} chrF | valid perplexity | last train loss | diverged |"
+             + (" seeds |" if seeds > 1 else ""), "|---|---:|---:|---:|---:|---:|---|" + ("---:|" if seeds > 1 else "")]
+    for label, group in by_label.items():
+        cells = [label, _spread([r.get("steps") for r in group], 0), _spread([r["test_bleu"] for r in group], 2),
+                 _spread([r["test_chrf"] for r in group], 2), _spread([r.get("valid_ppl") for r in group], 2),
+                 _spread([r.get("train_loss") for r in group], 3),
+                 ", ".join("yes" if r.get("diverged") else "no" for r in group)]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |" + (f" {len(group)} |" if seeds > 1 else ""))
+    return "\n".join(lines) + "\n"
+
+
+def averaged_table(rows: list[dict[str, Any]], test: str) -> str:
+    lines = [f"| run | model | {test} BLEU | {test} chrF |", "|---|---|---:|---:|"]
+    lines += [f"| {r['label']} | {r['model']} | {r['bleu']:.2f} | {r['chrf']:.2f} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def sweep_table(rows: list[dict[str, Any]], test: str) -> str:
+    lines = [f"| run | length norm | beam | {test} BLEU | chrF | mean length (words) | empty outputs |",
+             "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines += [f"| {r['label']} | {r['length_norm']} | {r['beam']} | {r['bleu']:.2f} | {r['chrf']:.2f} | "
+              f"{r['mean_len']:.2f} | {r['empty']} |" for r in rows]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(spec: Spec, png: Path) -> Optional[Path]:
+    """Train loss, valid NLL and valid BLEU against the update, one colour per label (seeds
+    share it). None without matplotlib."""
+    from mt.extras import available
+    from mt.train.metrics import read_metrics
+
+    if not available("matplotlib"):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=100)
+    colours: dict[str, Any] = {}
+    for run in spec.runs:
+        path = spec.runs_dir / run.name / "metrics.jsonl"
+        records = read_metrics(path) if path.is_file() else []
+        series = {"train_loss": [(r["step"], r["loss"]) for r in records if r.get("kind") == "train"],
+                  "valid_nll": [(r["step"], r["nll"]) for r in records if r.get("kind") == "valid"],
+                  "valid_bleu": [(r["step"], r.get("bleu")) for r in records if r.get("kind") == "valid"]}  # fmt: skip
+        for ax, key in zip(axes, CURVES):
+            pts = [(x, y) for x, y in series[key] if y is not None and math.isfinite(y)]
+            if pts:
+                first = run.label not in colours
+                line = ax.plot(*zip(*pts), lw=1.2 if key == "train_loss" else 1.5, marker=None if key == "train_loss" else "o",
+                               ms=3, color=colours.get(run.label), label=run.label if first else None)[0]  # fmt: skip
+                colours.setdefault(run.label, line.get_color())
+    titles = ("train loss (label-smoothed, per token)", "valid NLL per token (unsmoothed)", "valid BLEU (greedy subset)")
+    for ax, title in zip(axes, titles):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("update")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(spec.claim, fontsize=11)
+    fig.tight_layout()
+    return save_figure(fig, png)
+
+
+def plot_sweep(rows: list[dict[str, Any]], test: str, png: Path) -> Optional[Path]:
+    """BLEU against the beam size (log scale), one panel per run, one line per length norm."""
+    from mt.extras import available
+
+    if not rows or not available("matplotlib"):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    fig, axes = plt.subplots(1, len(labels), figsize=(5.5 * len(labels), 4), dpi=100, squeeze=False)
+    for ax, label in zip(axes[0], labels):
+        for mode in dict.fromkeys(r["length_norm"] for r in rows):
+            pts = [(r["beam"], r["bleu"]) for r in rows if r["label"] == label and r["length_norm"] == mode]
+            ax.plot(*zip(*pts), marker="o", label=f"length norm: {mode}")
+        ax.set_xscale("log")
+        ax.set_xlabel("beam size")
+        ax.set_ylabel(f"BLEU ({test})")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, png)
+
+
+def report(spec: Spec) -> dict[str, Any]:
+    """Measure the finished runs and write ``out/results.json``, ``out/table.md`` and the plots."""
+    from mt.runtime import cpu_name
+
+    done = [r for r in spec.runs if is_finished(spec.runs_dir / r.name)]
+    rows = [run_row(spec, r) for r in done]
+    firsts = [r for r in done if r.seed == 1]
+    averaged = [row for r in firsts for row in averaged_rows(spec, r)] if spec.average else []
+    sweep = [row for r in firsts for row in sweep_rows(spec, r)] if spec.beam_sweep else []
+    spec.out.mkdir(parents=True, exist_ok=True)
+    results = {"claim": spec.claim, "spec": str(spec.path), "cpu": cpu_name(),
+               "date": time.strftime("%Y-%m-%d"), "test": spec.test, "missing": [r.name for r in spec.runs if r not in done],
+               "runs": rows, "averaged": averaged, "beam_sweep": sweep}  # fmt: skip
+    atomic_write_json(spec.out / "results.json", results)
+    md = [f"# {spec.claim}", "", f"Spec `{spec.path}`; CPU: {results['cpu']}; {results['date']}.", "", main_table(rows, spec.test)] if rows else []
+    if averaged:
+        md += ["", averaged_table(averaged, spec.test)]
+    if sweep:
+        md += ["", sweep_table(sweep, spec.test)]
+    md += ["", "Commands (each resumes; `mt ablate` runs them all):", ""] + [f"    {r['command']}" for r in rows]
+    atomic_write_text(spec.out / "table.md", "\n".join(md) + "\n")
+    if rows:
+        plot_curves(spec, spec.out / "curves.png")
+    plot_sweep(sweep, spec.test, spec.out / "beam_sweep.png")
+    return results
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def ablate_cli(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    only = set(args.only.split(",")) if args.only else None
+    unknown = (only or set()) - {r.name for r in spec.runs}
+    if unknown:
+        raise ConfigError(f"--only: no run named {', '.join(sorted(unknown))} in {spec.path}")
+    if args.list:
+        for run in spec.runs:
+            state = "done" if is_finished(spec.runs_dir / run.name) else "to run"
+            print(f"{run.name:<24} {state:<7} {shlex.join(run.command(spec.runs_dir / run.name))}")
+        return 0
+    failed = [] if args.report_only else run_all(spec, args.jobs, only)
+    results = report(spec)
+    print((spec.out / "table.md").read_text(encoding="utf-8"))
+    if failed or results["missing"]:
+        print(f"mt ablate: not finished: {', '.join(failed or results['missing'])}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_ablate_parser(subparsers: Any) -> None:
+    from mt.argtypes import positive_int
+
+    p = subparsers.add_parser("ablate", help="train the variants of a config that test a claim; table and plots")
+    p.add_argument("spec", help="ablation spec YAML (see recipes/ablations/)")
+    p.add_argument("--jobs", type=positive_int, default=1, help="runs trained at once (give each train.threads=1)")
+    p.add_argument("--only", default=None, metavar="NAME[,NAME]", help="train only these runs (the report has all finished)")
+    p.add_argument("--report-only", action="store_true", help="train nothing; tabulate the finished runs")
+    p.add_argument("--list", action="store_true", help="print each run's command and whether it is done")
+    p.set_defaults(func=ablate_cli)

@@ -1,0 +1,165 @@
+"""`mt ablate SPEC`: a spec's runs trained in child processes, reused when the settings match,
+refused when they do not, and measured into results.json / table.md / plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+import mt.ablate as ablate
+from mt.cli import main
+from mt.config import ConfigError
+from _bt_support import bt_config
+
+
+def tiny_config(tmp_path: Path) -> Path:
+    """A d32 de→en config without back-translation: 6 updates, a checkpoint every 2 (3 kept)."""
+    path = bt_config(tmp_path, bt={"rounds": 0})
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    cfg["train"].update(max_steps=6, save_every=2, keep_last=3, valid_every=3)
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def write_spec(tmp_path: Path, runs: list[dict], **extra) -> Path:
+    spec = {"claim": "a tiny claim", "config": "bt.yaml", "runs_dir": str(tmp_path / "runs"),
+            "out": str(tmp_path / "out"), "test": "test1", "runs": runs, **extra}  # fmt: skip
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def error_line(capsys: pytest.CaptureFixture) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_ablate_trains_each_run_once_and_measures_them(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    tiny_config(tmp_path)
+    runs = [{"name": "base", "label": "ε = 0.1"}, {"name": "ls0", "label": "ε = 0", "set": {"train.label_smoothing": 0.0}}]
+    spec = write_spec(tmp_path, runs, average=[1, 2], beam_sweep={"beams": [1, 2], "modes": ["avg", "none"], "decode": {"min_len": 0}})
+    assert main(["ablate", str(spec), "--jobs", "2"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("started: mt recipe run") == 2 and err.count("finished") == 2
+
+    out = tmp_path / "out"
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    rows = {r["name"]: r for r in results["runs"]}
+    assert set(rows) == {"base", "ls0"} and results["missing"] == []
+    for r in rows.values():
+        assert r["steps"] == 6 and r["diverged"] is False and 0 <= r["test_bleu"] <= 100 and r["valid_nll"] > 0
+    # the variant really trained with its override: the two runs' losses differ at equal updates
+    assert rows["base"]["train_loss"] != rows["ls0"]["train_loss"]
+    saved = yaml.safe_load((tmp_path / "runs" / "ls0" / "config.yaml").read_text(encoding="utf-8"))
+    assert saved["train"]["label_smoothing"] == 0.0 and saved["run_dir"] == str(tmp_path / "runs" / "ls0")
+    assert "--set train.label_smoothing=0.0" in rows["ls0"]["command"]
+
+    averaged = [(r["name"], r["model"]) for r in results["averaged"]]
+    assert averaged == [(n, m) for n in ("base", "ls0") for m in ("best single (valid BLEU)", "last single", "last 2 averaged")]
+    steps = json.loads((tmp_path / "runs" / "base" / "average_last2" / "config.json").read_text(encoding="utf-8"))
+    assert steps["meta"]["steps"] == [4, 6]
+    assert [(r["length_norm"], r["beam"]) for r in results["beam_sweep"]][:4] == [("avg", 1), ("avg", 2), ("none", 1), ("none", 2)]
+    table = (out / "table.md").read_text(encoding="utf-8")
+    assert "| ε = 0 | 6 |" in table and "last 2 averaged" in table and "| ε = 0.1 | none | 2 |" in table
+    assert (out / "curves.png").stat().st_size > 0 and (out / "beam_sweep.png").stat().st_size > 0
+
+    # a second call trains nothing; the same name with other settings is refused
+    before = (tmp_path / "runs" / "ls0" / "report.json").stat().st_mtime_ns
+    assert main(["ablate", str(spec), "--jobs", "2"]) == 0
+    assert "started" not in capsys.readouterr().err
+    assert (tmp_path / "runs" / "ls0" / "report.json").stat().st_mtime_ns == before
+    (tmp_path / "runs" / "ls0" / "report.json").unlink()  # unfinished: it would run again
+    runs[1]["set"] = {"train.label_smoothing": 0.2}
+    write_spec(tmp_path, runs)
+    assert main(["ablate", str(spec)]) == 2
+    line = error_line(capsys)
+    assert str(tmp_path / "runs" / "ls0") in line and "train.label_smoothing: 0.0 there, 0.2 here" in line
+
+
+def test_a_run_trained_before_is_adopted_only_with_the_same_settings(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path)
+    run = ablate.load_spec(write_spec(tmp_path, [{"name": "r", "set": {"train.lr": 0.002}}])).runs[0]
+    run_dir = tmp_path / "runs" / "r"
+    run_dir.mkdir(parents=True)
+    from mt.config import ExperimentConfig, from_dict, to_dict
+
+    def write_snapshot(lr: float) -> None:
+        """config.yaml as `mt train` writes it, from an older mt (no spm.seed) with other speed settings."""
+        snapshot = yaml.safe_load(config.read_text(encoding="utf-8"))
+        snapshot["train"].update(lr=lr, threads=2)
+        full = to_dict(from_dict(ExperimentConfig, snapshot))
+        full["decode"]["dtype"] = "fp32"
+        del full["data"]["spm"]["seed"]
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(full), encoding="utf-8")
+
+    write_snapshot(0.002)
+    ablate.claim_run_dir(run, run_dir)
+    assert json.loads((run_dir / ablate.RECORD).read_text(encoding="utf-8"))["name"] == "r"
+    (run_dir / ablate.RECORD).unlink()
+    write_snapshot(0.003)
+    with pytest.raises(ConfigError, match=r"train.lr: 0.003 there, 0.002 here"):
+        ablate.claim_run_dir(run, run_dir)
+
+
+def test_seeds_expand_each_run_with_the_next_seeds(tmp_path: Path) -> None:
+    tiny_config(tmp_path)
+    runs = [{"name": "a"}, {"name": "b", "set": {"train.seed": 10, "train.lr": 0.002}}]
+    spec = ablate.load_spec(write_spec(tmp_path, runs, seeds=3, set={"train.lr": 0.001}))
+    assert [(r.name, r.seed, r.overrides) for r in spec.runs] == [
+        ("a", 1, ["train.lr=0.001"]), ("a.seed2", 2, ["train.lr=0.001", "train.seed=2"]),
+        ("a.seed3", 3, ["train.lr=0.001", "train.seed=3"]),
+        ("b", 1, ["train.lr=0.001", "train.lr=0.002", "train.seed=10"]),
+        ("b.seed2", 2, ["train.lr=0.001", "train.lr=0.002", "train.seed=10", "train.seed=11"]),
+        ("b.seed3", 3, ["train.lr=0.001", "train.lr=0.002", "train.seed=10", "train.seed=12"]),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"seeds": 0}, "spec.yaml.seeds: must be >= 1, got 0"),
+    ({"test": "nope"}, "spec.yaml.test: 'nope' is not a test set of"),
+    ({"runs": [{"name": "a"}, {"name": "a"}]}, "spec.yaml.runs[1].name: must be a unique"),
+    ({"runs": [{"name": "a", "set": {"train.lr": -1}}]}, "train.lr: must be positive"),
+    ({"average": [0]}, "spec.yaml.average: expected positive checkpoint counts"),
+    ({"beam_sweep": {"beams": [1], "modes": ["long"]}}, "spec.yaml.beam_sweep.modes: expected some of avg, gnmt, none"),
+    ({"claim": None}, "spec.yaml.claim: expected str"),
+    ({"beam_sweep": {"beams": [1], "decode": {"min_len": -1}}}, "spec.yaml.beam_sweep.decode.min_len: must be >= 0"),
+])  # fmt: skip
+def test_spec_errors_are_one_line_naming_the_field(tmp_path: Path, capsys: pytest.CaptureFixture, change: dict, needle: str) -> None:
+    tiny_config(tmp_path)
+    spec = write_spec(tmp_path, [{"name": "a"}])
+    data = yaml.safe_load(spec.read_text(encoding="utf-8")) | change
+    spec.write_text(yaml.safe_dump(data), encoding="utf-8")
+    assert main(["ablate", str(spec), "--list"]) == 2
+    assert needle in error_line(capsys)
+
+
+def test_unknown_only_name_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    tiny_config(tmp_path)
+    spec = write_spec(tmp_path, [{"name": "a"}])
+    assert main(["ablate", str(spec), "--only", "a,zz"]) == 2
+    assert "--only: no run named zz" in error_line(capsys)
+
+
+def test_training_summary_flags_divergence(tmp_path: Path) -> None:
+    def summary(losses: list[float]) -> dict:
+        lines = [{"kind": "train", "step": 10 * (i + 1), "loss": x, "elapsed": 60.0 * i} for i, x in enumerate(losses)]
+        lines.append({"kind": "valid", "step": 10 * len(losses), "nll": 2.0, "ppl": math.exp(2.0), "bleu": 5.0})
+        (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+        return ablate.training_summary(tmp_path)
+
+    ok = summary([8.0, 5.0, 4.0, 3.9])
+    assert ok["diverged"] is False and ok["steps"] == 40 and ok["min_train_loss"] == 3.9 and ok["valid_bleu"] == 5.0
+    assert summary([8.0, 5.0, float("nan")])["diverged"] is True
+    assert summary([8.0, 4.0, 5.5])["diverged"] is True  # came apart after reaching 4.0
+
+
+def test_main_table_pools_seeds_as_mean_and_range() -> None:
+    rows = [{"label": "A", "steps": 100, "test_bleu": b, "test_chrf": 50.0, "valid_ppl": 6.0, "train_loss": 2.0,
+             "diverged": False} for b in (30.0, 31.0, 32.5)]  # fmt: skip
+    table = ablate.main_table(rows, "t")
+    assert "| A | 100 | 31.17 (30.00–32.50) | 50.00 | 6.00 | 2.000 | no, no, no | 3 |" in table
