@@ -95,7 +95,9 @@ def _field(data: dict[str, Any], key: str, kind: type, where: str, default: Any 
 
 
 def _overrides(sets: dict[str, Any]) -> list[str]:
-    return [f"{k}={json.dumps(v)}" for k, v in sets.items()]
+    """``{"train.lr": 0.003}`` as ``--set`` values (YAML flow syntax: ``train.lr=0.003``)."""
+    return [f"{k}={yaml.safe_dump(v, default_flow_style=True, width=10_000).strip().removesuffix(chr(10) + '...')}"
+            for k, v in sets.items()]  # fmt: skip
 
 
 def _runs(entries: list, spec_dir: Path, config: Path, common: list[str], seeds: int, where: str) -> list[Run]:
@@ -293,6 +295,7 @@ def run_row(spec: Spec, run: Run) -> dict[str, Any]:
     scores = report["scores"].get(spec.test, {})
     return {"name": run.name, "label": run.label, "seed": run.seed, "command": shlex.join(run.command(run_dir)),
             "test_bleu": scores.get("bleu"), "test_chrf": scores.get("chrf"), "test_empty": scores.get("empty"),
+            "test_mean_len": scores.get("mean_len"),
             "beam": report.get("beam"), **training_summary(run_dir)}  # fmt: skip
 
 
@@ -312,7 +315,7 @@ def averaged_rows(spec: Spec, run: Run) -> list[dict[str, Any]]:
 
     run_dir = spec.runs_dir / run.name
     src, ref, tok = _test_set(spec, run)
-    opts = load_config(run.config, run.overrides).decode
+    cfg = load_config(run.config, run.overrides)
     models = {"best": ("best single (valid BLEU)", run_dir / "model_best")}
     for n in spec.average:
         out = run_dir / f"average_last{n}"
@@ -321,9 +324,11 @@ def averaged_rows(spec: Spec, run: Run) -> list[dict[str, Any]]:
         models[f"last{n}"] = (f"last {n} averaged" if n > 1 else "last single", out)
     rows = []
     for slug, (what, model) in models.items():
-        r = evaluate_model(model, {spec.test: (src, ref)}, opts, tok, run_dir / "eval_average", slug,
-                           prefix="mt ablate")["scores"][spec.test]  # fmt: skip
-        rows.append({"name": run.name, "label": run.label, "model": what, "bleu": r["bleu"], "chrf": r["chrf"]})
+        # the threads the recipe evaluated with: bf16 kernels may round differently on other counts
+        r = evaluate_model(model, {spec.test: (src, ref)}, cfg.decode, tok, run_dir / "eval_average", slug,
+                           cfg.train.threads, prefix="mt ablate")["scores"][spec.test]  # fmt: skip
+        rows.append({"name": run.name, "label": run.label, "model": what, "bleu": r["bleu"], "chrf": r["chrf"],
+                     "mean_len": r["mean_len"]})  # fmt: skip
     return rows
 
 
@@ -334,8 +339,9 @@ def sweep_rows(spec: Spec, run: Run) -> list[dict[str, Any]]:
 
     assert spec.beam_sweep is not None
     src, ref, _ = _test_set(spec, run)
-    opts = load_config(run.config, run.overrides).decode.replace(**spec.beam_sweep["decode"])
-    translator = Translator.load(spec.runs_dir / run.name / "final_model", opts)
+    cfg = load_config(run.config, run.overrides)
+    opts = cfg.decode.replace(**spec.beam_sweep["decode"])
+    translator = Translator.load(spec.runs_dir / run.name / "final_model", opts, threads=cfg.train.threads)
     rows = beam_sweep(translator, src, ref, opts, spec.beam_sweep["beams"], spec.beam_sweep["modes"])
     return [{"name": run.name, "label": run.label, **r} for r in rows]
 
@@ -360,20 +366,23 @@ def main_table(rows: list[dict[str, Any]], test: str) -> str:
     for r in rows:
         by_label.setdefault(r["label"], []).append(r)
     seeds = max(len(v) for v in by_label.values())
-    lines = [f"| run | updates | {test} BLEU | {test} chrF | valid perplexity | last train loss | diverged |"
-             + (" seeds |" if seeds > 1 else ""), "|---|---:|---:|---:|---:|---:|---|" + ("---:|" if seeds > 1 else "")]
+    lines = [f"| run | updates | {test} BLEU | {test} chrF | output words | valid perplexity | last train loss | diverged "
+             "| train minutes |" + (" seeds |" if seeds > 1 else ""),
+             "|---|---:|---:|---:|---:|---:|---:|---|---:|" + ("---:|" if seeds > 1 else "")]  # fmt: skip
     for label, group in by_label.items():
         cells = [label, _spread([r.get("steps") for r in group], 0), _spread([r["test_bleu"] for r in group], 2),
-                 _spread([r["test_chrf"] for r in group], 2), _spread([r.get("valid_ppl") for r in group], 2),
+                 _spread([r["test_chrf"] for r in group], 2), _spread([r.get("test_mean_len") for r in group], 2),
+                 _spread([r.get("valid_ppl") for r in group], 2),
                  _spread([r.get("train_loss") for r in group], 3),
-                 ", ".join("yes" if r.get("diverged") else "no" for r in group)]  # fmt: skip
+                 ", ".join("yes" if r.get("diverged") else "no" for r in group),
+                 _spread([r.get("train_minutes") for r in group], 1)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |" + (f" {len(group)} |" if seeds > 1 else ""))
     return "\n".join(lines) + "\n"
 
 
 def averaged_table(rows: list[dict[str, Any]], test: str) -> str:
-    lines = [f"| run | model | {test} BLEU | {test} chrF |", "|---|---|---:|---:|"]
-    lines += [f"| {r['label']} | {r['model']} | {r['bleu']:.2f} | {r['chrf']:.2f} |" for r in rows]
+    lines = [f"| run | model | {test} BLEU | {test} chrF | output words |", "|---|---|---:|---:|---:|"]
+    lines += [f"| {r['label']} | {r['model']} | {r['bleu']:.2f} | {r['chrf']:.2f} | {r['mean_len']:.2f} |" for r in rows]
     return "\n".join(lines) + "\n"
 
 

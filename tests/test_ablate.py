@@ -160,6 +160,6 @@ def test_training_summary_flags_divergence(tmp_path: Path) -> None:
 
 def test_main_table_pools_seeds_as_mean_and_range() -> None:
     rows = [{"label": "A", "steps": 100, "test_bleu": b, "test_chrf": 50.0, "valid_ppl": 6.0, "train_loss": 2.0,
-             "diverged": False} for b in (30.0, 31.0, 32.5)]  # fmt: skip
+             "diverged": False, "train_minutes": m, "test_mean_len": 11.5} for b, m in ((30.0, 9.0), (31.0, 10.0), (32.5, 11.0))]  # fmt: skip
     table = ablate.main_table(rows, "t")
-    assert "| A | 100 | 31.17 (30.00–32.50) | 50.00 | 6.00 | 2.000 | no, no, no | 3 |" in table
+    assert "| A | 100 | 31.17 (30.00–32.50) | 50.00 | 11.50 | 6.00 | 2.000 | no, no, no | 10.0 (9.0–11.0) | 3 |" in table
