@@ -44,7 +44,7 @@ from mt.config import LENGTH_NORMS, ConfigError, DecodeOptions, ExperimentConfig
 from mt.fileio import atomic_write_json, atomic_write_text, read_json_object, save_figure
 
 RECORD = "ablation_run.json"
-CURVES = ("train_loss", "valid_nll", "valid_bleu")
+CURVES = ("train_nll", "valid_nll", "valid_bleu")
 # settings that change how fast a run goes or where it reads from, not what it learns
 IGNORED = {"run_dir", "train.threads", "train.progress", "data.data_dir", "model.vocab_size", "model.preset",
            "backtranslate.device"}  # fmt: skip
@@ -282,6 +282,7 @@ def training_summary(run_dir: Path) -> dict[str, Any]:
     last_valid = valid[-1] if valid else {}
     return {
         "steps": train[-1]["step"], "train_loss": losses[-1], "min_train_loss": min(finite, default=math.nan),
+        "train_nll": train[-1].get("nll"),
         # a non-finite loss, or the end a nat above the run's best: the run came apart
         "diverged": len(finite) < len(losses) or losses[-1] > min(finite) + 1.0,
         "valid_nll": last_valid.get("nll"), "valid_ppl": last_valid.get("ppl"), "valid_bleu": last_valid.get("bleu"),
@@ -366,14 +367,14 @@ def main_table(rows: list[dict[str, Any]], test: str) -> str:
     for r in rows:
         by_label.setdefault(r["label"], []).append(r)
     seeds = max(len(v) for v in by_label.values())
-    lines = [f"| run | updates | {test} BLEU | {test} chrF | output words | valid perplexity | last train loss | diverged "
+    lines = [f"| run | updates | {test} BLEU | {test} chrF | output words | valid perplexity | last train NLL | diverged "
              "| train minutes |" + (" seeds |" if seeds > 1 else ""),
              "|---|---:|---:|---:|---:|---:|---:|---|---:|" + ("---:|" if seeds > 1 else "")]  # fmt: skip
     for label, group in by_label.items():
         cells = [label, _spread([r.get("steps") for r in group], 0), _spread([r["test_bleu"] for r in group], 2),
                  _spread([r["test_chrf"] for r in group], 2), _spread([r.get("test_mean_len") for r in group], 2),
                  _spread([r.get("valid_ppl") for r in group], 2),
-                 _spread([r.get("train_loss") for r in group], 3),
+                 _spread([r.get("train_nll") for r in group], 3),
                  ", ".join("yes" if r.get("diverged") else "no" for r in group),
                  _spread([r.get("train_minutes") for r in group], 1)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |" + (f" {len(group)} |" if seeds > 1 else ""))
@@ -395,7 +396,7 @@ def sweep_table(rows: list[dict[str, Any]], test: str) -> str:
 
 
 def plot_curves(spec: Spec, png: Path) -> Optional[Path]:
-    """Train loss, valid NLL and valid BLEU against the update, one colour per label (seeds
+    """Train and valid NLL (unsmoothed, so runs with other label smoothing compare) and valid BLEU against the update, one colour per label (seeds
     share it). None without matplotlib."""
     from mt.extras import available
     from mt.train.metrics import read_metrics
@@ -412,17 +413,17 @@ def plot_curves(spec: Spec, png: Path) -> Optional[Path]:
     for run in spec.runs:
         path = spec.runs_dir / run.name / "metrics.jsonl"
         records = read_metrics(path) if path.is_file() else []
-        series = {"train_loss": [(r["step"], r["loss"]) for r in records if r.get("kind") == "train"],
+        series = {"train_nll": [(r["step"], r["nll"]) for r in records if r.get("kind") == "train"],
                   "valid_nll": [(r["step"], r["nll"]) for r in records if r.get("kind") == "valid"],
                   "valid_bleu": [(r["step"], r.get("bleu")) for r in records if r.get("kind") == "valid"]}  # fmt: skip
         for ax, key in zip(axes, CURVES):
             pts = [(x, y) for x, y in series[key] if y is not None and math.isfinite(y)]
             if pts:
                 first = run.label not in colours
-                line = ax.plot(*zip(*pts), lw=1.2 if key == "train_loss" else 1.5, marker=None if key == "train_loss" else "o",
+                line = ax.plot(*zip(*pts), lw=1.2 if key == "train_nll" else 1.5, marker=None if key == "train_nll" else "o",
                                ms=3, color=colours.get(run.label), label=run.label if first else None)[0]  # fmt: skip
                 colours.setdefault(run.label, line.get_color())
-    titles = ("train loss (label-smoothed, per token)", "valid NLL per token (unsmoothed)", "valid BLEU (greedy subset)")
+    titles = ("train NLL per token (unsmoothed)", "valid NLL per token (unsmoothed)", "valid BLEU (greedy subset)")
     for ax, title in zip(axes, titles):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("update")

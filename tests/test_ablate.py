@@ -55,6 +55,7 @@ def test_ablate_trains_each_run_once_and_measures_them(tmp_path: Path, capsys: p
         assert r["steps"] == 6 and r["diverged"] is False and 0 <= r["test_bleu"] <= 100 and r["valid_nll"] > 0
     # the variant really trained with its override: the two runs' losses differ at equal updates
     assert rows["base"]["train_loss"] != rows["ls0"]["train_loss"]
+    assert rows["ls0"]["train_loss"] == rows["ls0"]["train_nll"] != rows["base"]["train_nll"]  # ε = 0: loss is the NLL
     saved = yaml.safe_load((tmp_path / "runs" / "ls0" / "config.yaml").read_text(encoding="utf-8"))
     assert saved["train"]["label_smoothing"] == 0.0 and saved["run_dir"] == str(tmp_path / "runs" / "ls0")
     assert "--set train.label_smoothing=0.0" in rows["ls0"]["command"]
@@ -159,7 +160,7 @@ def test_training_summary_flags_divergence(tmp_path: Path) -> None:
 
 
 def test_main_table_pools_seeds_as_mean_and_range() -> None:
-    rows = [{"label": "A", "steps": 100, "test_bleu": b, "test_chrf": 50.0, "valid_ppl": 6.0, "train_loss": 2.0,
+    rows = [{"label": "A", "steps": 100, "test_bleu": b, "test_chrf": 50.0, "valid_ppl": 6.0, "train_nll": 2.0,
              "diverged": False, "train_minutes": m, "test_mean_len": 11.5} for b, m in ((30.0, 9.0), (31.0, 10.0), (32.5, 11.0))]  # fmt: skip
     table = ablate.main_table(rows, "t")
     assert "| A | 100 | 31.17 (30.00–32.50) | 50.00 | 11.50 | 6.00 | 2.000 | no, no, no | 10.0 (9.0–11.0) | 3 |" in table
