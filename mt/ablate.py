@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import shlex
 import subprocess
 import sys
@@ -114,7 +115,7 @@ def _runs(entries: list, spec_dir: Path, config: Path, common: list[str], seeds:
         names.add(name)
         overrides = common + _overrides(_field(entry, "set", dict, w, {}))
         own = entry.get("config")
-        cfg_path = spec_dir / own if isinstance(own, str) else config
+        cfg_path = Path(os.path.normpath(spec_dir / own)) if isinstance(own, str) else config
         base_seed = load_config(cfg_path, overrides).train.seed  # also validates the overrides
         label = str(_field(entry, "label", str, w, name))
         for s in range(seeds):
@@ -135,7 +136,7 @@ def load_spec(path: str | Path) -> Spec:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping (claim, config, runs, ...)")
     where = str(path)
-    config = path.parent / _field(data, "config", str, where)
+    config = Path(os.path.normpath(path.parent / _field(data, "config", str, where)))
     seeds = _field(data, "seeds", int, where, 1)
     if seeds < 1:
         raise ConfigError(f"{where}.seeds: must be >= 1, got {seeds}")
@@ -290,6 +291,23 @@ def training_summary(run_dir: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def bt_summary(run_dir: Path, test: str) -> dict[str, Any]:
+    """From ``bt_report.json`` (runs with back-translation): the round-0 reverse model's test
+    scores and, per round, the forward model's and its bitext-only control's."""
+    path = run_dir / "bt_report.json"
+    if not path.is_file():
+        return {}
+
+    def scores(side: Optional[dict[str, Any]]) -> Optional[dict[str, float]]:
+        s = (side or {}).get("scores", {}).get(test)
+        return {"bleu": s["bleu"], "chrf": s["chrf"]} if s else None
+
+    rounds = read_json_object(path)["rounds"]
+    return {"reverse_r0": scores(rounds[0].get("reverse")),
+            "rounds": [{"round": r["round"], "forward": scores(r.get("forward")), "control": scores(r.get("control"))}
+                       for r in rounds]}  # fmt: skip
+
+
 def run_row(spec: Spec, run: Run) -> dict[str, Any]:
     run_dir = spec.runs_dir / run.name
     report = read_json_object(run_dir / "report.json")
@@ -297,7 +315,7 @@ def run_row(spec: Spec, run: Run) -> dict[str, Any]:
     return {"name": run.name, "label": run.label, "seed": run.seed, "command": shlex.join(run.command(run_dir)),
             "test_bleu": scores.get("bleu"), "test_chrf": scores.get("chrf"), "test_empty": scores.get("empty"),
             "test_mean_len": scores.get("mean_len"),
-            "beam": report.get("beam"), **training_summary(run_dir)}  # fmt: skip
+            "beam": report.get("beam"), **training_summary(run_dir), "backtranslation": bt_summary(run_dir, spec.test)}  # fmt: skip
 
 
 def _test_set(spec: Spec, run: Run) -> tuple[list[str], list[str], str]:
@@ -385,6 +403,25 @@ def averaged_table(rows: list[dict[str, Any]], test: str) -> str:
     lines = [f"| run | model | {test} BLEU | {test} chrF | output words |", "|---|---|---:|---:|---:|"]
     lines += [f"| {r['label']} | {r['model']} | {r['bleu']:.2f} | {r['chrf']:.2f} | {r['mean_len']:.2f} |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def bt_table(rows: list[dict[str, Any]], test: str) -> str:
+    """Runs with back-translation: the reverse model, then BLEU / chrF per round, with the
+    bitext-only control of the same updates in brackets where the run had one."""
+    bt = [r for r in rows if r.get("backtranslation")]
+    n = max(len(r["backtranslation"]["rounds"]) for r in bt)
+
+    def fmt(s: Optional[dict[str, float]]) -> str:
+        return f"{s['bleu']:.2f} / {s['chrf']:.2f}" if s else "–"
+
+    lines = [f"| run | reverse model, round 0 | " + " | ".join(f"round {i}" for i in range(n)) + " |",
+             "|---|---:|" + "---:|" * n]  # fmt: skip
+    for r in bt:
+        cells = [fmt(x["forward"]) + (f" (control {fmt(x['control'])})" if x["control"] else "")
+                 for x in r["backtranslation"]["rounds"]]  # fmt: skip
+        cells += ["–"] * (n - len(cells))
+        lines.append(f"| {r['label']} | {fmt(r['backtranslation']['reverse_r0'])} | " + " | ".join(cells) + " |")
+    return f"{test} BLEU / chrF per back-translation round:\n\n" + "\n".join(lines) + "\n"
 
 
 def sweep_table(rows: list[dict[str, Any]], test: str) -> str:
@@ -476,6 +513,8 @@ def report(spec: Spec) -> dict[str, Any]:
                "runs": rows, "averaged": averaged, "beam_sweep": sweep}  # fmt: skip
     atomic_write_json(spec.out / "results.json", results)
     md = [f"# {spec.claim}", "", f"Spec `{spec.path}`; CPU: {results['cpu']}; {results['date']}.", "", main_table(rows, spec.test)] if rows else []
+    if any(r.get("backtranslation") for r in rows):
+        md += ["", bt_table(rows, spec.test)]
     if averaged:
         md += ["", averaged_table(averaged, spec.test)]
     if sweep:

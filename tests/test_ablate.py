@@ -164,3 +164,18 @@ def test_main_table_pools_seeds_as_mean_and_range() -> None:
              "diverged": False, "train_minutes": m, "test_mean_len": 11.5} for b, m in ((30.0, 9.0), (31.0, 10.0), (32.5, 11.0))]  # fmt: skip
     table = ablate.main_table(rows, "t")
     assert "| A | 100 | 31.17 (30.00–32.50) | 50.00 | 11.50 | 6.00 | 2.000 | no, no, no | 10.0 (9.0–11.0) | 3 |" in table
+
+
+def test_back_translation_runs_get_a_table_per_round_with_controls(tmp_path: Path) -> None:
+    def side(bleu: float) -> dict:
+        return {"scores": {"t": {"bleu": bleu, "chrf": bleu * 3}, "valid": {"bleu": 1.0, "chrf": 2.0}}}
+
+    report = {"rounds": [{"round": 0, "forward": side(7.0), "reverse": side(5.0)},
+                         {"round": 1, "forward": side(8.0), "reverse": side(5.0), "control": side(8.5)}]}  # fmt: skip
+    (tmp_path / "bt_report.json").write_text(json.dumps(report), encoding="utf-8")
+    summary = ablate.bt_summary(tmp_path, "t")
+    assert summary["reverse_r0"] == {"bleu": 5.0, "chrf": 15.0}
+    assert [(r["round"], r["forward"]["bleu"], r["control"] and r["control"]["bleu"]) for r in summary["rounds"]] == [(0, 7.0, None), (1, 8.0, 8.5)]
+    assert ablate.bt_summary(tmp_path / "none", "t") == {}
+    table = ablate.bt_table([{"label": "A", "backtranslation": summary}, {"label": "B", "backtranslation": {}}], "t")
+    assert "| A | 5.00 / 15.00 | 7.00 / 21.00 | 8.00 / 24.00 (control 8.50 / 25.50) |" in table and "| B |" not in table
