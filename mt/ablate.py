@@ -315,7 +315,7 @@ def run_row(spec: Spec, run: Run) -> dict[str, Any]:
     return {"name": run.name, "label": run.label, "seed": run.seed, "command": shlex.join(run.command(run_dir)),
             "test_bleu": scores.get("bleu"), "test_chrf": scores.get("chrf"), "test_empty": scores.get("empty"),
             "test_mean_len": scores.get("mean_len"),
-            "beam": report.get("beam"), **training_summary(run_dir), "backtranslation": bt_summary(run_dir, spec.test)}  # fmt: skip
+            "beam": report.get("beam"), "dtype": report.get("dtype"), **training_summary(run_dir), "backtranslation": bt_summary(run_dir, spec.test)}  # fmt: skip
 
 
 def _test_set(spec: Spec, run: Run) -> tuple[list[str], list[str], str]:

@@ -694,6 +694,8 @@ class RecipeRun:
             "final_model": str(model),
             "scores": evaluation["scores"],
             "beam": evaluation["beam"],
+            "dtype": evaluation.get("dtype"),  # absent from evaluations recorded before it was
+            "dtype_reason": evaluation.get("dtype_reason"),
             "signatures": evaluation["signatures"],
             "model": {"parameters": mcfg.estimated_parameters(), **{k: getattr(mcfg, k) for k in (
                 "d_model", "n_heads", "enc_layers", "dec_layers", "ffn_dim", "vocab_size", "dropout")}},
@@ -714,7 +716,8 @@ def report_markdown(r: dict[str, Any]) -> str:
     lines = [
         f"# Recipe report: {r['pair']}",
         "",
-        f"Config `{r['config']}`; final model `{r['final_model']}`; beam {r['beam']}.",
+        f"Config `{r['config']}`; final model `{r['final_model']}`; beam {r['beam']}"
+        + (f", decoded in {r['dtype']} ({r['dtype_reason']})." if r.get("dtype") else "."),
         "",
         f"Reproduce: `{r.get('command', 'mt recipe run ' + str(r['config']))}`",
         "",

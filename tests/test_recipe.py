@@ -287,6 +287,9 @@ def test_run_without_mono_resumes_a_killed_run_at_its_stage(tmp_path: Path, caps
     assert "mt recipe: train: done earlier, skipped" in err and "mt recipe: === evaluate ===" in err
     report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
     assert set(report["scores"]) == {"valid", "t"} and report["scores"]["t"]["sentences"] == 12
+    # the precision auto chose, and why (the tests pin it to fp32)
+    assert report["dtype"] == "fp32" and "MT_DTYPE_AUTO" in report["dtype_reason"]
+    assert "mt recipe: decoding in" in err
     assert report["training"]["steps"] == 4 and report["backtranslation"] is None
     assert (run_dir / "final_model" / "model.safetensors").is_file()
     manifest = json.loads((run_dir / "data" / "manifest.json").read_text(encoding="utf-8"))

@@ -237,11 +237,12 @@ def evaluate_model(model: Path, sets: dict[str, tuple[list[str], list[str]]], op
                    prefix: str = "mt backtranslate") -> dict[str, Any]:  # fmt: skip
     """Beam search (``opts.beam``) of ``model`` over each set; sacreBLEU (``tokenize``: the
     output language's tokenizer) and chrF per set, hypotheses in ``out_dir/<set>.<label>.hyp``."""
-    from mt.decode.translator import Translator
+    from mt.decode.translator import Translator, announce_precision
     from mt.evaluate import corpus_scores, length_stats
 
     opts = opts.replace(n_best=1, sampling="none")
     translator = Translator.load(model, opts, threads=threads)
+    announce_precision(prefix, translator)
     out_dir.mkdir(parents=True, exist_ok=True)
     scores: dict[str, Any] = {}
     signatures: dict[str, str] = {}
@@ -254,7 +255,8 @@ def evaluate_model(model: Path, sets: dict[str, tuple[list[str], list[str]]], op
         scores[split] = {**s, **length_stats(hyps), "sentences": len(src), "seconds": round(time.perf_counter() - t0, 1)}
     line = ", ".join(f"{k} BLEU {v['bleu']:.2f} chrF {v['chrf']:.2f}" for k, v in scores.items())
     print(f"{prefix}: {label} {model}: {line}", file=sys.stderr)
-    return {"scores": scores, "beam": opts.beam, "signatures": signatures}
+    return {"scores": scores, "beam": opts.beam, "signatures": signatures, "dtype": translator.model.dtype,
+            "dtype_reason": translator.model.precision.reason}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the pipeline

@@ -14,7 +14,10 @@ bookkeeping), so the probe times decoding steps, not matmuls. ``auto`` resolves 
 The finding is remembered per CPU, thread count and model shape beside the invariance probe's
 (``$MT_PROBE_CACHE``), so every process on the machine decodes alike; ``MT_DTYPE_AUTO=fp32`` (or
 ``bf16``) pins it without probing: one precision over a cluster of mixed CPUs, or tests that
-compare outputs bit for bit.
+compare outputs bit for bit. A probe that ran on a busy CPU (its thread had the core less than
+:data:`MIN_SHARE` of the time: other processes competed) is used by this process only and
+measured again by the next: under contention it read 0.87-1.21x on a CPU that runs bf16 1.6x
+faster when quiet, and 4.6x at 2 threads.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ from mt.fileio import recall_json_entry, remember_json_entry
 from mt.runtime import cpu_flags, cpu_name, machine_fingerprint
 
 MIN_SPEEDUP = 1.25  # "clearly faster": above the run-to-run noise of a shared 2-core VM
+MIN_SHARE = 0.85  # CPU seconds / wall seconds of the probing thread; below: the CPU was busy
 PIN_ENV = "MT_DTYPE_AUTO"
 NATIVE_BF16 = ("amx_bf16", "avx512_bf16")
-PROBE_VERSION = 2  # bump when the probe changes: remembered findings are measured again
+PROBE_VERSION = 3  # bump when the probe changes: remembered findings are measured again
 
 _FOUND: dict[str, Any] = {}  # this process's findings, by cache key
 
@@ -72,35 +76,44 @@ def resolve(requested: str, device: torch.device, int8: bool, model: Any, build:
     native = [f for f in NATIVE_BF16 if f in cpu_flags()]
     if not native:
         return PrecisionChoice("fp32", "auto: fp32, this CPU has no native bf16 (no avx512_bf16 / amx_bf16)")
-    speedup = _measured_speedup(model, build)
-    threads = torch.get_num_threads()
+    found = _measured(model, build)
+    speedup, threads = float(found["speedup"]), torch.get_num_threads()
     verdict = "bf16" if speedup >= MIN_SPEEDUP else "fp32"
     how = f"{native[0]}; bf16 decoding steps ran {speedup:.2f}x fp32 on {threads} thread(s), threshold {MIN_SPEEDUP}x"
+    if found.get("share", 1.0) < MIN_SHARE:
+        how += f"; measured on a busy CPU (share {found['share']:.2f}), not remembered"
     return PrecisionChoice(verdict, f"auto: {verdict} ({how})", round(speedup, 3))
 
 
 # --------------------------------------------------------------------------- the probe
 
 
-def _measured_speedup(model: Any, build: Build) -> float:
-    """The probe's finding for ``model`` here: this process's, else an earlier process's (the
-    cache file), else measured now and remembered in both."""
+def _measured(model: Any, build: Build) -> dict[str, Any]:
+    """The probe's finding for ``model`` here (``speedup``, ``share``): this process's, else an
+    earlier process's (the cache file), else measured now; remembered in the file only when
+    the CPU was not busy."""
     key = _cache_key(model)
     if key not in _FOUND:
         entry = recall_json_entry(_cache_file(), key)
         if not isinstance(entry, dict) or "speedup" not in entry:
-            entry = {"speedup": probe_speedup(model, build), "cpu": cpu_name(), "threads": torch.get_num_threads()}
-            remember_json_entry(_cache_file(), key, entry)
+            speedup, share = probe_speedup(model, build)
+            entry = {"speedup": speedup, "share": round(share, 3), "cpu": cpu_name(), "threads": torch.get_num_threads()}
+            if share >= MIN_SHARE:
+                remember_json_entry(_cache_file(), key, entry)
         _FOUND[key] = entry
-    return float(_FOUND[key]["speedup"])
+    return _FOUND[key]
 
 
 def probe_speedup(model: Any, build: Build, sentences: int = 32, src_len: int = 24, steps: int = 8,
-                  repeats: int = 3) -> float:  # fmt: skip
+                  repeats: int = 3) -> tuple[float, float]:  # fmt: skip
     """fp32 seconds / bf16 seconds of a beam-5 search of ``sentences`` random sources
-    (``steps`` decoding steps each) by ``build(model, dtype)``; the best of ``repeats``. 32
-    sentences (160 rows at beam 5) is a typical decoding batch; with 8, per-step overheads
-    dominated and the probe read 1.21x where whole test sets decoded 1.57x faster in bf16."""
+    (``steps`` decoding steps each) by ``build(model, dtype)``, and the probing thread's share
+    of the CPU while it ran (its CPU seconds / wall seconds).
+
+    Each precision's time is the best of ``repeats``, taken in turns (fp32, bf16, bf16, fp32,
+    ...) so that a load which comes and goes weighs on both alike. 32 sentences (160 rows at
+    beam 5) is a typical decoding batch; with 8, per-step overheads dominated and the probe
+    read 1.21x where whole test sets decoded 1.57x faster in bf16."""
     from mt.config import DecodeOptions
     from mt.data.batching import make_source
     from mt.decode.search import beam_search
@@ -112,17 +125,19 @@ def probe_speedup(model: Any, build: Build, sentences: int = 32, src_len: int = 
     sources = [torch.randint(low, cfg.vocab_size, (n,), generator=g).tolist() for _ in range(sentences)]
     src = make_source(sources, cfg.pad_id, cfg.eos_id)
     opts = DecodeOptions(beam=5, dtype="fp32", max_len_a=0.0, max_len_b=steps, min_len=steps)
-    seconds = {}
-    for dtype in ("fp32", "bf16"):
-        dm = build(model, dtype)
+    models = {dtype: build(model, dtype) for dtype in ("fp32", "bf16")}
+    for dm in models.values():
         beam_search(dm, src, opts)  # warm-up: oneDNN builds its kernels for these shapes
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            beam_search(dm, src, opts)
-            best = min(best, time.perf_counter() - t0)
-        seconds[dtype] = best
-    return seconds["fp32"] / seconds["bf16"]
+    best = {dtype: float("inf") for dtype in models}
+    wall = cpu = 0.0
+    for i in range(repeats):
+        for dtype in ("fp32", "bf16") if i % 2 == 0 else ("bf16", "fp32"):
+            t0, c0 = time.perf_counter(), time.thread_time()
+            beam_search(models[dtype], src, opts)
+            seconds = time.perf_counter() - t0
+            wall, cpu = wall + seconds, cpu + time.thread_time() - c0
+            best[dtype] = min(best[dtype], seconds)
+    return best["fp32"] / best["bf16"], min(cpu / wall, 1.0) if wall > 0 else 1.0
 
 
 def findings() -> dict[str, Any]:
