@@ -308,14 +308,48 @@ def bt_summary(run_dir: Path, test: str) -> dict[str, Any]:
                        for r in rounds]}  # fmt: skip
 
 
+def compared_model(run_dir: Path) -> tuple[Path, str]:
+    """The model a run is scored by: its last update's (``model_last``), so that the runs of a
+    claim compare at equal updates; a back-translation run's final model (it has no other).
+    The recipe's own report scores the best validation checkpoint, which on short runs can be
+    an earlier update for one variant and the last for another."""
+    if (run_dir / "model_last" / "config.json").is_file():
+        return run_dir / "model_last", "last update"
+    return run_dir / "final_model", "final model"
+
+
+def scores_of(spec: Spec, run: Run) -> dict[str, Any]:
+    """The compared model's test scores (beam and dtype of the run's ``decode`` section), kept
+    in ``run_dir/eval_ablate/`` for the step and settings they were measured with."""
+    from mt.backtranslate.pipeline import evaluate_model
+    from mt.modelio import read_model_config
+
+    run_dir = spec.runs_dir / run.name
+    model, which = compared_model(run_dir)
+    cfg = load_config(run.config, run.overrides)
+    key = {"model": which, "step": read_model_config(model)[1].get("step"), "test": spec.test,
+           "beam": cfg.decode.beam, "dtype": cfg.decode.dtype}  # fmt: skip
+    cache = run_dir / "eval_ablate" / f"{spec.test}.json"
+    if cache.is_file() and read_json_object(cache).get("key") == key:
+        return read_json_object(cache)
+    src, ref, tok = _test_set(spec, run)
+    # the run's threads, as the recipe evaluates: bf16 kernels may round differently on other counts
+    r = evaluate_model(model, {spec.test: (src, ref)}, cfg.decode, tok, run_dir / "eval_ablate", "compared",
+                       cfg.train.threads, prefix="mt ablate")  # fmt: skip
+    result = {"key": key, **r["scores"][spec.test], "dtype": r["dtype"]}
+    atomic_write_json(cache, result)
+    return result
+
+
 def run_row(spec: Spec, run: Run) -> dict[str, Any]:
     run_dir = spec.runs_dir / run.name
-    report = read_json_object(run_dir / "report.json")
-    scores = report["scores"].get(spec.test, {})
+    s = scores_of(spec, run)
+    best = read_json_object(run_dir / "report.json")["scores"].get(spec.test, {})
     return {"name": run.name, "label": run.label, "seed": run.seed, "command": shlex.join(run.command(run_dir)),
-            "test_bleu": scores.get("bleu"), "test_chrf": scores.get("chrf"), "test_empty": scores.get("empty"),
-            "test_mean_len": scores.get("mean_len"),
-            "beam": report.get("beam"), "dtype": report.get("dtype"), **training_summary(run_dir), "backtranslation": bt_summary(run_dir, spec.test)}  # fmt: skip
+            "model": s["key"]["model"], "model_step": s["key"]["step"], "test_bleu": s["bleu"], "test_chrf": s["chrf"],
+            "test_empty": s["empty"], "test_mean_len": s["mean_len"], "beam": s["key"]["beam"], "dtype": s["dtype"],
+            "report_bleu": best.get("bleu"), "report_chrf": best.get("chrf"),  # the recipe's (best checkpoint)
+            **training_summary(run_dir), "backtranslation": bt_summary(run_dir, spec.test)}  # fmt: skip
 
 
 def _test_set(spec: Spec, run: Run) -> tuple[list[str], list[str], str]:
@@ -352,7 +386,7 @@ def averaged_rows(spec: Spec, run: Run) -> list[dict[str, Any]]:
 
 
 def sweep_rows(spec: Spec, run: Run) -> list[dict[str, Any]]:
-    """:func:`mt.evaluate.beam_sweep` of the run's final model on the test set."""
+    """:func:`mt.evaluate.beam_sweep` of the run's compared model (:func:`compared_model`) on the test set."""
     from mt.decode.translator import Translator
     from mt.evaluate import beam_sweep
 
@@ -360,7 +394,7 @@ def sweep_rows(spec: Spec, run: Run) -> list[dict[str, Any]]:
     src, ref, _ = _test_set(spec, run)
     cfg = load_config(run.config, run.overrides)
     opts = cfg.decode.replace(**spec.beam_sweep["decode"])
-    translator = Translator.load(spec.runs_dir / run.name / "final_model", opts, threads=cfg.train.threads)
+    translator = Translator.load(compared_model(spec.runs_dir / run.name)[0], opts, threads=cfg.train.threads)
     rows = beam_sweep(translator, src, ref, opts, spec.beam_sweep["beams"], spec.beam_sweep["modes"])
     return [{"name": run.name, "label": run.label, **r} for r in rows]
 

@@ -53,6 +53,8 @@ def test_ablate_trains_each_run_once_and_measures_them(tmp_path: Path, capsys: p
     assert set(rows) == {"base", "ls0"} and results["missing"] == []
     for r in rows.values():
         assert r["steps"] == 6 and r["diverged"] is False and 0 <= r["test_bleu"] <= 100 and r["valid_nll"] > 0
+        # scored at equal updates: the last update's model, not the recipe's best checkpoint
+        assert (r["model"], r["model_step"], r["dtype"]) == ("last update", 6, "fp32")
     # the variant really trained with its override: the two runs' losses differ at equal updates
     assert rows["base"]["train_loss"] != rows["ls0"]["train_loss"]
     assert rows["ls0"]["train_loss"] == rows["ls0"]["train_nll"] != rows["base"]["train_nll"]  # ε = 0: loss is the NLL
@@ -70,10 +72,10 @@ def test_ablate_trains_each_run_once_and_measures_them(tmp_path: Path, capsys: p
     assert (out / "curves.png").stat().st_size > 0 and (out / "beam_sweep.png").stat().st_size > 0
 
     # a second call trains nothing; the same name with other settings is refused
-    before = (tmp_path / "runs" / "ls0" / "report.json").stat().st_mtime_ns
+    before = [(tmp_path / "runs" / "ls0" / f).stat().st_mtime_ns for f in ("report.json", "eval_ablate/test1.json")]
     assert main(["ablate", str(spec), "--jobs", "2"]) == 0
     assert "started" not in capsys.readouterr().err
-    assert (tmp_path / "runs" / "ls0" / "report.json").stat().st_mtime_ns == before
+    assert [(tmp_path / "runs" / "ls0" / f).stat().st_mtime_ns for f in ("report.json", "eval_ablate/test1.json")] == before
     (tmp_path / "runs" / "ls0" / "report.json").unlink()  # unfinished: it would run again
     runs[1]["set"] = {"train.label_smoothing": 0.2}
     write_spec(tmp_path, runs)
