@@ -449,6 +449,9 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW decoupled decay, matrices only (not biases/norms)
     warmup_steps: int = 1000
     schedule: Literal["inverse_sqrt", "linear", "cosine", "constant"] = "inverse_sqrt"
+    # the peak is held from the end of warmup until this update, then decays (None: no hold;
+    # inverse_sqrt then decays as sqrt(warmup / step), from update 1 when warmup is 0)
+    decay_start: Optional[int] = None
     min_lr: float = 0.0
     label_smoothing: float = 0.1
     clip_norm: float = 1.0  # 0 = no clipping
@@ -487,6 +490,9 @@ class TrainConfig:
             raise ConfigError(f"{where}.label_smoothing: must be in [0, 1), got {self.label_smoothing}")
         if self.warmup_steps < 0:
             raise ConfigError(f"{where}.warmup_steps: must be >= 0, got {self.warmup_steps}")
+        if self.decay_start is not None and self.decay_start < self.warmup_steps:
+            raise ConfigError(f"{where}.decay_start: must be >= warmup_steps ({self.warmup_steps}) or null, "
+                              f"got {self.decay_start}")  # fmt: skip
         if self.max_steps <= 0 or self.max_epochs <= 0:
             name = "max_steps" if self.max_steps <= 0 else "max_epochs"
             raise ConfigError(f"{where}.{name}: must be positive, got {getattr(self, name)}")

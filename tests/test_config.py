@@ -31,6 +31,7 @@ def test_yaml_on_off_words_reach_string_choices(tmp_path):
     [
         ("train: {lr: -1}\n", "train.lr"),
         ("train: {lr: fast}\n", "train.lr"),
+        ("train: {warmup_steps: 800, decay_start: 100}\n", "train.decay_start: must be >= warmup_steps (800)"),
         ("train: {learning_rate: 1}\n", "learning_rate"),
         ("model: {preset: small, n_heads: 5}\n", "n_heads"),
         ("model: {preset: gigantic}\n", "model.preset"),

@@ -84,6 +84,19 @@ def test_warmup_then_inverse_sqrt():
     assert lr_multiplier(10_000, "inverse_sqrt", 100, 1000, min_ratio=0.2) == pytest.approx(0.2)
 
 
+def test_decay_start_holds_the_peak_so_warmups_compare_at_one_schedule():
+    # without a hold, warmup 0 decays from update 1: the footgun of comparing warmups
+    assert lr_multiplier(1000, "inverse_sqrt", 0, 1000) == pytest.approx(1 / 1000**0.5)
+    for warmup in (0, 100, 800):
+        assert lr_multiplier(800, "inverse_sqrt", warmup, 1000, decay_start=800) == pytest.approx(1.0)
+        assert lr_multiplier(3200, "inverse_sqrt", warmup, 4000, decay_start=800) == pytest.approx(0.5)
+    assert lr_multiplier(1, "inverse_sqrt", 0, 1000, decay_start=800) == 1.0
+    assert lr_multiplier(50, "inverse_sqrt", 100, 1000, decay_start=800) == pytest.approx(0.5)
+    assert lr_multiplier(60, "linear", 10, 110, decay_start=10) == lr_multiplier(60, "linear", 10, 110)
+    assert lr_multiplier(60, "linear", 10, 110, decay_start=60) == 1.0
+    assert lr_multiplier(85, "linear", 10, 110, decay_start=60) == pytest.approx(0.5)
+
+
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
 def test_decays_reach_min_at_max_steps(kind):
     assert lr_multiplier(10, kind, 10, 110) == pytest.approx(1.0)

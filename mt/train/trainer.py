@@ -288,7 +288,7 @@ class Trainer:
         _seed_everything(tc.seed)  # same initial weights on every rank
         self.model = Transformer(self.model_cfg).to(self.device)
         self.optimizer = build_optimizer(self.model, tc, self.device)
-        self.schedule = LRSchedule(self.optimizer, tc.schedule, tc.warmup_steps, tc.max_steps, tc.min_lr)
+        self.schedule = LRSchedule(self.optimizer, tc.schedule, tc.warmup_steps, tc.max_steps, tc.min_lr, tc.decay_start)
         self.sampler = TokenBatchSampler(
             self.data.train_src.sizes, self.data.train_tgt.sizes, tc.max_tokens,
             seed=tc.seed, shuffle=True, rank=self.env.rank, world_size=self.env.world_size, mix=self.data.mix,
