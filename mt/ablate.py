@@ -390,12 +390,22 @@ def sweep_rows(spec: Spec, run: Run) -> list[dict[str, Any]]:
     from mt.decode.translator import Translator
     from mt.evaluate import beam_sweep
 
+    from mt.modelio import read_model_config
+
     assert spec.beam_sweep is not None
-    src, ref, _ = _test_set(spec, run)
     cfg = load_config(run.config, run.overrides)
     opts = cfg.decode.replace(**spec.beam_sweep["decode"])
-    translator = Translator.load(compared_model(spec.runs_dir / run.name)[0], opts, threads=cfg.train.threads)
-    rows = beam_sweep(translator, src, ref, opts, spec.beam_sweep["beams"], spec.beam_sweep["modes"])
+    model, which = compared_model(spec.runs_dir / run.name)
+    key = {"model": which, "step": read_model_config(model)[1].get("step"), "test": spec.test,
+           "sweep": spec.beam_sweep, "dtype": opts.dtype}  # fmt: skip
+    cache = spec.runs_dir / run.name / "eval_ablate" / f"{spec.test}.sweep.json"
+    if cache.is_file() and read_json_object(cache).get("key") == key:
+        rows = read_json_object(cache)["rows"]
+    else:
+        src, ref, _ = _test_set(spec, run)
+        translator = Translator.load(model, opts, threads=cfg.train.threads)
+        rows = beam_sweep(translator, src, ref, opts, spec.beam_sweep["beams"], spec.beam_sweep["modes"])
+        atomic_write_json(cache, {"key": key, "rows": rows})
     return [{"name": run.name, "label": run.label, **r} for r in rows]
 
 
@@ -423,7 +433,7 @@ def main_table(rows: list[dict[str, Any]], test: str) -> str:
              "| train minutes |" + (" seeds |" if seeds > 1 else ""),
              "|---|---:|---:|---:|---:|---:|---:|---|---:|" + ("---:|" if seeds > 1 else "")]  # fmt: skip
     for label, group in by_label.items():
-        cells = [label, _spread([r.get("steps") for r in group], 0), _spread([r["test_bleu"] for r in group], 2),
+        cells = [label, _spread([r.get("model_step") or r.get("steps") for r in group], 0), _spread([r["test_bleu"] for r in group], 2),
                  _spread([r["test_chrf"] for r in group], 2), _spread([r.get("test_mean_len") for r in group], 2),
                  _spread([r.get("valid_ppl") for r in group], 2),
                  _spread([r.get("train_nll") for r in group], 3),

@@ -72,10 +72,11 @@ def test_ablate_trains_each_run_once_and_measures_them(tmp_path: Path, capsys: p
     assert (out / "curves.png").stat().st_size > 0 and (out / "beam_sweep.png").stat().st_size > 0
 
     # a second call trains nothing; the same name with other settings is refused
-    before = [(tmp_path / "runs" / "ls0" / f).stat().st_mtime_ns for f in ("report.json", "eval_ablate/test1.json")]
+    kept = ("report.json", "eval_ablate/test1.json", "eval_ablate/test1.sweep.json")
+    before = [(tmp_path / "runs" / "ls0" / f).stat().st_mtime_ns for f in kept]
     assert main(["ablate", str(spec), "--jobs", "2"]) == 0
     assert "started" not in capsys.readouterr().err
-    assert [(tmp_path / "runs" / "ls0" / f).stat().st_mtime_ns for f in ("report.json", "eval_ablate/test1.json")] == before
+    assert [(tmp_path / "runs" / "ls0" / f).stat().st_mtime_ns for f in kept] == before  # nothing measured again
     (tmp_path / "runs" / "ls0" / "report.json").unlink()  # unfinished: it would run again
     runs[1]["set"] = {"train.label_smoothing": 0.2}
     write_spec(tmp_path, runs)
