@@ -27,8 +27,7 @@ settings is refused instead of silently reusing it. A run directory trained befo
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
+import functools
 import math
 import os
 import shlex
@@ -37,7 +36,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 
@@ -65,6 +64,11 @@ class Run:
     config: Path
     overrides: list[str]  # "section.key=value", as --set takes them
     seed: int  # 1-based index among the run's seeds
+
+    @functools.cached_property
+    def cfg(self) -> ExperimentConfig:
+        """The run's resolved config (its own ``run_dir`` aside: that is ``runs_dir/name``)."""
+        return load_config(self.config, self.overrides)
 
     def command(self, run_dir: Path) -> list[str]:
         sets = [f"run_dir={run_dir}", *self.overrides]
@@ -116,11 +120,12 @@ def _runs(entries: list, spec_dir: Path, config: Path, common: list[str], seeds:
         overrides = common + _overrides(_field(entry, "set", dict, w, {}))
         own = entry.get("config")
         cfg_path = Path(os.path.normpath(spec_dir / own)) if isinstance(own, str) else config
-        base_seed = load_config(cfg_path, overrides).train.seed  # also validates the overrides
         label = str(_field(entry, "label", str, w, name))
-        for s in range(seeds):
-            seed_set = [f"train.seed={base_seed + s}"] if s else []
-            out.append(Run(name if s == 0 else f"{name}.seed{s + 1}", label, cfg_path, overrides + seed_set, s + 1))
+        first = Run(name, label, cfg_path, overrides, 1)
+        base_seed = first.cfg.train.seed  # loading it validates the overrides
+        out.append(first)
+        for s in range(1, seeds):
+            out.append(Run(f"{name}.seed{s + 1}", label, cfg_path, overrides + [f"train.seed={base_seed + s}"], s + 1))
     return out
 
 
@@ -152,7 +157,7 @@ def load_spec(path: str | Path) -> Spec:
                 out=Path(_field(data, "out", str, where)), test=_field(data, "test", str, where),
                 runs=runs, average=average, beam_sweep=_sweep(data.get("beam_sweep"), where))  # fmt: skip
     for run in runs:
-        tests = load_config(run.config, run.overrides).data.test
+        tests = run.cfg.data.test
         if spec.test not in tests:
             raise ConfigError(f"{where}.test: {spec.test!r} is not a test set of {run.config} ({', '.join(tests)})")
     return spec
@@ -210,7 +215,7 @@ def _difference(old: dict[str, Any], new: dict[str, Any]) -> Optional[str]:
 
 def claim_run_dir(run: Run, run_dir: Path) -> None:
     """Record ``run``'s settings in ``run_dir``, or refuse when the directory holds another run."""
-    wanted = _settings(load_config(run.config, run.overrides + [f"run_dir={run_dir}"]))
+    wanted = _settings(run.cfg)  # run_dir is not a setting (IGNORED)
     record, snapshot = run_dir / RECORD, run_dir / "config.yaml"
     if record.is_file():
         old = read_json_object(record)["settings"]
@@ -318,27 +323,47 @@ def compared_model(run_dir: Path) -> tuple[Path, str]:
     return run_dir / "final_model", "final model"
 
 
+def _measured(cache: Path, key: dict[str, Any], measure: Callable[[], Any]) -> Any:
+    """``measure()``, kept in ``cache`` with the ``key`` it was measured for (model step and
+    settings): a rerun of the report measures only what changed."""
+    if cache.is_file():
+        kept = read_json_object(cache)
+        if kept.get("key") == key:
+            return kept["value"]
+    value = measure()
+    atomic_write_json(cache, {"key": key, "value": value})
+    return value
+
+
+def _step(model: Path) -> Any:
+    """A model directory's update (a list of them for an average)."""
+    from mt.modelio import read_model_config
+
+    meta = read_model_config(model)[1]
+    return meta.get("steps", meta.get("step"))
+
+
+def _scores(spec: Spec, run: Run, model: Path, opts: DecodeOptions, label: str) -> dict[str, Any]:
+    """``model``'s test scores with ``opts`` on the run's threads (as the recipe evaluates:
+    bf16 kernels may round differently on other counts), with the precision it decoded in."""
+    from mt.backtranslate.pipeline import evaluate_model
+
+    run_dir, cfg = spec.runs_dir / run.name, run.cfg
+    src, ref, tok = _test_set(spec, run)
+    r = evaluate_model(model, {spec.test: (src, ref)}, opts, tok, run_dir / "eval_ablate", label,
+                       cfg.train.threads, prefix="mt ablate")  # fmt: skip
+    return {**r["scores"][spec.test], "dtype": r["dtype"]}
+
+
 def scores_of(spec: Spec, run: Run) -> dict[str, Any]:
     """The compared model's test scores (beam and dtype of the run's ``decode`` section), kept
     in ``run_dir/eval_ablate/`` for the step and settings they were measured with."""
-    from mt.backtranslate.pipeline import evaluate_model
-    from mt.modelio import read_model_config
-
-    run_dir = spec.runs_dir / run.name
+    run_dir, opts = spec.runs_dir / run.name, run.cfg.decode
     model, which = compared_model(run_dir)
-    cfg = load_config(run.config, run.overrides)
-    key = {"model": which, "step": read_model_config(model)[1].get("step"), "test": spec.test,
-           "beam": cfg.decode.beam, "dtype": cfg.decode.dtype}  # fmt: skip
-    cache = run_dir / "eval_ablate" / f"{spec.test}.json"
-    if cache.is_file() and read_json_object(cache).get("key") == key:
-        return read_json_object(cache)
-    src, ref, tok = _test_set(spec, run)
-    # the run's threads, as the recipe evaluates: bf16 kernels may round differently on other counts
-    r = evaluate_model(model, {spec.test: (src, ref)}, cfg.decode, tok, run_dir / "eval_ablate", "compared",
-                       cfg.train.threads, prefix="mt ablate")  # fmt: skip
-    result = {"key": key, **r["scores"][spec.test], "dtype": r["dtype"]}
-    atomic_write_json(cache, result)
-    return result
+    key = {"model": which, "step": _step(model), "test": spec.test, "beam": opts.beam, "dtype": opts.dtype}
+    scores = _measured(run_dir / "eval_ablate" / f"{spec.test}.json", key,
+                       lambda: _scores(spec, run, model, opts, "compared"))  # fmt: skip
+    return {"key": key, **scores}
 
 
 def run_row(spec: Spec, run: Run) -> dict[str, Any]:
@@ -356,19 +381,16 @@ def _test_set(spec: Spec, run: Run) -> tuple[list[str], list[str], str]:
     from mt.backtranslate.pipeline import eval_sets
     from mt.data.fetch import resolve_data_dir
 
-    cfg = load_config(run.config, run.overrides)
-    src, ref = eval_sets(cfg, resolve_data_dir(None, cfg.data.data_dir))[spec.test]
-    return src, ref, cfg.data.bleu_tokenize_for(cfg.data.tgt_lang)
+    d = run.cfg.data
+    src, ref = eval_sets(run.cfg, resolve_data_dir(None, d.data_dir))[spec.test]
+    return src, ref, d.bleu_tokenize_for(d.tgt_lang)
 
 
 def averaged_rows(spec: Spec, run: Run) -> list[dict[str, Any]]:
     """The best single checkpoint (by valid BLEU) and the last N averaged, on the test set."""
-    from mt.backtranslate.pipeline import evaluate_model
     from mt.train.checkpoint import average_checkpoints
 
-    run_dir = spec.runs_dir / run.name
-    src, ref, tok = _test_set(spec, run)
-    cfg = load_config(run.config, run.overrides)
+    run_dir, opts = spec.runs_dir / run.name, run.cfg.decode
     models = {"best": ("best single (valid BLEU)", run_dir / "model_best")}
     for n in spec.average:
         out = run_dir / f"average_last{n}"
@@ -377,9 +399,9 @@ def averaged_rows(spec: Spec, run: Run) -> list[dict[str, Any]]:
         models[f"last{n}"] = (f"last {n} averaged" if n > 1 else "last single", out)
     rows = []
     for slug, (what, model) in models.items():
-        # the threads the recipe evaluated with: bf16 kernels may round differently on other counts
-        r = evaluate_model(model, {spec.test: (src, ref)}, cfg.decode, tok, run_dir / "eval_average", slug,
-                           cfg.train.threads, prefix="mt ablate")["scores"][spec.test]  # fmt: skip
+        key = {"model": slug, "step": _step(model), "test": spec.test, "beam": opts.beam, "dtype": opts.dtype}
+        r = _measured(run_dir / "eval_ablate" / f"{spec.test}.{slug}.json", key,
+                      lambda model=model, slug=slug: _scores(spec, run, model, opts, slug))
         rows.append({"name": run.name, "label": run.label, "model": what, "bleu": r["bleu"], "chrf": r["chrf"],
                      "mean_len": r["mean_len"]})  # fmt: skip
     return rows
@@ -390,22 +412,18 @@ def sweep_rows(spec: Spec, run: Run) -> list[dict[str, Any]]:
     from mt.decode.translator import Translator
     from mt.evaluate import beam_sweep
 
-    from mt.modelio import read_model_config
-
     assert spec.beam_sweep is not None
-    cfg = load_config(run.config, run.overrides)
-    opts = cfg.decode.replace(**spec.beam_sweep["decode"])
-    model, which = compared_model(spec.runs_dir / run.name)
-    key = {"model": which, "step": read_model_config(model)[1].get("step"), "test": spec.test,
-           "sweep": spec.beam_sweep, "dtype": opts.dtype}  # fmt: skip
-    cache = spec.runs_dir / run.name / "eval_ablate" / f"{spec.test}.sweep.json"
-    if cache.is_file() and read_json_object(cache).get("key") == key:
-        rows = read_json_object(cache)["rows"]
-    else:
+    sweep, run_dir = spec.beam_sweep, spec.runs_dir / run.name
+    opts = run.cfg.decode.replace(**sweep["decode"])
+    model, which = compared_model(run_dir)
+
+    def measure() -> list[dict[str, Any]]:
         src, ref, _ = _test_set(spec, run)
-        translator = Translator.load(model, opts, threads=cfg.train.threads)
-        rows = beam_sweep(translator, src, ref, opts, spec.beam_sweep["beams"], spec.beam_sweep["modes"])
-        atomic_write_json(cache, {"key": key, "rows": rows})
+        translator = Translator.load(model, opts, threads=run.cfg.train.threads)
+        return beam_sweep(translator, src, ref, opts, sweep["beams"], sweep["modes"])
+
+    key = {"model": which, "step": _step(model), "test": spec.test, "sweep": sweep, "dtype": opts.dtype}
+    rows = _measured(run_dir / "eval_ablate" / f"{spec.test}.sweep.json", key, measure)
     return [{"name": run.name, "label": run.label, **r} for r in rows]
 
 
@@ -477,18 +495,14 @@ def sweep_table(rows: list[dict[str, Any]], test: str) -> str:
 
 
 def plot_curves(spec: Spec, png: Path) -> Optional[Path]:
-    """Train and valid NLL (unsmoothed, so runs with other label smoothing compare) and valid BLEU against the update, one colour per label (seeds
-    share it). None without matplotlib."""
-    from mt.extras import available
+    """Train and valid NLL (unsmoothed, so runs with other label smoothing compare) and valid
+    BLEU against the update, one colour per label (seeds share it). None without matplotlib."""
+    from mt.extras import pyplot
     from mt.train.metrics import read_metrics
 
-    if not available("matplotlib"):
+    plt = pyplot()
+    if plt is None:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=100)
     colours: dict[str, Any] = {}
     for run in spec.runs:
@@ -517,15 +531,11 @@ def plot_curves(spec: Spec, png: Path) -> Optional[Path]:
 
 def plot_sweep(rows: list[dict[str, Any]], test: str, png: Path) -> Optional[Path]:
     """BLEU against the beam size (log scale), one panel per run, one line per length norm."""
-    from mt.extras import available
+    from mt.extras import pyplot
 
-    if not rows or not available("matplotlib"):
+    plt = pyplot()
+    if not rows or plt is None:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels = list(dict.fromkeys(r["label"] for r in rows))
     fig, axes = plt.subplots(1, len(labels), figsize=(5.5 * len(labels), 4), dpi=100, squeeze=False)
     for ax, label in zip(axes[0], labels):

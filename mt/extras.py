@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Optional
 
 from mt.errors import UserError
 
@@ -47,6 +48,19 @@ def require(module: str, purpose: str) -> ModuleType:
         extra = EXTRAS.get(top)
         hint = f"pip install 'mt[{extra}]'" if extra else f"pip install {top}"
         raise MissingDependencyError(f"{purpose} needs the Python package {top!r}, which is not installed: {hint}") from None
+
+
+def pyplot() -> Optional[ModuleType]:
+    """``matplotlib.pyplot`` on the file-only Agg backend, or None without matplotlib (the
+    ``train`` extra): plots are extras, their numbers are always written as text too."""
+    if not available("matplotlib"):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def available(module: str) -> bool:

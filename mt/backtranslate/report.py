@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mt.fileio import atomic_write_json, atomic_write_text, save_figure
-from mt.extras import available
+from mt.extras import pyplot
 
 
 def _score(row: dict[str, Any], side: str, split: str, metric: str) -> Optional[float]:
@@ -145,13 +145,12 @@ def _diff(a: Optional[float], b: Optional[float]) -> str:
     return "–" if a is None or b is None else f"{a - b:+.2f}"
 
 
-def plot(report: dict[str, Any], png: Path) -> Path:
-    """Test BLEU per round, one line per direction, round 0 drawn as a dotted baseline."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(report: dict[str, Any], png: Path) -> Optional[Path]:
+    """Test BLEU per round, one line per direction, round 0 drawn as a dotted baseline; None
+    without matplotlib (the `train` extra; the numbers are in the json and md either way)."""
+    plt = pyplot()
+    if plt is None:
+        return None
     rows = report["rounds"]
     test = headline_split(rows)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
@@ -194,9 +193,7 @@ def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     paths = {"json": out_dir / "bt_report.json", "md": out_dir / "bt_report.md", "png": out_dir / "bt_report.png"}
     atomic_write_json(paths["json"], report)
     atomic_write_text(paths["md"], markdown(report))
-    if available("matplotlib"):  # the `train` extra; the numbers are in the json and md either way
-        plot(report, paths["png"])
-    else:
+    if plot(report, paths["png"]) is None:
         del paths["png"]
     return paths
 

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import torch
 
-from mt.extras import available
+from mt.extras import pyplot
 from mt.fileio import save_figure
 
 
@@ -51,13 +51,9 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 def plot_learning_curves(metrics_path: str | Path, png_path: str | Path) -> Optional[Path]:
     """Train/valid loss (left axis) and valid BLEU (right axis) against the update step.
     None when there is nothing to draw, or matplotlib (the ``train`` extra) is not installed."""
-    if not available("matplotlib"):
+    plt = pyplot()
+    if plt is None:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     records = read_metrics(metrics_path)
     train = [r for r in records if r.get("kind") == "train"]
     valid = [r for r in records if r.get("kind") == "valid"]
