@@ -81,15 +81,28 @@ class Connection:
             self.writer = None
 
 
+def mt_reply(body: bytes, data: bytes) -> int:
+    """Check a ``/v1/translate`` reply against its request; returns the batch it was decoded in
+    (texts). ``ValueError`` for a wrong reply."""
+    reply = json.loads(data)
+    if len(reply["translations"]) != len(json.loads(body)["texts"]):
+        raise ValueError("wrong number of translations")
+    return reply["timings"]["batch_texts"]
+
+
 async def run_load(url: str, payloads: list[bytes], concurrency: int, deadline: float,
-                   headers: dict[str, str], on_answer: Optional[Callable[[], None]] = None) -> dict:
-    """Send ``payloads`` from ``concurrency`` workers; stop issuing at ``deadline``.
-    ``on_answer()`` is called after every request, answered or failed (``bench/serve_chaos.py``
-    times its faults by it)."""
+                   headers: dict[str, str], on_answer: Optional[Callable[[], None]] = None,
+                   path: str = "/v1/translate", check: Callable[[bytes, bytes], int] = mt_reply) -> dict:
+    """Send ``payloads`` to ``path`` from ``concurrency`` workers; stop issuing at ``deadline``.
+    ``check(body, reply)`` validates each answer and returns its batch size (``ValueError``: an
+    error). ``on_answer()`` is called after every request, answered or failed
+    (``bench/serve_chaos.py`` times its faults by it). The result's ``answered`` lists the
+    payload indices answered correctly."""
     parts = urlsplit(url)
     latencies: list[float] = []
     errors: list[str] = []
     batch_sizes: list[int] = []
+    answered: list[int] = []
     next_index = 0
 
     async def worker() -> None:
@@ -97,11 +110,11 @@ async def run_load(url: str, payloads: list[bytes], concurrency: int, deadline: 
         conn = Connection(parts.hostname, parts.port or 80)
         try:
             while next_index < len(payloads) and time.monotonic() < deadline:
-                body = payloads[next_index]
+                index, body = next_index, payloads[next_index]
                 next_index += 1
                 t0 = time.perf_counter()
                 try:
-                    status, data = await conn.post("/v1/translate", body, headers)
+                    status, data = await conn.post(path, body, headers)
                 except (OSError, ConnectionError, asyncio.IncompleteReadError) as e:
                     errors.append(f"{type(e).__name__}: {e}")
                     await conn.close()
@@ -113,16 +126,17 @@ async def run_load(url: str, payloads: list[bytes], concurrency: int, deadline: 
                 if status != 200:
                     errors.append(f"HTTP {status}: {data[:200]!r}")
                     continue
-                reply = json.loads(data)
-                if len(reply["translations"]) != len(json.loads(body)["texts"]):
-                    errors.append("wrong number of translations")
-                batch_sizes.append(reply["timings"]["batch_texts"])
+                try:
+                    batch_sizes.append(check(body, data))
+                    answered.append(index)
+                except (ValueError, KeyError, TypeError) as e:
+                    errors.append(f"bad reply: {e}")
         finally:
             await conn.close()
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return summarize(concurrency, latencies, errors, batch_sizes, time.perf_counter() - start)
+    return {**summarize(concurrency, latencies, errors, batch_sizes, time.perf_counter() - start), "answered": answered}
 
 
 def summarize(concurrency: int, latencies: list[float], errors: list[str], batch_sizes: list[int],
@@ -271,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         if r["error_examples"]:
             print(f"errors at C={r['concurrency']}: {r['error_examples']}")
     if args.json_out:
-        public = [{k: v for k, v in r.items() if k != "_raw"} for r in (base, conc)]
+        public = [{k: v for k, v in r.items() if k not in ("_raw", "answered")} for r in (base, conc)]
         Path(args.json_out).write_text(json.dumps(
             {"model": model_desc, "beam": args.beam, "one_at_a_time": public[0], "concurrent": public[1],
              "ratio": ratio}, indent=2) + "\n")

@@ -292,7 +292,7 @@ def training_summary(run_dir: Path) -> dict[str, Any]:
         # a non-finite loss, or the end a nat above the run's best: the run came apart
         "diverged": len(finite) < len(losses) or losses[-1] > min(finite) + 1.0,
         "valid_nll": last_valid.get("nll"), "valid_ppl": last_valid.get("ppl"), "valid_bleu": last_valid.get("bleu"),
-        "train_minutes": round(train[-1]["elapsed"] / 60, 1),
+        "train_minutes": round(train[-1]["elapsed"] / 60, 1), "precision": train[-1].get("precision"),
     }  # fmt: skip
 
 
@@ -366,11 +366,29 @@ def scores_of(spec: Spec, run: Run) -> dict[str, Any]:
     return {"key": key, **scores}
 
 
+def run_curves(run_dir: Path) -> dict[str, list[list[float]]]:
+    """``metrics.jsonl`` as ``{curve: [[update, value], ...]}`` for :data:`CURVES` (unsmoothed
+    NLL, so runs with other label smoothing compare), finite values only."""
+    from mt.train.metrics import read_metrics
+
+    path = run_dir / "metrics.jsonl"
+    records = read_metrics(path) if path.is_file() else []
+    curves: dict[str, list[list[float]]] = {key: [] for key in CURVES}
+    for r in records:
+        kind = r.get("kind")
+        for key in CURVES:
+            value = r.get(key.split("_", 1)[1]) if key.startswith(f"{kind}_") else None
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                curves[key].append([r["step"], value])
+    return curves
+
+
 def run_row(spec: Spec, run: Run) -> dict[str, Any]:
     run_dir = spec.runs_dir / run.name
     s = scores_of(spec, run)
     best = read_json_object(run_dir / "report.json")["scores"].get(spec.test, {})
     return {"name": run.name, "label": run.label, "seed": run.seed, "command": shlex.join(run.command(run_dir)),
+            "settings": _settings(run.cfg), "curves": run_curves(run_dir),
             "model": s["key"]["model"], "model_step": s["key"]["step"], "test_bleu": s["bleu"], "test_chrf": s["chrf"],
             "test_empty": s["empty"], "test_mean_len": s["mean_len"], "beam": s["key"]["beam"], "dtype": s["dtype"],
             "report_bleu": best.get("bleu"), "report_chrf": best.get("chrf"),  # the recipe's (best checkpoint)
@@ -448,15 +466,16 @@ def main_table(rows: list[dict[str, Any]], test: str) -> str:
         by_label.setdefault(r["label"], []).append(r)
     seeds = max(len(v) for v in by_label.values())
     lines = [f"| run | updates | {test} BLEU | {test} chrF | output words | valid perplexity | last train NLL | diverged "
-             "| train minutes |" + (" seeds |" if seeds > 1 else ""),
-             "|---|---:|---:|---:|---:|---:|---:|---|---:|" + ("---:|" if seeds > 1 else "")]  # fmt: skip
+             "| train minutes | precision |" + (" seeds |" if seeds > 1 else ""),
+             "|---|---:|---:|---:|---:|---:|---:|---|---:|---|" + ("---:|" if seeds > 1 else "")]  # fmt: skip
     for label, group in by_label.items():
         cells = [label, _spread([r.get("model_step") or r.get("steps") for r in group], 0), _spread([r["test_bleu"] for r in group], 2),
                  _spread([r["test_chrf"] for r in group], 2), _spread([r.get("test_mean_len") for r in group], 2),
                  _spread([r.get("valid_ppl") for r in group], 2),
                  _spread([r.get("train_nll") for r in group], 3),
                  ", ".join("yes" if r.get("diverged") else "no" for r in group),
-                 _spread([r.get("train_minutes") for r in group], 1)]  # fmt: skip
+                 _spread([r.get("train_minutes") for r in group], 1),
+                 "/".join(dict.fromkeys(r.get("precision") or "–" for r in group))]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |" + (f" {len(group)} |" if seeds > 1 else ""))
     return "\n".join(lines) + "\n"
 
@@ -494,37 +513,33 @@ def sweep_table(rows: list[dict[str, Any]], test: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(spec: Spec, png: Path) -> Optional[Path]:
-    """Train and valid NLL (unsmoothed, so runs with other label smoothing compare) and valid
-    BLEU against the update, one colour per label (seeds share it). None without matplotlib."""
+def plot_curves(rows: list[dict[str, Any]], claim: str, png: Path) -> Optional[Path]:
+    """Train and valid NLL (unsmoothed) and valid BLEU against the update, one colour per label
+    (seeds share it), from the rows' ``curves``. None without matplotlib."""
     from mt.extras import pyplot
-    from mt.train.metrics import read_metrics
 
     plt = pyplot()
     if plt is None:
         return None
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=100)
     colours: dict[str, Any] = {}
-    for run in spec.runs:
-        path = spec.runs_dir / run.name / "metrics.jsonl"
-        records = read_metrics(path) if path.is_file() else []
-        series = {"train_nll": [(r["step"], r["nll"]) for r in records if r.get("kind") == "train"],
-                  "valid_nll": [(r["step"], r["nll"]) for r in records if r.get("kind") == "valid"],
-                  "valid_bleu": [(r["step"], r.get("bleu")) for r in records if r.get("kind") == "valid"]}  # fmt: skip
+    for row in rows:
+        label = row["label"]
         for ax, key in zip(axes, CURVES):
-            pts = [(x, y) for x, y in series[key] if y is not None and math.isfinite(y)]
+            pts = row.get("curves", {}).get(key)
             if pts:
-                first = run.label not in colours
+                first = label not in colours
                 line = ax.plot(*zip(*pts), lw=1.2 if key == "train_nll" else 1.5, marker=None if key == "train_nll" else "o",
-                               ms=3, color=colours.get(run.label), label=run.label if first else None)[0]  # fmt: skip
-                colours.setdefault(run.label, line.get_color())
+                               ms=3, color=colours.get(label), label=label if first else None)[0]  # fmt: skip
+                colours.setdefault(label, line.get_color())
     titles = ("train NLL per token (unsmoothed)", "valid NLL per token (unsmoothed)", "valid BLEU (greedy subset)")
     for ax, title in zip(axes, titles):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("update")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(spec.claim, fontsize=11)
+    unplotted = sorted({r["label"] for r in rows} - set(colours))
+    fig.suptitle(claim + (f"\n(no curves kept for: {'; '.join(unplotted)})" if unplotted else ""), fontsize=11)
     fig.tight_layout()
     return save_figure(fig, png)
 
@@ -552,33 +567,69 @@ def plot_sweep(rows: list[dict[str, Any]], test: str, png: Path) -> Optional[Pat
     return save_figure(fig, png)
 
 
+def kept_results(spec: Spec, done: list[Run]) -> dict[str, Any]:
+    """The rows of the last ``out/results.json`` for runs whose directory is gone (a fresh clone,
+    a cleaned disk), kept when they were measured with the same settings, so that one missing
+    run directory does not cost the table its row. Each kept row says when and where it was
+    measured. Rows written before settings were recorded match on their command instead."""
+    path = spec.out / "results.json"
+    if not path.is_file():
+        return {"runs": {}, "averaged": [], "beam_sweep": []}
+    old = read_json_object(path)
+    gone = {r.name: r for r in spec.runs if r not in done}
+    runs = {}
+    for row in old.get("runs", []):
+        run = gone.get(row.get("name"))
+        if run is None:
+            continue
+        if "settings" in row:
+            same = _difference(row["settings"], _settings(run.cfg)) is None
+        else:
+            same = row.get("command") == shlex.join(run.command(spec.runs_dir / run.name))
+        if same:
+            runs[run.name] = {**row, "label": run.label,
+                              "measured": row.get("measured") or {"date": old.get("date"), "cpu": old.get("cpu")}}
+    return {"runs": runs, **{k: [r for r in old.get(k, []) if r.get("name") in runs] for k in ("averaged", "beam_sweep")}}
+
+
 def report(spec: Spec) -> dict[str, Any]:
-    """Measure the finished runs and write ``out/results.json``, ``out/table.md`` and the plots."""
+    """Measure the finished runs (with the kept rows of runs no longer here, see
+    :func:`kept_results`) and write ``out/results.json``, ``out/table.md`` and the plots."""
     from mt.runtime import cpu_name
 
     done = [r for r in spec.runs if is_finished(spec.runs_dir / r.name)]
-    rows = [run_row(spec, r) for r in done]
+    kept = kept_results(spec, done)
+    rows = [run_row(spec, r) if r in done else kept["runs"][r.name] for r in spec.runs if r in done or r.name in kept["runs"]]
     firsts = [r for r in done if r.seed == 1]
-    averaged = [row for r in firsts for row in averaged_rows(spec, r)] if spec.average else []
-    sweep = [row for r in firsts for row in sweep_rows(spec, r)] if spec.beam_sweep else []
+    averaged = kept["averaged"] + [row for r in firsts for row in averaged_rows(spec, r)] if spec.average else []
+    sweep = kept["beam_sweep"] + [row for r in firsts for row in sweep_rows(spec, r)] if spec.beam_sweep else []
     spec.out.mkdir(parents=True, exist_ok=True)
-    results = {"claim": spec.claim, "spec": str(spec.path), "cpu": cpu_name(),
-               "date": time.strftime("%Y-%m-%d"), "test": spec.test, "missing": [r.name for r in spec.runs if r not in done],
-               "runs": rows, "averaged": averaged, "beam_sweep": sweep}  # fmt: skip
+    missing = [r.name for r in spec.runs if r not in done and r.name not in kept["runs"]]
+    results = {"claim": spec.claim, "spec": str(spec.path), "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"),
+               "test": spec.test, "missing": missing, "runs": rows, "averaged": averaged, "beam_sweep": sweep}  # fmt: skip
     atomic_write_json(spec.out / "results.json", results)
-    md = [f"# {spec.claim}", "", f"Spec `{spec.path}`; CPU: {results['cpu']}; {results['date']}.", "", main_table(rows, spec.test)] if rows else []
-    if any(r.get("backtranslation") for r in rows):
-        md += ["", bt_table(rows, spec.test)]
-    if averaged:
-        md += ["", averaged_table(averaged, spec.test)]
-    if sweep:
-        md += ["", sweep_table(sweep, spec.test)]
-    md += ["", "Commands (each resumes; `mt ablate` runs them all):", ""] + [f"    {r['command']}" for r in rows]
-    atomic_write_text(spec.out / "table.md", "\n".join(md) + "\n")
+    atomic_write_text(spec.out / "table.md", report_markdown(spec, results))
     if rows:
-        plot_curves(spec, spec.out / "curves.png")
+        plot_curves(rows, spec.claim, spec.out / "curves.png")
     plot_sweep(sweep, spec.test, spec.out / "beam_sweep.png")
     return results
+
+
+def report_markdown(spec: Spec, results: dict[str, Any]) -> str:
+    rows, test = results["runs"], spec.test
+    md = [f"# {spec.claim}", "", f"Spec `{spec.path}`; CPU: {results['cpu']}; {results['date']}.", "", main_table(rows, test)] if rows else []
+    kept = [r for r in rows if r.get("measured")]
+    if kept:
+        md += ["Measured earlier, their run directories no longer here (kept from the last results.json): "
+               + "; ".join(f"{r['label']} ({r['measured']['date']}, {r['measured']['cpu']})" for r in kept) + "."]  # fmt: skip
+    if any(r.get("backtranslation") for r in rows):
+        md += ["", bt_table(rows, test)]
+    if results["averaged"]:
+        md += ["", averaged_table(results["averaged"], test)]
+    if results["beam_sweep"]:
+        md += ["", sweep_table(results["beam_sweep"], test)]
+    md += ["", "Commands (each resumes; `mt ablate` runs them all):", ""] + [f"    {r['command']}" for r in rows]
+    return "\n".join(md) + "\n"
 
 
 # --------------------------------------------------------------------------- the command

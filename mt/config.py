@@ -458,7 +458,7 @@ class TrainConfig:
     max_steps: int = 100_000
     max_epochs: int = 1000
     max_time_minutes: Optional[float] = None  # wall-clock budget, validation included
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA and CPUs with native bf16, else fp32
     device: str = "auto"
     compile: bool = False
     threads: Optional[int] = None  # torch intra-op threads on CPU

@@ -526,7 +526,7 @@ def _comments(s: SizeSettings, pairs: int, o: InitOptions) -> dict[str, str]:
         "train.max_steps": f"{why}; training usually stops earlier (patience)",
         "train.patience": "stop after 10 validations without a better valid BLEU",
         "train.max_time_minutes": "wall-clock cap per training (--max-minutes); null = none",
-        "train.precision": "auto: bf16 on CUDA, fp32 on CPU (bf16 is ~1.7x faster on CPUs with AVX512-BF16)",
+        "train.precision": "auto: bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX), fp32 on others",
         "backtranslate.rounds": f"{why}: 2 rounds below 80k pairs, else 1",
         "backtranslate.generation": "beam search below 80k pairs (Edunov et al. 2018), else top-10 sampling",
         "backtranslate.max_mono_lines": "as many synthetic pairs as real ones",

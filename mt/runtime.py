@@ -143,6 +143,27 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+NATIVE_BF16 = ("amx_bf16", "avx512_bf16")  # CPU flags of native bf16 matrix instructions
+PRECISION_PIN_ENV = "MT_DTYPE_AUTO"  # pins what ``auto`` precision becomes, decoding and training
+
+
+def native_bf16() -> list[str]:
+    """This CPU's native bf16 matrix instructions (:data:`NATIVE_BF16` in its flags); empty
+    where bf16 arithmetic would be emulated, many times slower than fp32 (bench/results.md)."""
+    return [f for f in NATIVE_BF16 if f in cpu_flags()]
+
+
+def pinned_precision() -> str | None:
+    """``$MT_DTYPE_AUTO`` (fp32 or bf16): one precision for ``auto`` over a cluster of mixed
+    CPUs, or for tests that compare outputs bit for bit; None when unset."""
+    from mt.errors import ConfigError
+
+    pinned = os.environ.get(PRECISION_PIN_ENV, "").strip()
+    if pinned and pinned not in ("fp32", "bf16"):
+        raise ConfigError(f"{PRECISION_PIN_ENV}={pinned!r}: expected fp32 or bf16")
+    return pinned or None
+
+
 @functools.lru_cache(maxsize=None)
 def machine_fingerprint() -> str:
     """What kernel behaviour depends on: the CPU (model name and flags) and torch with its

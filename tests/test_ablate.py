@@ -77,9 +77,25 @@ def test_ablate_trains_each_run_once_and_measures_them(tmp_path: Path, capsys: p
     assert main(["ablate", str(spec), "--jobs", "2"]) == 0
     assert "started" not in capsys.readouterr().err
     assert [(tmp_path / "runs" / "ls0" / f).stat().st_mtime_ns for f in kept] == before  # nothing measured again
-    (tmp_path / "runs" / "ls0" / "report.json").unlink()  # unfinished: it would run again
-    runs[1]["set"] = {"train.label_smoothing": 0.2}
+    assert [p[0] for p in rows["ls0"]["curves"]["valid_nll"]] == [3, 6] and len(rows["ls0"]["curves"]["train_nll"]) >= 2
+
+    # a run directory that is gone (a fresh clone) keeps its row, curves included, while its settings match
+    (tmp_path / "runs" / "ls0").rename(tmp_path / "ls0.away")
+    assert main(["ablate", str(spec), "--report-only"]) == 0
+    again = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    kept_row = next(r for r in again["runs"] if r["name"] == "ls0")
+    assert again["missing"] == [] and kept_row["measured"] == {"date": results["date"], "cpu": results["cpu"]}
+    assert {k: kept_row[k] for k in ("test_bleu", "curves")} == {k: rows["ls0"][k] for k in ("test_bleu", "curves")}
+    assert [r["name"] for r in again["averaged"]].count("ls0") == 3
+    assert "Measured earlier" in (out / "table.md").read_text(encoding="utf-8")
+    runs[1]["set"] = {"train.label_smoothing": 0.2}  # ... and not once the spec asks for other settings
     write_spec(tmp_path, runs)
+    assert main(["ablate", str(spec), "--report-only"]) == 1
+    assert json.loads((out / "results.json").read_text(encoding="utf-8"))["missing"] == ["ls0"]
+    assert "not finished: ls0" in capsys.readouterr().err
+    (tmp_path / "ls0.away").rename(tmp_path / "runs" / "ls0")
+
+    (tmp_path / "runs" / "ls0" / "report.json").unlink()  # unfinished: it would run again
     assert main(["ablate", str(spec)]) == 2
     line = error_line(capsys)
     assert str(tmp_path / "runs" / "ls0") in line and "train.label_smoothing: 0.0 there, 0.2 here" in line
@@ -164,9 +180,10 @@ def test_training_summary_flags_divergence(tmp_path: Path) -> None:
 
 def test_main_table_pools_seeds_as_mean_and_range() -> None:
     rows = [{"label": "A", "steps": 100, "test_bleu": b, "test_chrf": 50.0, "valid_ppl": 6.0, "train_nll": 2.0,
-             "diverged": False, "train_minutes": m, "test_mean_len": 11.5} for b, m in ((30.0, 9.0), (31.0, 10.0), (32.5, 11.0))]  # fmt: skip
+             "diverged": False, "train_minutes": m, "test_mean_len": 11.5, "precision": "bf16"}
+            for b, m in ((30.0, 9.0), (31.0, 10.0), (32.5, 11.0))]  # fmt: skip
     table = ablate.main_table(rows, "t")
-    assert "| A | 100 | 31.17 (30.00–32.50) | 50.00 | 11.50 | 6.00 | 2.000 | no, no, no | 10.0 (9.0–11.0) | 3 |" in table
+    assert "| A | 100 | 31.17 (30.00–32.50) | 50.00 | 11.50 | 6.00 | 2.000 | no, no, no | 10.0 (9.0–11.0) | bf16 | 3 |" in table
 
 
 def test_back_translation_runs_get_a_table_per_round_with_controls(tmp_path: Path) -> None:

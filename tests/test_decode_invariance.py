@@ -38,7 +38,7 @@ def _model(path: str):
 def _invariant_model(path: str):
     dm = _model(path)
     if PATHS[path]["pack"] and not dm.packed:
-        pytest.skip("this torch has no oneDNN linear ops")
+        pytest.skip(f"oneDNN cannot pack {PATHS[path]['dtype']} linear layers on this CPU (or this torch has no oneDNN ops)")
     if not dm.padding.invariant:
         pytest.skip(f"probe: {dm.padding.finding}")
     return dm

@@ -36,9 +36,13 @@ def _native(monkeypatch, flags=("avx512_bf16",)) -> None:
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
 
 
-def test_the_default_is_auto_and_explicit_choices_are_kept():
+def test_the_default_is_auto_and_explicit_choices_are_kept(monkeypatch):
     assert DecodeOptions().dtype == "auto"
+    _native(monkeypatch)
     assert choose_precision("bf16", CPU, False, toy_model()) == precision.PrecisionChoice("bf16", "as requested")
+    _native(monkeypatch, flags=("avx2",))  # kept, and said to be emulated
+    choice = choose_precision("bf16", CPU, False, toy_model())
+    assert choice.dtype == "bf16" and choice.reason.startswith("as requested; this CPU has no native bf16")
     assert DecodeOptions(dtype="auto", int8=True).int8  # auto with int8 is allowed (it becomes fp32)
 
 

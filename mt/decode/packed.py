@@ -72,15 +72,18 @@ def _linear_op():
     return torch.ops.mkldnn._linear_pointwise.default
 
 
-def packing_available() -> bool:
-    """Whether this torch has the oneDNN ops (x86/ARM CPU builds do)."""
+@functools.lru_cache(maxsize=None)
+def packing_available(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether this torch has the oneDNN ops (x86/ARM CPU builds do) and they take ``dtype`` on
+    this CPU: oneDNN packs bf16 weights only where the CPU has bf16 conversion instructions
+    (AVX512-BW/VL/DQ or AVX-NE-CONVERT), so the check runs one tiny packed product."""
     if not torch.backends.mkldnn.is_available():
         return False
     try:
-        w = torch.ones(4, 4)
-        out = torch.ops.mkldnn._linear_pointwise(torch.ones(2, 4), torch.ops.mkldnn._reorder_linear_weight(w), None,
-                                                 "none", [], None)  # fmt: skip
-        return bool(torch.equal(out, torch.full((2, 4), 4.0)))
+        w = torch.ones(4, 4, dtype=dtype)
+        out = torch.ops.mkldnn._linear_pointwise(torch.ones(2, 4, dtype=dtype), torch.ops.mkldnn._reorder_linear_weight(w),
+                                                 None, "none", [], None)  # fmt: skip
+        return bool(torch.equal(out.float(), torch.full((2, 4), 4.0)))
     except (AttributeError, RuntimeError, NotImplementedError):
         return False
 

@@ -24,21 +24,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import torch
 
-from mt.errors import ConfigError
 from mt.fileio import recall_json_entry, remember_json_entry
-from mt.runtime import cpu_flags, cpu_name, machine_fingerprint
+from mt.runtime import NATIVE_BF16, PRECISION_PIN_ENV, cpu_flags, cpu_name, machine_fingerprint, pinned_precision
 
 MIN_SPEEDUP = 1.25  # "clearly faster": above the run-to-run noise of a shared 2-core VM
 MIN_SHARE = 0.85  # CPU seconds / wall seconds of the probing thread; below: the CPU was busy
-PIN_ENV = "MT_DTYPE_AUTO"
-NATIVE_BF16 = ("amx_bf16", "avx512_bf16")
+PIN_ENV = PRECISION_PIN_ENV
 PROBE_VERSION = 3  # bump when the probe changes: remembered findings are measured again
 
 _FOUND: dict[str, Any] = {}  # this process's findings, by cache key
@@ -63,11 +60,11 @@ def resolve(requested: str, device: torch.device, int8: bool, model: Any, build:
     """``requested`` as given when it is not ``auto``; else the choice above for ``model``
     (a :class:`mt.model.Transformer`) on ``device``; ``build`` makes what the probe times."""
     if requested != "auto":
-        return PrecisionChoice(requested, "as requested")
-    pinned = os.environ.get(PIN_ENV, "").strip()
+        emulated = requested == "bf16" and device.type == "cpu" and not set(NATIVE_BF16) & cpu_flags()
+        return PrecisionChoice(requested, "as requested" + (
+            "; this CPU has no native bf16 (avx512_bf16 / amx_bf16): emulated, far slower than fp32" if emulated else ""))
+    pinned = pinned_precision()
     if pinned:
-        if pinned not in ("fp32", "bf16"):
-            raise ConfigError(f"{PIN_ENV}={pinned!r}: expected fp32 or bf16")
         return PrecisionChoice(pinned, f"auto: pinned by {PIN_ENV}")
     if device.type != "cpu":
         return PrecisionChoice("fp32", f"auto: fp32 on {device.type}")

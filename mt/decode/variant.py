@@ -157,7 +157,7 @@ def _variant_net(model: Transformer, device: torch.device, dtype: str, int8: boo
     if int8:
         untie_output(net)
         return quantize_int8_(net), False
-    if pack and device.type == "cpu" and packing_available():
+    if pack and device.type == "cpu" and packing_available(DTYPES[dtype]):
         untie_output(net)
         return pack_linears_(net), True
     return net, False

@@ -44,7 +44,7 @@ from mt.data.batching import Batch, CorpusMix, TokenBatchSampler, collate
 from mt.data.binarize import IndexedDataset
 from mt.data.text import TextPipeline
 from mt.model import Transformer
-from mt.runtime import bound_kernel_caches, heap_mib, rss_mib, tune_malloc
+from mt.runtime import PRECISION_PIN_ENV, bound_kernel_caches, heap_mib, native_bf16, pinned_precision, rss_mib, tune_malloc
 from mt.train import checkpoint as ckpt
 from mt.train.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag, cleanup, init_distributed
 from mt.train.loss import label_smoothed_nll, perplexity, per_token
@@ -210,6 +210,27 @@ def _autocast(device: torch.device, bf16: bool) -> Iterator[None]:
         yield
 
 
+def training_precision(requested: str, device: torch.device) -> tuple[bool, str]:
+    """``train.precision`` as (bf16 autocast?, why). ``auto``: bf16 on CUDA and on a CPU with
+    native bf16 matrix instructions (there bf16 training matched fp32 per update and ran ~1.8x
+    faster: docs/ablations.md), fp32 on other CPUs, where bf16 is emulated and runs many times
+    slower; ``$MT_DTYPE_AUTO`` pins it. An explicit ``bf16`` on such a CPU is kept, with a warning."""
+    native = device.type != "cpu" or bool(native_bf16())
+    if requested != "auto":
+        slow = "" if requested == "fp32" or native else (
+            "; this CPU has no native bf16 (avx512_bf16 / amx_bf16): bf16 is emulated and far slower "
+            "than fp32, set train.precision to auto or fp32")  # fmt: skip
+        return requested == "bf16", f"train.precision {requested}{slow}"
+    pinned = pinned_precision()
+    if pinned:
+        return pinned == "bf16", f"auto: {pinned}, pinned by {PRECISION_PIN_ENV}"
+    if device.type == "cpu":
+        found = native_bf16()
+        return (True, f"auto: bf16, native on this CPU ({found[0]})") if found else (
+            False, "auto: fp32, this CPU has no native bf16 (avx512_bf16 / amx_bf16)")  # fmt: skip
+    return device.type == "cuda", f"auto: {'bf16' if device.type == 'cuda' else 'fp32'} on {device.type}"
+
+
 def optimizer_update(
     model: nn.Module,
     net: nn.Module,
@@ -269,7 +290,7 @@ class Trainer:
             bound_kernel_caches()  # before the first matmul: the caches fragment the heap
             if tc.threads:
                 torch.set_num_threads(tc.threads)
-        self.bf16 = tc.precision == "bf16" or (tc.precision == "auto" and self.device.type == "cuda")
+        self.bf16, self.precision_reason = training_precision(tc.precision, self.device)
         self.metric_used = tc.best_metric  # until a validation falls back to loss (no BLEU available)
         self.run_dir = cfg.run_path
         self.data = load_prepared(cfg)
@@ -516,7 +537,7 @@ class Trainer:
         if env.is_main:
             print(
                 f"mt train: {self.model.num_parameters() / 1e6:.1f}M parameters, device {self.device}, "
-                f"{'bf16 autocast' if self.bf16 else 'fp32'}, {torch.get_num_threads()} threads, "
+                f"{'bf16 autocast' if self.bf16 else 'fp32'} ({self.precision_reason}), {torch.get_num_threads()} threads, "
                 f"world size {env.world_size}, {len(self.sampler)} batches/epoch/rank; MFU peak: "
                 f"{f'{peak:.2f} TFLOP/s' if peak else 'unknown'} {peak_source}",
                 file=sys.stderr,
@@ -591,7 +612,7 @@ class Trainer:
             "loss": per_token(loss_sum, w.n_tgt), "nll": per_token(nll_sum, w.n_tgt),
             "lr": w.lr, "grad_norm": float(w.grad_norm) if w.grad_norm is not None else None,
             "tokens_per_s": (w.n_tgt + w.n_src) / dt, "tgt_tokens_per_s": tgt_s,
-            "elapsed": round(self.state.elapsed, 2),
+            "elapsed": round(self.state.elapsed, 2), "precision": "bf16" if self.bf16 else "fp32",
         }  # fmt: skip
         rec["ppl"] = perplexity(rec["nll"])
         rec.update(_memory_fields())

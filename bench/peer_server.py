@@ -1,0 +1,266 @@
+"""mt's server against OpenNMT-py 3.0.4's REST server (``onmt_server``) on the same weights, in
+one run, and against mt's own offline throughput.
+
+The mt model is converted exactly as ``bench/peer_onmt.py`` does (that script checks the
+conversion: equal logits and greedy outputs); the peer server gets mt's normalisation and
+SentencePiece pieces through ``bench/onmt_server_hooks.py``, so both decode the same input.
+Install the peer as ``bench/peer_onmt.py``'s docstring says, plus its server's packages::
+
+    .venv/bin/pip install --no-deps --target .bench-deps/onmt flask==3.1.3 waitress==3.0.2 \\
+        werkzeug==3.1.9 itsdangerous==2.2.0 click blinker
+
+Run (about 10 minutes on 2 cores; run nothing else meanwhile)::
+
+    .venv/bin/python bench/peer_server.py --model runs/x/final_model \\
+        --input $MT_DATA_DIR/multi30k/test2016.de --beam 5 --threads 2
+
+Both servers run at once on 127.0.0.1, each in its own process with ``--threads`` torch
+threads; the phases alternate between them, and the load client (``bench/serve_load.py``'s,
+one asyncio process) shares the cores. Two loads:
+
+* ``sentence``: one sentence per request, as today's other serving benches;
+* ``paragraphs``: 1-3 paragraphs of 2-5 consecutive sentences per request. mt gets the text
+  and splits it itself (``mt.documents``); the peer has no splitter, so it gets the request's
+  sentences as one list, as its users would send them (its batch is then the request's).
+
+Per load, clients (``--clients``) and server: requests, errors, sentences/s, p50/p95/p99
+latency. Then the ratios the serving issue asks for: mt/peer throughput and p95 at the most
+clients, how many of 64 sentences each mt server translates exactly as the peer does (fp32
+should agree on nearly all: same weights, same beam rules but for ties), and mt's server against offline ``Translator.translate`` of the same sentences with
+the same beam, dtype and threads (in this process, while both servers idle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+sys.path.insert(0, str(ROOT))
+
+from bench.serve_load import free_port, run_load  # noqa: E402
+from mt.runtime import cpu_name  # noqa: E402
+
+PEER_ID = 100  # the model id in the peer's conf.json
+
+
+def paragraphs(sentences: list[str], n: int, seed: int) -> list[list[list[str]]]:
+    """``n`` requests, each 1-3 paragraphs of 2-5 consecutive sentences (request -> paragraph -> sentence)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        request = []
+        for _ in range(rng.randint(1, 3)):
+            k, start = rng.randint(2, 5), rng.randrange(len(sentences))
+            request.append([sentences[(start + i) % len(sentences)] for i in range(k)])
+        out.append(request)
+    return out
+
+
+def mt_body(request: list[list[str]]) -> bytes:
+    return json.dumps({"texts": ["\n\n".join(" ".join(p) for p in request)]}).encode()
+
+
+def peer_body(request: list[list[str]]) -> bytes:
+    return json.dumps([{"id": PEER_ID, "src": s} for p in request for s in p]).encode()
+
+
+def peer_reply(body: bytes, data: bytes) -> int:
+    """Check an ``onmt_server`` reply (``[[{"tgt": ...}, ...]]``, n_best lists); its batch size."""
+    sent, reply = json.loads(body), json.loads(data)
+    if not isinstance(reply, list) or len(reply[0]) != len(sent):
+        raise ValueError(f"wrong reply: {str(reply)[:120]}")
+    return len(sent)
+
+
+def start_peer(ckpt: Path, model_dir: str, beam: int, threads: int, onmt_path: Path, eps: float) -> tuple[str, subprocess.Popen]:
+    conf = ckpt.parent / "conf.json"
+    opt = {"gpu": -1, "beam_size": beam, "batch_size": 32, "n_best": 1}
+    conf.write_text(json.dumps({"models_root": str(ckpt.parent), "models": [
+        {"id": PEER_ID, "model": ckpt.name, "timeout": -1, "on_timeout": "to_cpu", "load": True, "opt": opt,
+         "preprocess": ["onmt_server_hooks.encode"], "postprocess": ["onmt_server_hooks.decode"]}]}))  # fmt: skip
+    port = free_port()
+    code = ("import sys, torch, peer_onmt; peer_onmt.allow_namespace_unpickling(); "
+            f"torch.set_num_threads({threads}); from onmt.bin.server import main; sys.argv = sys.argv[:1] + "
+            f"['--ip', '127.0.0.1', '--port', '{port}', '--config', {str(conf)!r}]; main()")  # fmt: skip
+    env = dict(os.environ, MT_PEER_MODEL=model_dir, MT_PEER_EPS=repr(eps), OMP_NUM_THREADS=str(threads),
+               PYTHONPATH=os.pathsep.join([str(onmt_path.resolve()), str(BENCH), str(ROOT)]))  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return f"http://127.0.0.1:{port}", proc
+
+
+def start_mt(model_dir: str, beam: int, threads: int, dtype: str) -> tuple[str, subprocess.Popen]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "serve", "--model", model_dir, "--host", "127.0.0.1", "--port", str(port),
+           "--beam", str(beam), "--threads", str(threads), "--dtype", dtype]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return f"http://127.0.0.1:{port}", subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_up(url: str, proc: subprocess.Popen, path: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server {url} exited: {proc.stderr.read().decode(errors='replace')[-2000:]}")
+        try:
+            with urllib.request.urlopen(url + path, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit(f"server {url} not up after {timeout:.0f} s")
+
+
+class Server:
+    """One server under load: where it listens, how a request is written and checked."""
+
+    def __init__(self, name: str, url: str, proc: subprocess.Popen, peer: bool) -> None:
+        self.name, self.url, self.proc, self.peer = name, url, proc, peer
+
+    def load(self, requests: list[list[list[str]]], clients: int, max_seconds: float) -> dict[str, Any]:
+        body = peer_body if self.peer else mt_body
+        payloads = [body(r) for r in requests]
+        kw = {"path": "/translator/translate", "check": peer_reply} if self.peer else {}
+        r = asyncio.run(run_load(self.url, payloads, clients, time.monotonic() + max_seconds, {}, **kw))
+        sentences = sum(sum(len(p) for p in requests[i]) for i in r["answered"])
+        return {k: v for k, v in r.items() if k not in ("_raw", "answered")} | {
+            "server": self.name, "sentences": sentences, "sent_per_s": sentences / r["seconds"]}
+
+    def translate(self, sentences: list[str]) -> list[str]:
+        """One request per sentence, one at a time: the outputs (for the agreement check)."""
+        out = []
+        for s in sentences:
+            body = peer_body([[s]]) if self.peer else mt_body([[s]])
+            req = urllib.request.Request(self.url + ("/translator/translate" if self.peer else "/v1/translate"), body,
+                                         {"Content-Type": "application/json"})  # fmt: skip
+            with urllib.request.urlopen(req, timeout=120) as r:
+                reply = json.loads(r.read())
+            out.append(reply[0][0]["tgt"] if self.peer else reply["translations"][0]["text"])
+        return out
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def offline(model_dir: str, sentences: list[str], beam: int, threads: int, dtype: str) -> float:
+    """Sentences/s of in-process ``Translator.translate`` (what ``mt translate`` runs), loading untimed."""
+    from mt.decode.translator import Translator
+
+    translator = Translator.load(model_dir, threads=threads, beam=beam, dtype=dtype)
+    translator.translate(sentences[:32])  # warm-up
+    t0 = time.perf_counter()
+    translator.translate(sentences)
+    return len(sentences) / (time.perf_counter() - t0)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| load | clients | server | requests | errors | sentences/s | p50 ms | p95 ms | p99 ms | mean batch |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines += [f"| {r['load']} | {r['concurrency']} | {r['server']} | {r['requests']} | {r['errors']} | {r['sent_per_s']:.1f} | "
+              f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['mean_batch_texts']:.1f} |" for r in rows]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def ratios(rows: list[dict[str, Any]], ceilings: dict[str, float], peer: str) -> list[str]:
+    """mt/peer throughput and p95 at the most clients per load; server/offline for the sentence load."""
+    out = []
+    for load in dict.fromkeys(r["load"] for r in rows):
+        most = max(r["concurrency"] for r in rows if r["load"] == load)
+        at = {r["server"]: r for r in rows if r["load"] == load and r["concurrency"] == most}
+        for name, r in at.items():
+            if name == peer:
+                continue
+            p = at[peer]
+            out.append(f"- {load}, {most} clients: {name} {r['sent_per_s'] / p['sent_per_s']:.1f}x the peer's "
+                       f"sentences/s; p95 {r['p95_ms']:.0f} ms vs {p['p95_ms']:.0f} ms")  # fmt: skip
+            if load == "sentence" and name in ceilings:
+                out.append(f"  - {name} at {most} clients: {100 * r['sent_per_s'] / ceilings[name]:.0f}% of offline "
+                           f"({ceilings[name]:.1f} sentences/s in-process)")  # fmt: skip
+    return out
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="mt model directory")
+    p.add_argument("--input", required=True, help="sentences, one per line (e.g. test2016.de)")
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2, help="torch threads of each server")
+    p.add_argument("--mt-dtypes", default="auto,fp32", help="one mt server per --dtype")
+    p.add_argument("--clients", default="1,8,32")
+    p.add_argument("--requests", type=int, default=2000, help="sentence requests per phase (a quarter at 1 client)")
+    p.add_argument("--paragraph-requests", type=int, default=300, help="paragraph requests per phase")
+    p.add_argument("--max-seconds", type=float, default=60, help="stop issuing a phase's requests after this long")
+    p.add_argument("--onmt-path", default=str(ROOT / ".bench-deps" / "onmt"))
+    p.add_argument("--json", dest="json_out", help="also write the rows here")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    onmt_path = Path(args.onmt_path)
+    if not (onmt_path / "onmt" / "bin" / "server.py").is_file() or not (onmt_path / "flask").is_dir():
+        raise SystemExit(f"{onmt_path}: OpenNMT-py and its server's packages are not installed there (see the docstring)")
+    sys.path.insert(0, str(onmt_path.resolve()))
+    from bench.peer_onmt import PEER, allow_namespace_unpickling, convert, layer_norm_eps
+    from mt.modelio import load_model
+
+    sentences = [s for s in Path(args.input).read_text(encoding="utf-8").splitlines() if s.strip()]
+    loads = {"sentence": [[[sentences[i % len(sentences)]]] for i in range(args.requests)],
+             "paragraphs": paragraphs(sentences, args.paragraph_requests, seed=1)}  # fmt: skip
+    clients = [int(c) for c in args.clients.split(",")]
+    dtypes = [d for d in args.mt_dtypes.split(",") if d]
+    servers: list[Server] = []
+    with tempfile.TemporaryDirectory(prefix="peer_server.") as tmp:
+        allow_namespace_unpickling()
+        loaded = load_model(args.model)
+        eps = layer_norm_eps(loaded.model)
+        convert(loaded.model, loaded.text, Path(tmp) / "model.pt")
+        del loaded
+        try:
+            for d in dtypes:
+                url, proc = start_mt(args.model, args.beam, args.threads, d)
+                servers.append(Server(f"mt --dtype {d}", url, proc, peer=False))
+            url, proc = start_peer(Path(tmp) / "model.pt", args.model, args.beam, args.threads, onmt_path, eps)
+            servers.append(Server(PEER, url, proc, peer=True))
+            for s in servers:
+                wait_up(s.url, s.proc, "/translator/health" if s.peer else "/ready")
+            outputs = {s.name: s.translate(sentences[:64]) for s in servers}  # also the warm-up
+            agree = {name: sum(a == b for a, b in zip(out, outputs[PEER])) for name, out in outputs.items() if name != PEER}
+            rows = []
+            for load, requests in loads.items():
+                for c in clients:
+                    part = requests[: max(len(requests) // 4, 1)] if c == 1 else requests
+                    for s in servers:
+                        rows.append({"load": load, **s.load(part, c, args.max_seconds)})
+                        print(f"{load} C={c} {s.name}: {rows[-1]['sent_per_s']:.1f} sent/s, {rows[-1]['errors']} errors", file=sys.stderr)
+        finally:
+            for s in servers:
+                s.stop()
+    ceilings = {f"mt --dtype {d}": offline(args.model, sentences, args.beam, args.threads, d) for d in dtypes}
+    print(f"\n{cpu_name()}, {os.cpu_count()} CPUs; model {args.model}; beam {args.beam}; {args.threads} threads per server; "
+          f"{time.strftime('%Y-%m-%d %H:%M')}\n")  # fmt: skip
+    print(table(rows))
+    print("\n".join(ratios(rows, ceilings, PEER)))
+    print("\n".join(f"- {name}: {n} of 64 sentences translated exactly as the peer did" for name, n in agree.items()))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"rows": rows, "offline_sent_per_s": ceilings, "agreement_of_64": agree}, indent=1) + "\n")
+    return 0 if all(r["errors"] == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
