@@ -96,23 +96,30 @@ def start_peer(ckpt: Path, model_dir: str, beam: int, threads: int, onmt_path: P
             f"['--ip', '127.0.0.1', '--port', '{port}', '--config', {str(conf)!r}]; main()")  # fmt: skip
     env = dict(os.environ, MT_PEER_MODEL=model_dir, MT_PEER_EPS=repr(eps), OMP_NUM_THREADS=str(threads),
                PYTHONPATH=os.pathsep.join([str(onmt_path.resolve()), str(BENCH), str(ROOT)]))  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return f"http://127.0.0.1:{port}", proc
+    return f"http://127.0.0.1:{port}", _spawn([sys.executable, "-c", code], env, ckpt.parent / "peer.log")
 
 
-def start_mt(model_dir: str, beam: int, threads: int, dtype: str) -> tuple[str, subprocess.Popen]:
+def start_mt(model_dir: str, beam: int, threads: int, dtype: str, log: Path) -> tuple[str, subprocess.Popen]:
     port = free_port()
     cmd = [sys.executable, "-m", "serve", "--model", model_dir, "--host", "127.0.0.1", "--port", str(port),
            "--beam", str(beam), "--threads", str(threads), "--dtype", dtype]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return f"http://127.0.0.1:{port}", subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return f"http://127.0.0.1:{port}", _spawn(cmd, env, log)
 
 
-def wait_up(url: str, proc: subprocess.Popen, path: str, timeout: float = 180) -> None:
+def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """A server process whose output goes to ``log``: a pipe nobody reads fills up (the peer
+    logs every request) and then blocks the server mid-request."""
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+    return proc
+
+
+def wait_up(url: str, proc: subprocess.Popen, path: str, log: Path, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server {url} exited: {proc.stderr.read().decode(errors='replace')[-2000:]}")
+            raise SystemExit(f"server {url} exited: {log.read_text(errors='replace')[-2000:]}")
         try:
             with urllib.request.urlopen(url + path, timeout=2) as r:
                 if r.status == 200:
@@ -233,12 +240,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         del loaded
         try:
             for d in dtypes:
-                url, proc = start_mt(args.model, args.beam, args.threads, d)
+                url, proc = start_mt(args.model, args.beam, args.threads, d, Path(tmp) / f"mt-{d}.log")
                 servers.append(Server(f"mt --dtype {d}", url, proc, peer=False))
             url, proc = start_peer(Path(tmp) / "model.pt", args.model, args.beam, args.threads, onmt_path, eps)
             servers.append(Server(PEER, url, proc, peer=True))
             for s in servers:
-                wait_up(s.url, s.proc, "/translator/health" if s.peer else "/ready")
+                wait_up(s.url, s.proc, "/translator/health" if s.peer else "/ready",
+                        Path(tmp) / ("peer.log" if s.peer else f"mt-{s.name.split()[-1]}.log"))
             outputs = {s.name: s.translate(sentences[:64]) for s in servers}  # also the warm-up
             agree = {name: sum(a == b for a, b in zip(out, outputs[PEER])) for name, out in outputs.items() if name != PEER}
             rows = []

@@ -459,23 +459,35 @@ def _spread(values: list[Optional[float]], digits: int) -> str:
     return f"{mean:.{digits}f} ({min(vals):.{digits}f}–{max(vals):.{digits}f})"
 
 
+def nll_at(row: dict[str, Any], update: int) -> Optional[float]:
+    """The row's logged train NLL at the last log at or before ``update`` (None without curves)."""
+    pts = [v for step, v in row.get("curves", {}).get("train_nll", []) if step <= update]
+    return pts[-1] if pts else None
+
+
 def main_table(rows: list[dict[str, Any]], test: str) -> str:
-    """One line per label; seeds pooled as ``mean (min–max)``."""
+    """One line per label; seeds pooled as ``mean (min–max)``. When the runs stopped at different
+    updates (a time cap), a column compares their train NLL at the update all of them reached."""
     by_label: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_label.setdefault(r["label"], []).append(r)
     seeds = max(len(v) for v in by_label.values())
-    lines = [f"| run | updates | {test} BLEU | {test} chrF | output words | valid perplexity | last train NLL | diverged "
-             "| train minutes | precision |" + (" seeds |" if seeds > 1 else ""),
-             "|---|---:|---:|---:|---:|---:|---:|---|---:|---|" + ("---:|" if seeds > 1 else "")]  # fmt: skip
+    steps = {r.get("steps") for r in rows if r.get("steps")}
+    common = min(steps) if len(steps) > 1 else None
+    lines = [f"| run | updates | {test} BLEU | {test} chrF | output words | valid perplexity | last train NLL | "
+             + (f"train NLL at update {common} | " if common else "") + "diverged | train minutes | precision |"
+             + (" seeds |" if seeds > 1 else ""),
+             "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if common else "") + "---|---:|---|" + ("---:|" if seeds > 1 else "")]  # fmt: skip
     for label, group in by_label.items():
         cells = [label, _spread([r.get("model_step") or r.get("steps") for r in group], 0), _spread([r["test_bleu"] for r in group], 2),
                  _spread([r["test_chrf"] for r in group], 2), _spread([r.get("test_mean_len") for r in group], 2),
                  _spread([r.get("valid_ppl") for r in group], 2),
-                 _spread([r.get("train_nll") for r in group], 3),
-                 ", ".join("yes" if r.get("diverged") else "no" for r in group),
-                 _spread([r.get("train_minutes") for r in group], 1),
-                 "/".join(dict.fromkeys(r.get("precision") or "–" for r in group))]  # fmt: skip
+                 _spread([r.get("train_nll") for r in group], 3)]  # fmt: skip
+        if common:
+            cells.append(_spread([nll_at(r, common) for r in group], 3))
+        cells += [", ".join("yes" if r.get("diverged") else "no" for r in group),
+                  _spread([r.get("train_minutes") for r in group], 1),
+                  "/".join(dict.fromkeys(r.get("precision") or "–" for r in group))]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |" + (f" {len(group)} |" if seeds > 1 else ""))
     return "\n".join(lines) + "\n"
 

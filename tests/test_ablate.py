@@ -186,6 +186,19 @@ def test_main_table_pools_seeds_as_mean_and_range() -> None:
     assert "| A | 100 | 31.17 (30.00–32.50) | 50.00 | 11.50 | 6.00 | 2.000 | no, no, no | 10.0 (9.0–11.0) | bf16 | 3 |" in table
 
 
+def test_runs_stopped_at_different_updates_compare_at_the_update_all_reached() -> None:
+    def row(label: str, steps: int, curve: list) -> dict:
+        return {"label": label, "steps": steps, "test_bleu": 1.0, "test_chrf": 2.0, "train_nll": curve[-1][1],
+                "curves": {"train_nll": curve}}  # fmt: skip
+
+    rows = [row("shallow", 600, [[50, 6.0], [300, 4.0], [350, 3.5], [600, 2.0]]), row("deep", 320, [[50, 7.0], [300, 5.5]])]
+    table = ablate.main_table(rows, "t")
+    assert "| train NLL at update 320 |" in table
+    assert "| shallow | 600 | 1.00 | 2.00 | – | – | 2.000 | 4.000 |" in table  # its log at 300, not at 350
+    assert "| deep | 320 | 1.00 | 2.00 | – | – | 5.500 | 5.500 |" in table
+    assert "at update" not in ablate.main_table(rows[:1], "t")  # one stopping point: no such column
+
+
 def test_back_translation_runs_get_a_table_per_round_with_controls(tmp_path: Path) -> None:
     def side(bleu: float) -> dict:
         return {"scores": {"t": {"bleu": bleu, "chrf": bleu * 3}, "valid": {"bleu": 1.0, "chrf": 2.0}}}

@@ -594,7 +594,8 @@ class Trainer:
         if env.is_main:
             self._save_model("model_last", {"stop_reason": st.stop_reason})
             summary = {"kind": "summary", "step": st.step, "epoch": self.sampler.epoch, "stop_reason": st.stop_reason,
-                       "best": st.best, "best_step": st.best_step, "elapsed": st.elapsed, "tokens": st.tokens}  # fmt: skip
+                       "best": st.best, "best_step": st.best_step, "elapsed": st.elapsed, "tokens": st.tokens,
+                       "precision": "bf16" if self.bf16 else "fp32", "precision_reason": self.precision_reason}  # fmt: skip
             self.metrics.write(summary)
             self.metrics.close()
             print(f"mt train: {st.stop_reason}; best {self.metric_used} {st.best} at step {st.best_step}; "

@@ -1,0 +1,57 @@
+"""bench/peer_server.py's pieces that decide its figures: the paragraph load, the peer's reply
+check, and the ratios (the servers themselves need OpenNMT-py, which CI does not install)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("peer_server", ROOT / "bench" / "peer_server.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paragraph_requests_are_runs_of_consecutive_sentences(bench) -> None:
+    sentences = [f"s{i}." for i in range(10)]
+    requests = bench.paragraphs(sentences, 50, seed=3)
+    assert requests == bench.paragraphs(sentences, 50, seed=3) and len(requests) == 50
+    for request in requests:
+        assert 1 <= len(request) <= 3
+        for p in request:
+            assert 2 <= len(p) <= 5
+            first = sentences.index(p[0])
+            assert p == [sentences[(first + i) % 10] for i in range(len(p))]
+    # mt gets one text with its paragraphs; the peer the same sentences as a list
+    request = requests[0]
+    text = json.loads(bench.mt_body(request))["texts"]
+    assert text == ["\n\n".join(" ".join(p) for p in request)]
+    assert [x["src"] for x in json.loads(bench.peer_body(request))] == [s for p in request for s in p]
+
+
+def test_a_peer_reply_with_too_few_translations_is_an_error(bench) -> None:
+    body = bench.peer_body([["a.", "b."]])
+    assert bench.peer_reply(body, json.dumps([[{"tgt": "x"}, {"tgt": "y"}]]).encode()) == 2
+    with pytest.raises(ValueError, match="wrong reply"):
+        bench.peer_reply(body, json.dumps([[{"tgt": "x"}]]).encode())
+    with pytest.raises(ValueError):
+        bench.peer_reply(body, json.dumps({"error": "boom", "status": "error"}).encode())
+
+
+def test_ratios_compare_at_the_most_clients_and_against_offline(bench) -> None:
+    def row(load: str, c: int, server: str, sps: float, p95: float) -> dict:
+        return {"load": load, "concurrency": c, "server": server, "sent_per_s": sps, "p95_ms": p95}
+
+    rows = [row("sentence", 1, "mt", 10, 50), row("sentence", 1, "peer", 5, 100),
+            row("sentence", 32, "mt", 80, 400), row("sentence", 32, "peer", 10, 3000)]  # fmt: skip
+    lines = bench.ratios(rows, {"mt": 100.0}, "peer")
+    assert lines == ["- sentence, 32 clients: mt 8.0x the peer's sentences/s; p95 400 ms vs 3000 ms",
+                     "  - mt at 32 clients: 80% of offline (100.0 sentences/s in-process)"]  # fmt: skip
