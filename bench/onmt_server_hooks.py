@@ -24,17 +24,20 @@ def _text() -> Any:
     return TextPipeline.load(os.environ["MT_PEER_MODEL"])
 
 
+_EPS_SET: set[int] = set()  # id() of the peer models whose LayerNorm eps is mt's already
+
+
 def _match_layer_norm_eps(server_model: Any) -> None:
     """The peer hard-codes LayerNorm eps 1e-6; the converted model was trained with mt's
-    (``MT_PEER_EPS``), as ``bench/peer_onmt.py`` sets it after loading."""
+    (``MT_PEER_EPS``), as ``bench/peer_onmt.py`` sets it after loading. Once per model."""
     model = server_model.translator.model
-    if getattr(model, "_mt_eps_set", False):
+    if id(model) in _EPS_SET:
         return
     eps = float(os.environ["MT_PEER_EPS"])
     for module in model.modules():
         if isinstance(module, nn.LayerNorm):
             module.eps = eps
-    model._mt_eps_set = True
+    _EPS_SET.add(id(model))
 
 
 def encode(sequence: dict[str, Any], server_model: Any) -> dict[str, Any]:

@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 sys.path.insert(0, str(ROOT))
 
-from bench.serve_load import free_port, run_load  # noqa: E402
+from bench.serve_load import free_port, mt_reply, run_load  # noqa: E402
 from mt.runtime import cpu_name  # noqa: E402
 
 PEER_ID = 100  # the model id in the peer's conf.json
@@ -84,7 +84,7 @@ def peer_reply(body: bytes, data: bytes) -> int:
     return len(sent)
 
 
-def start_peer(ckpt: Path, model_dir: str, beam: int, threads: int, onmt_path: Path, eps: float) -> tuple[str, subprocess.Popen]:
+def start_peer(ckpt: Path, model_dir: str, beam: int, threads: int, onmt_path: Path, eps: float, name: str) -> Server:
     conf = ckpt.parent / "conf.json"
     opt = {"gpu": -1, "beam_size": beam, "batch_size": 32, "n_best": 1}
     conf.write_text(json.dumps({"models_root": str(ckpt.parent), "models": [
@@ -96,50 +96,51 @@ def start_peer(ckpt: Path, model_dir: str, beam: int, threads: int, onmt_path: P
             f"['--ip', '127.0.0.1', '--port', '{port}', '--config', {str(conf)!r}]; main()")  # fmt: skip
     env = dict(os.environ, MT_PEER_MODEL=model_dir, MT_PEER_EPS=repr(eps), OMP_NUM_THREADS=str(threads),
                PYTHONPATH=os.pathsep.join([str(onmt_path.resolve()), str(BENCH), str(ROOT)]))  # fmt: skip
-    return f"http://127.0.0.1:{port}", _spawn([sys.executable, "-c", code], env, ckpt.parent / "peer.log")
+    log = ckpt.parent / "peer.log"
+    return Server(name, f"http://127.0.0.1:{port}", _spawn([sys.executable, "-c", code], env, log), log, peer=True)
 
 
-def start_mt(model_dir: str, beam: int, threads: int, dtype: str, log: Path) -> tuple[str, subprocess.Popen]:
+def start_mt(model_dir: str, beam: int, threads: int, dtype: str, log: Path) -> Server:
     port = free_port()
     cmd = [sys.executable, "-m", "serve", "--model", model_dir, "--host", "127.0.0.1", "--port", str(port),
            "--beam", str(beam), "--threads", str(threads), "--dtype", dtype]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return f"http://127.0.0.1:{port}", _spawn(cmd, env, log)
+    return Server(f"mt --dtype {dtype}", f"http://127.0.0.1:{port}", _spawn(cmd, env, log), log, peer=False)
 
 
 def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     """A server process whose output goes to ``log``: a pipe nobody reads fills up (the peer
     logs every request) and then blocks the server mid-request."""
     with open(log, "wb") as f:
-        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
-    return proc
-
-
-def wait_up(url: str, proc: subprocess.Popen, path: str, log: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server {url} exited: {log.read_text(errors='replace')[-2000:]}")
-        try:
-            with urllib.request.urlopen(url + path, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise SystemExit(f"server {url} not up after {timeout:.0f} s")
+        return subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
 
 
 class Server:
-    """One server under load: where it listens, how a request is written and checked."""
+    """One server under load: its process and log, where it listens, how a request is written
+    and its reply checked (mt's ``/v1/translate`` or the peer's ``/translator/translate``)."""
 
-    def __init__(self, name: str, url: str, proc: subprocess.Popen, peer: bool) -> None:
-        self.name, self.url, self.proc, self.peer = name, url, proc, peer
+    def __init__(self, name: str, url: str, proc: subprocess.Popen, log: Path, peer: bool) -> None:
+        self.name, self.url, self.proc, self.log, self.peer = name, url, proc, log, peer
+        self.path, self.ready = ("/translator/translate", "/translator/health") if peer else ("/v1/translate", "/ready")
+        self.body, self.check = (peer_body, peer_reply) if peer else (mt_body, mt_reply)
+
+    def wait_up(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"server {self.name} exited: {self.log.read_text(errors='replace')[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + self.ready, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        raise SystemExit(f"server {self.name} at {self.url} not up after {timeout:.0f} s")
 
     def load(self, requests: list[list[list[str]]], clients: int, max_seconds: float) -> dict[str, Any]:
-        body = peer_body if self.peer else mt_body
-        payloads = [body(r) for r in requests]
-        kw = {"path": "/translator/translate", "check": peer_reply} if self.peer else {}
-        r = asyncio.run(run_load(self.url, payloads, clients, time.monotonic() + max_seconds, {}, **kw))
+        payloads = [self.body(r) for r in requests]
+        r = asyncio.run(run_load(self.url, payloads, clients, time.monotonic() + max_seconds, {},
+                                 path=self.path, check=self.check))  # fmt: skip
         sentences = sum(sum(len(p) for p in requests[i]) for i in r["answered"])
         return {k: v for k, v in r.items() if k not in ("_raw", "answered")} | {
             "server": self.name, "sentences": sentences, "sent_per_s": sentences / r["seconds"]}
@@ -148,9 +149,7 @@ class Server:
         """One request per sentence, one at a time: the outputs (for the agreement check)."""
         out = []
         for s in sentences:
-            body = peer_body([[s]]) if self.peer else mt_body([[s]])
-            req = urllib.request.Request(self.url + ("/translator/translate" if self.peer else "/v1/translate"), body,
-                                         {"Content-Type": "application/json"})  # fmt: skip
+            req = urllib.request.Request(self.url + self.path, self.body([[s]]), {"Content-Type": "application/json"})
             with urllib.request.urlopen(req, timeout=120) as r:
                 reply = json.loads(r.read())
             out.append(reply[0][0]["tgt"] if self.peer else reply["translations"][0]["text"])
@@ -214,7 +213,18 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=60, help="stop issuing a phase's requests after this long")
     p.add_argument("--onmt-path", default=str(ROOT / ".bench-deps" / "onmt"))
     p.add_argument("--json", dest="json_out", help="also write the rows here")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not Path(args.model, "config.json").is_file():
+        p.error(f"--model {args.model}: not an mt model directory (no config.json)")
+    if not Path(args.input).is_file():
+        p.error(f"--input {args.input}: no such file")
+    try:
+        clients = [int(c) for c in args.clients.split(",")]
+    except ValueError:
+        clients = []
+    if not clients or min(clients) < 1 or min(args.beam, args.threads, args.requests, args.paragraph_requests) < 1:
+        p.error("--clients (comma-separated), --beam, --threads, --requests and --paragraph-requests must be positive")
+    return args
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -227,6 +237,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     from mt.modelio import load_model
 
     sentences = [s for s in Path(args.input).read_text(encoding="utf-8").splitlines() if s.strip()]
+    if not sentences:
+        raise SystemExit(f"--input {args.input}: no sentences")
     loads = {"sentence": [[[sentences[i % len(sentences)]]] for i in range(args.requests)],
              "paragraphs": paragraphs(sentences, args.paragraph_requests, seed=1)}  # fmt: skip
     clients = [int(c) for c in args.clients.split(",")]
@@ -240,13 +252,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         del loaded
         try:
             for d in dtypes:
-                url, proc = start_mt(args.model, args.beam, args.threads, d, Path(tmp) / f"mt-{d}.log")
-                servers.append(Server(f"mt --dtype {d}", url, proc, peer=False))
-            url, proc = start_peer(Path(tmp) / "model.pt", args.model, args.beam, args.threads, onmt_path, eps)
-            servers.append(Server(PEER, url, proc, peer=True))
+                servers.append(start_mt(args.model, args.beam, args.threads, d, Path(tmp) / f"mt-{d}.log"))
+            servers.append(start_peer(Path(tmp) / "model.pt", args.model, args.beam, args.threads, onmt_path, eps, PEER))
             for s in servers:
-                wait_up(s.url, s.proc, "/translator/health" if s.peer else "/ready",
-                        Path(tmp) / ("peer.log" if s.peer else f"mt-{s.name.split()[-1]}.log"))
+                s.wait_up()
             outputs = {s.name: s.translate(sentences[:64]) for s in servers}  # also the warm-up
             agree = {name: sum(a == b for a, b in zip(out, outputs[PEER])) for name, out in outputs.items() if name != PEER}
             rows = []

@@ -145,6 +145,7 @@ def cpu_flags() -> frozenset[str]:
 
 NATIVE_BF16 = ("amx_bf16", "avx512_bf16")  # CPU flags of native bf16 matrix instructions
 PRECISION_PIN_ENV = "MT_DTYPE_AUTO"  # pins what ``auto`` precision becomes, decoding and training
+NO_NATIVE_BF16 = "this CPU has no native bf16 (avx512_bf16 / amx_bf16)"  # the reason, where it is one
 
 
 def native_bf16() -> list[str]:

@@ -44,7 +44,7 @@ from mt.data.batching import Batch, CorpusMix, TokenBatchSampler, collate
 from mt.data.binarize import IndexedDataset
 from mt.data.text import TextPipeline
 from mt.model import Transformer
-from mt.runtime import PRECISION_PIN_ENV, bound_kernel_caches, heap_mib, native_bf16, pinned_precision, rss_mib, tune_malloc
+from mt.runtime import NO_NATIVE_BF16, PRECISION_PIN_ENV, bound_kernel_caches, heap_mib, native_bf16, pinned_precision, rss_mib, tune_malloc
 from mt.train import checkpoint as ckpt
 from mt.train.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag, cleanup, init_distributed
 from mt.train.loss import label_smoothed_nll, perplexity, per_token
@@ -215,19 +215,16 @@ def training_precision(requested: str, device: torch.device) -> tuple[bool, str]
     native bf16 matrix instructions (there bf16 training matched fp32 per update and ran ~1.8x
     faster: docs/ablations.md), fp32 on other CPUs, where bf16 is emulated and runs many times
     slower; ``$MT_DTYPE_AUTO`` pins it. An explicit ``bf16`` on such a CPU is kept, with a warning."""
-    native = device.type != "cpu" or bool(native_bf16())
+    found = native_bf16() if device.type == "cpu" else []
+    emulated = device.type == "cpu" and not found
     if requested != "auto":
-        slow = "" if requested == "fp32" or native else (
-            "; this CPU has no native bf16 (avx512_bf16 / amx_bf16): bf16 is emulated and far slower "
-            "than fp32, set train.precision to auto or fp32")  # fmt: skip
-        return requested == "bf16", f"train.precision {requested}{slow}"
+        slow = f"; {NO_NATIVE_BF16}: bf16 is emulated and far slower than fp32, set train.precision to auto or fp32"
+        return requested == "bf16", f"train.precision {requested}" + (slow if requested == "bf16" and emulated else "")
     pinned = pinned_precision()
     if pinned:
         return pinned == "bf16", f"auto: {pinned}, pinned by {PRECISION_PIN_ENV}"
     if device.type == "cpu":
-        found = native_bf16()
-        return (True, f"auto: bf16, native on this CPU ({found[0]})") if found else (
-            False, "auto: fp32, this CPU has no native bf16 (avx512_bf16 / amx_bf16)")  # fmt: skip
+        return (False, f"auto: fp32, {NO_NATIVE_BF16}") if emulated else (True, f"auto: bf16, native on this CPU ({found[0]})")
     return device.type == "cuda", f"auto: {'bf16' if device.type == 'cuda' else 'fp32'} on {device.type}"
 
 
