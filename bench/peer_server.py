@@ -24,7 +24,10 @@ one asyncio process) shares the cores. Two loads:
   sentences as one list, as its users would send them (its batch is then the request's).
 
 Per load, clients (``--clients``) and server: requests, errors, sentences/s, p50/p95/p99
-latency. Then the ratios the serving issue asks for: mt/peer throughput and p95 at the most
+latency, and where the CPU went per translated sentence: the server's own process (HTTP,
+queue, splitting, tokenising), its decoding processes (mt's children; the peer decodes in its
+own process) and the load client (this process). The client shares the cores, so this says how
+much of the 2 cores was left for decoding. Then the ratios the serving issue asks for: mt/peer throughput and p95 at the most
 clients, how many of 64 sentences each mt server translates exactly as the peer does (fp32
 should agree on nearly all: same weights, same beam rules but for ties), and mt's server against offline ``Translator.translate`` of the same sentences with
 the same beam, dtype and threads (in this process, while both servers idle).
@@ -100,12 +103,17 @@ def start_peer(ckpt: Path, model_dir: str, beam: int, threads: int, onmt_path: P
     return Server(name, f"http://127.0.0.1:{port}", _spawn([sys.executable, "-c", code], env, log), log, peer=True)
 
 
-def start_mt(model_dir: str, beam: int, threads: int, dtype: str, log: Path) -> Server:
+def start_mt(model_dir: str, beam: int, threads: int, dtype: str, workers: Optional[int], log: Path) -> Server:
+    """``mt serve`` with ``--dtype dtype`` and ``--workers`` (None: the server's default)."""
     port = free_port()
     cmd = [sys.executable, "-m", "serve", "--model", model_dir, "--host", "127.0.0.1", "--port", str(port),
            "--beam", str(beam), "--threads", str(threads), "--dtype", dtype]  # fmt: skip
+    name = f"mt --dtype {dtype}"
+    if workers is not None:
+        cmd += ["--workers", str(workers)]
+        name += f" --workers {workers}"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return Server(f"mt --dtype {dtype}", f"http://127.0.0.1:{port}", _spawn(cmd, env, log), log, peer=False)
+    return Server(name, f"http://127.0.0.1:{port}", _spawn(cmd, env, log), log, peer=False)
 
 
 def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -113,6 +121,33 @@ def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     logs every request) and then blocks the server mid-request."""
     with open(log, "wb") as f:
         return subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+
+
+def cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of ``pid`` and of each of its descendants, by pid (Linux
+    ``/proc``; processes that end meanwhile are skipped)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent, used = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)"
+        except (OSError, IndexError):
+            continue
+        p = int(stat.parent.name)
+        parent[p], used[p] = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+    tree, todo = {}, [pid]
+    while todo:
+        p = todo.pop()
+        if p in used:
+            tree[p] = used[p]
+            todo += [c for c, pp in parent.items() if pp == p]
+    return tree
+
+
+def cpu_split(before: dict[int, float], after: dict[int, float], root: int) -> tuple[float, float]:
+    """CPU seconds spent between two :func:`cpu_seconds` readings: ``(root, its descendants)``."""
+    main = after.get(root, 0.0) - before.get(root, 0.0)
+    return main, sum(t - before.get(p, 0.0) for p, t in after.items() if p != root)
 
 
 class Server:
@@ -139,11 +174,17 @@ class Server:
 
     def load(self, requests: list[list[list[str]]], clients: int, max_seconds: float) -> dict[str, Any]:
         payloads = [self.body(r) for r in requests]
+        before, client = cpu_seconds(self.proc.pid), time.process_time()
         r = asyncio.run(run_load(self.url, payloads, clients, time.monotonic() + max_seconds, {},
                                  path=self.path, check=self.check))  # fmt: skip
+        client = time.process_time() - client
+        main, children = cpu_split(before, cpu_seconds(self.proc.pid), self.proc.pid)
         sentences = sum(sum(len(p) for p in requests[i]) for i in r["answered"])
+        per = 1000 / max(sentences, 1)
         return {k: v for k, v in r.items() if k not in ("_raw", "answered")} | {
-            "server": self.name, "sentences": sentences, "sent_per_s": sentences / r["seconds"]}
+            "server": self.name, "sentences": sentences, "sent_per_s": sentences / r["seconds"],
+            "cpu_ms_per_sentence": {"server": main * per, "decoders": children * per, "client": client * per},
+            "cores_busy": (main + children + client) / r["seconds"]}
 
     def translate(self, sentences: list[str]) -> list[str]:
         """One request per sentence, one at a time: the outputs (for the agreement check)."""
@@ -175,10 +216,14 @@ def offline(model_dir: str, sentences: list[str], beam: int, threads: int, dtype
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| load | clients | server | requests | errors | sentences/s | p50 ms | p95 ms | p99 ms | mean batch |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    lines += [f"| {r['load']} | {r['concurrency']} | {r['server']} | {r['requests']} | {r['errors']} | {r['sent_per_s']:.1f} | "
-              f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['mean_batch_texts']:.1f} |" for r in rows]  # fmt: skip
+    lines = ["| load | clients | server | requests | errors | sentences/s | p50 ms | p95 ms | p99 ms | mean batch "
+             "| CPU ms/sentence: server / decoders / client | cores busy |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]  # fmt: skip
+    for r in rows:
+        cpu = " / ".join(f"{r['cpu_ms_per_sentence'][k]:.1f}" for k in ("server", "decoders", "client"))
+        lines.append(f"| {r['load']} | {r['concurrency']} | {r['server']} | {r['requests']} | {r['errors']} | "
+                     f"{r['sent_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | "
+                     f"{r['mean_batch_texts']:.1f} | {cpu} | {r['cores_busy']:.2f} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -207,7 +252,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--threads", type=int, default=2, help="torch threads of each server")
     p.add_argument("--mt-dtypes", default="auto,fp32", help="one mt server per --dtype")
+    p.add_argument("--mt-workers", default="", help="and per --workers value, comma-separated (default: the server's own)")
     p.add_argument("--clients", default="1,8,32")
+    p.add_argument("--loads", default="sentence,paragraphs", help="which loads to run (comma-separated)")
     p.add_argument("--requests", type=int, default=2000, help="sentence requests per phase (a quarter at 1 client)")
     p.add_argument("--paragraph-requests", type=int, default=300, help="paragraph requests per phase")
     p.add_argument("--max-seconds", type=float, default=60, help="stop issuing a phase's requests after this long")
@@ -222,8 +269,16 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         clients = [int(c) for c in args.clients.split(",")]
     except ValueError:
         clients = []
+    try:
+        workers = [int(w) for w in args.mt_workers.split(",") if w]
+    except ValueError:
+        workers = [0]
     if not clients or min(clients) < 1 or min(args.beam, args.threads, args.requests, args.paragraph_requests) < 1:
         p.error("--clients (comma-separated), --beam, --threads, --requests and --paragraph-requests must be positive")
+    if not set(args.loads.split(",")) <= {"sentence", "paragraphs"} or not args.loads:
+        p.error(f"--loads {args.loads}: sentence and/or paragraphs")
+    if workers and min(workers) < 1:
+        p.error(f"--mt-workers {args.mt_workers}: comma-separated positive integers")
     return args
 
 
@@ -241,8 +296,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         raise SystemExit(f"--input {args.input}: no sentences")
     loads = {"sentence": [[[sentences[i % len(sentences)]]] for i in range(args.requests)],
              "paragraphs": paragraphs(sentences, args.paragraph_requests, seed=1)}  # fmt: skip
+    loads = {k: v for k, v in loads.items() if k in args.loads.split(",")}
     clients = [int(c) for c in args.clients.split(",")]
     dtypes = [d for d in args.mt_dtypes.split(",") if d]
+    workers: list[Optional[int]] = [int(w) for w in args.mt_workers.split(",") if w] or [None]
     servers: list[Server] = []
     with tempfile.TemporaryDirectory(prefix="peer_server.") as tmp:
         allow_namespace_unpickling()
@@ -252,7 +309,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         del loaded
         try:
             for d in dtypes:
-                servers.append(start_mt(args.model, args.beam, args.threads, d, Path(tmp) / f"mt-{d}.log"))
+                for w in workers:
+                    servers.append(start_mt(args.model, args.beam, args.threads, d, w, Path(tmp) / f"mt-{d}-{w}.log"))
             servers.append(start_peer(Path(tmp) / "model.pt", args.model, args.beam, args.threads, onmt_path, eps, PEER))
             for s in servers:
                 s.wait_up()
@@ -268,7 +326,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         finally:
             for s in servers:
                 s.stop()
-    ceilings = {f"mt --dtype {d}": offline(args.model, sentences, args.beam, args.threads, d) for d in dtypes}
+    by_dtype = {d: offline(args.model, sentences, args.beam, args.threads, d) for d in dtypes}
+    ceilings = {s.name: by_dtype[s.name.split()[2]] for s in servers if not s.peer}  # "mt --dtype D [...]"
     print(f"\n{cpu_name()}, {os.cpu_count()} CPUs; model {args.model}; beam {args.beam}; {args.threads} threads per server; "
           f"{time.strftime('%Y-%m-%d %H:%M')}\n")  # fmt: skip
     print(table(rows))

@@ -28,13 +28,15 @@ def test_ceiling_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert script.main(["--model", str(model), "--input", str(src), "--sentences", "8", "--batch", "4",
                         "--beam", "2", "--rounds", "2"]) == 0
     out = capsys.readouterr().out
-    rounds = re.findall(r"round \d: alone ([\d.]+) ms/sentence, batches of 4 ([\d.]+) ms/sentence, ceiling ([\d.]+)x", out)
+    rounds = re.findall(r"round \d: alone ([\d.]+) ms/sentence, offline ([\d.]+) ms/sentence\n"
+                        r"  batches of 4 ([\d.]+) ms/sentence, ceiling ([\d.]+)x one at a time, (\d+)% of offline", out)
     assert len(rounds) == 2
-    for alone, batched, ceiling in rounds:
-        # each printed figure is rounded to 0.01: the ceiling must lie within what that allows
-        a, b, c = float(alone), float(batched), float(ceiling)
+    for alone, off, batched, ceiling, share in rounds:
+        # each printed figure is rounded to 0.01 (the share to 1%): the ceilings must lie within what that allows
+        a, o, b, c, pct = float(alone), float(off), float(batched), float(ceiling), float(share)
         assert 2 * (a - 0.005) / (b + 0.005) - 0.005 <= c <= 2 * (a + 0.005) / max(b - 0.005, 1e-9) + 0.005
-    assert re.search(r"ceiling of the throughput ratio with 2 decoding processes: [\d.]+x", out)
+        assert 200 * (o - 0.005) / (b + 0.005) - 0.5 <= pct <= 200 * (o + 0.005) / max(b - 0.005, 1e-9) + 0.5
+    assert re.search(r"\nmean: alone [\d.]+ ms/sentence, offline [\d.]+ ms/sentence\n  batches of 4 ", out)
 
 
 def test_ceiling_script_rejects_bad_input(tmp_path: Path) -> None:
@@ -45,6 +47,8 @@ def test_ceiling_script_rejects_bad_input(tmp_path: Path) -> None:
         script.main(["--model", str(tmp_path), "--input", str(empty)])
     with pytest.raises(SystemExit):
         script.main(["--model", str(tmp_path), "--input", str(empty), "--batch", "0"])
+    with pytest.raises(SystemExit):
+        script.main(["--model", str(tmp_path), "--input", str(empty), "--batch", "8,x"])
     with pytest.raises(SystemExit):
         script.main(["--model", str(tmp_path), "--input", str(tmp_path / "missing.txt")])
     empty.write_text("ein Satz\n", encoding="utf-8")

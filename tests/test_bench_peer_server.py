@@ -55,3 +55,40 @@ def test_ratios_compare_at_the_most_clients_and_against_offline(bench) -> None:
     lines = bench.ratios(rows, {"mt": 100.0}, "peer")
     assert lines == ["- sentence, 32 clients: mt 8.0x the peer's sentences/s; p95 400 ms vs 3000 ms",
                      "  - mt at 32 clients: 80% of offline (100.0 sentences/s in-process)"]  # fmt: skip
+
+
+def test_cpu_seconds_counts_a_process_and_its_children(bench) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\nimport sys; sys.stdin.read()"
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys\n"
+                               f"c = subprocess.Popen([sys.executable, '-c', {burn!r}], stdin=subprocess.PIPE)\n"
+                               "print(c.pid, flush=True); sys.stdin.read(); c.communicate()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        child = int(parent.stdout.readline())
+        before = {parent.pid: 0.0}  # as if read before anything ran
+        deadline = time.monotonic() + 30
+        while True:  # the child burns 0.3 s of CPU, then waits
+            after = bench.cpu_seconds(parent.pid)
+            if after.get(child, 0) >= 0.25 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert set(after) >= {parent.pid, child} and os.getpid() not in after
+        main, children = bench.cpu_split(before, after, parent.pid)
+        assert main == after[parent.pid] and children >= 0.25
+    finally:
+        parent.stdin.close()
+        parent.wait(30)
+
+
+@pytest.mark.parametrize("flag", [["--mt-workers", "2,x"], ["--mt-workers", "0"], ["--loads", "words"], ["--clients", "0"]])
+def test_bad_flags_are_named(bench, tmp_path: Path, flag: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "in.txt").write_text("ein Satz.\n")
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--model", str(tmp_path), "--input", str(tmp_path / "in.txt"), *flag])
+    assert flag[0] in capsys.readouterr().err
