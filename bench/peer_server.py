@@ -113,7 +113,7 @@ def start_mt(model_dir: str, beam: int, threads: int, dtype: str, workers: Optio
         cmd += ["--workers", str(workers)]
         name += f" --workers {workers}"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return Server(name, f"http://127.0.0.1:{port}", _spawn(cmd, env, log), log, peer=False)
+    return Server(name, f"http://127.0.0.1:{port}", _spawn(cmd, env, log), log, peer=False, dtype=dtype)
 
 
 def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -152,10 +152,12 @@ def cpu_split(before: dict[int, float], after: dict[int, float], root: int) -> t
 
 class Server:
     """One server under load: its process and log, where it listens, how a request is written
-    and its reply checked (mt's ``/v1/translate`` or the peer's ``/translator/translate``)."""
+    and its reply checked (mt's ``/v1/translate`` or the peer's ``/translator/translate``);
+    ``dtype``: an mt server's ``--dtype`` (its offline ceiling is measured in that dtype)."""
 
-    def __init__(self, name: str, url: str, proc: subprocess.Popen, log: Path, peer: bool) -> None:
-        self.name, self.url, self.proc, self.log, self.peer = name, url, proc, log, peer
+    def __init__(self, name: str, url: str, proc: subprocess.Popen, log: Path, peer: bool,
+                 dtype: Optional[str] = None) -> None:  # fmt: skip
+        self.name, self.url, self.proc, self.log, self.peer, self.dtype = name, url, proc, log, peer, dtype
         self.path, self.ready = ("/translator/translate", "/translator/health") if peer else ("/v1/translate", "/ready")
         self.body, self.check = (peer_body, peer_reply) if peer else (mt_body, mt_reply)
 
@@ -279,6 +281,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         p.error(f"--loads {args.loads}: sentence and/or paragraphs")
     if workers and min(workers) < 1:
         p.error(f"--mt-workers {args.mt_workers}: comma-separated positive integers")
+    # the lists main uses, parsed once
+    args.clients, args.mt_workers, args.loads = clients, workers or [None], args.loads.split(",")
+    args.mt_dtypes = [d for d in args.mt_dtypes.split(",") if d]
     return args
 
 
@@ -296,10 +301,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         raise SystemExit(f"--input {args.input}: no sentences")
     loads = {"sentence": [[[sentences[i % len(sentences)]]] for i in range(args.requests)],
              "paragraphs": paragraphs(sentences, args.paragraph_requests, seed=1)}  # fmt: skip
-    loads = {k: v for k, v in loads.items() if k in args.loads.split(",")}
-    clients = [int(c) for c in args.clients.split(",")]
-    dtypes = [d for d in args.mt_dtypes.split(",") if d]
-    workers: list[Optional[int]] = [int(w) for w in args.mt_workers.split(",") if w] or [None]
+    loads = {k: v for k, v in loads.items() if k in args.loads}
     servers: list[Server] = []
     with tempfile.TemporaryDirectory(prefix="peer_server.") as tmp:
         allow_namespace_unpickling()
@@ -308,8 +310,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         convert(loaded.model, loaded.text, Path(tmp) / "model.pt")
         del loaded
         try:
-            for d in dtypes:
-                for w in workers:
+            for d in args.mt_dtypes:
+                for w in args.mt_workers:
                     servers.append(start_mt(args.model, args.beam, args.threads, d, w, Path(tmp) / f"mt-{d}-{w}.log"))
             servers.append(start_peer(Path(tmp) / "model.pt", args.model, args.beam, args.threads, onmt_path, eps, PEER))
             for s in servers:
@@ -318,7 +320,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             agree = {name: sum(a == b for a, b in zip(out, outputs[PEER])) for name, out in outputs.items() if name != PEER}
             rows = []
             for load, requests in loads.items():
-                for c in clients:
+                for c in args.clients:
                     part = requests[: max(len(requests) // 4, 1)] if c == 1 else requests
                     for s in servers:
                         rows.append({"load": load, **s.load(part, c, args.max_seconds)})
@@ -326,8 +328,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         finally:
             for s in servers:
                 s.stop()
-    by_dtype = {d: offline(args.model, sentences, args.beam, args.threads, d) for d in dtypes}
-    ceilings = {s.name: by_dtype[s.name.split()[2]] for s in servers if not s.peer}  # "mt --dtype D [...]"
+    by_dtype = {d: offline(args.model, sentences, args.beam, args.threads, d) for d in args.mt_dtypes}
+    ceilings = {s.name: by_dtype[s.dtype] for s in servers if not s.peer}
     print(f"\n{cpu_name()}, {os.cpu_count()} CPUs; model {args.model}; beam {args.beam}; {args.threads} threads per server; "
           f"{time.strftime('%Y-%m-%d %H:%M')}\n")  # fmt: skip
     print(table(rows))

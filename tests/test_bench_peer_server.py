@@ -92,3 +92,12 @@ def test_bad_flags_are_named(bench, tmp_path: Path, flag: list[str], capsys: pyt
     with pytest.raises(SystemExit):
         bench.parse_args(["--model", str(tmp_path), "--input", str(tmp_path / "in.txt"), *flag])
     assert flag[0] in capsys.readouterr().err
+
+
+def test_list_flags_are_parsed_once_into_lists(bench, tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "in.txt").write_text("ein Satz.\n")
+    base = ["--model", str(tmp_path), "--input", str(tmp_path / "in.txt")]
+    args = bench.parse_args(base + ["--clients", "1,32", "--mt-workers", "2,1", "--loads", "sentence", "--mt-dtypes", "fp32,"])
+    assert (args.clients, args.mt_workers, args.loads, args.mt_dtypes) == ([1, 32], [2, 1], ["sentence"], ["fp32"])
+    assert bench.parse_args(base).mt_workers == [None]  # one server per dtype, with the server's own default

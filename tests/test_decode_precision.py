@@ -12,6 +12,7 @@ import torch
 from mt.config import DecodeOptions
 from mt.decode import precision
 from mt.decode.variant import choose_precision, prepare
+from mt.runtime import NATIVE_BF16
 from _decode_support import toy_model
 
 CPU = torch.device("cpu")
@@ -33,7 +34,7 @@ def _fake_probe(monkeypatch, speedup: float, share: float = 1.0) -> list[int]:
 
 
 def _native(monkeypatch, flags=("avx512_bf16",)) -> None:
-    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(precision, "native_bf16", lambda: [f for f in NATIVE_BF16 if f in flags])
 
 
 def test_the_default_is_auto_and_explicit_choices_are_kept(monkeypatch):
@@ -166,7 +167,7 @@ def test_server_decoding_processes_adopt_the_parents_finding(unpinned, monkeypat
     from serve.processes import DecodeProcesses
     from _serve_support import make_random_model_dir
 
-    if not set(precision.NATIVE_BF16) & precision.cpu_flags():
+    if not precision.native_bf16():
         pytest.skip("this CPU has no native bf16: auto is fp32 whatever the finding")
     monkeypatch.setenv("MT_PROBE_CACHE", "off")
     model_dir = make_random_model_dir(tmp_path / "m")

@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from mt.fileio import recall_json_entry, remember_json_entry
-from mt.runtime import NATIVE_BF16, NO_NATIVE_BF16, PRECISION_PIN_ENV, cpu_flags, cpu_name, machine_fingerprint, pinned_precision
+from mt.runtime import NO_NATIVE_BF16, PRECISION_PIN_ENV, cpu_name, machine_fingerprint, native_bf16, pinned_precision
 
 MIN_SPEEDUP = 1.25  # "clearly faster": above the run-to-run noise of a shared 2-core VM
 MIN_SHARE = 0.85  # CPU seconds / wall seconds of the probing thread; below: the CPU was busy
@@ -59,7 +59,7 @@ unprobed, on CPU); passed in, since the variants are built by the module that im
 def resolve(requested: str, device: torch.device, int8: bool, model: Any, build: Build) -> PrecisionChoice:
     """``requested`` as given when it is not ``auto``; else the choice above for ``model``
     (a :class:`mt.model.Transformer`) on ``device``; ``build`` makes what the probe times."""
-    native = [f for f in NATIVE_BF16 if f in cpu_flags()]
+    native = native_bf16()
     if requested != "auto":
         emulated = requested == "bf16" and device.type == "cpu" and not native
         return PrecisionChoice(requested, "as requested" + (f"; {NO_NATIVE_BF16}: emulated, far slower than fp32" if emulated else ""))
