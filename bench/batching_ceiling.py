@@ -53,8 +53,13 @@ def main(argv: list[str] | None = None) -> int:
         lines = [s for s in Path(args.input).read_text(encoding="utf-8").splitlines() if s.strip()]
     except (OSError, UnicodeDecodeError) as e:
         p.error(f"--input {args.input}: {e}")
-    if not Path(args.model).is_dir():
-        p.error(f"--model {args.model}: not a model directory")
+    from mt.errors import MissingFileError
+    from mt.modelio import check_model_dir
+
+    try:
+        check_model_dir(args.model)
+    except MissingFileError as e:
+        p.error(f"--model: {e}")
     if not lines:
         p.error(f"--input {args.input}: no non-empty lines")
 

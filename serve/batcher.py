@@ -16,6 +16,12 @@ While the worker decodes, the event loop keeps accepting requests (and answering
 they queue up and form the next, larger batch, so under load batches grow by themselves and
 the wait only costs latency when the server is idle.
 
+**Sharing with free workers.** A worker that takes a batch while other workers are free takes
+only its share of the queued source tokens (the queue split evenly between the free workers;
+a single text is never split), and the free workers take the rest at once. Otherwise, with
+closed-loop clients, one worker would decode all 8 requests of 8 clients while the other
+waited, batch after batch; a request of several sentences is likewise decoded on two cores.
+
 **Fairness.** A batch holds at most ``max_batch_tokens`` source tokens and ``max_batch_cost``
 decoder row-steps (each text's cost comes with the job: beam × maximum output length,
 ``ModelEngine.text_costs``). A job too big for one batch is decoded in *chunks* (its texts,
@@ -168,6 +174,7 @@ class MicroBatcher:
         self._big_running = 0  # batches with chunks of big jobs being decoded
         self._paused = paused  # True: fewer decoders than workers for a while (DecodeProcesses.replacing)
         self._last_small = float("-inf")  # when the last small job arrived (monotonic)
+        self._free = 0  # workers waiting for work in _next_batch (not decoding)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -244,7 +251,11 @@ class MicroBatcher:
         free_since = 0.0  # when this worker finished its last batch (monotonic)
         while True:
             with self._cond:
-                batch = self._next_batch(free_since)
+                self._free += 1
+                try:
+                    batch = self._next_batch(free_since)
+                finally:
+                    self._free -= 1
             if batch is None:
                 return
             if batch:
@@ -257,9 +268,20 @@ class MicroBatcher:
                             self._cond.notify_all()  # a worker held back from big jobs may take one now
                 free_since = time.monotonic()
 
-    def _full(self, tokens: int, cost: int) -> bool:
-        """Whether a batch of ``tokens`` source tokens and ``cost`` has reached a budget."""
-        return tokens >= self.max_batch_tokens or (self.max_batch_cost is not None and cost >= self.max_batch_cost)
+    def _full(self, tokens: int, cost: int, token_limit: Optional[int] = None) -> bool:
+        """Whether a batch of ``tokens`` source tokens and ``cost`` has reached a budget
+        (``token_limit``: the source-token budget, ``max_batch_tokens`` if None)."""
+        limit = self.max_batch_tokens if token_limit is None else token_limit
+        return tokens >= limit or (self.max_batch_cost is not None and cost >= self.max_batch_cost)
+
+    def _share(self, key: Hashable) -> int:
+        """The source-token budget of the batch a worker takes now (under the lock): the
+        queued tokens of ``key`` split evenly between the free workers (this one included),
+        so none of them stays idle while another decodes everything."""
+        if self._free <= 1 or (self._paused is not None and self._paused()):
+            return self.max_batch_tokens
+        queued = sum(j.todo_tokens for j in self._pending if j.key == key and not j.dead)
+        return max(1, min(self.max_batch_tokens, -(-queued // self._free)))
 
     def _reserved(self) -> bool:
         """Whether this worker must leave big jobs alone (under the lock): the others are all
@@ -284,7 +306,7 @@ class MicroBatcher:
             first = self._eligible()
             if first is None:  # dead jobs only (dropped by _take), or big ones while reserved
                 if self._pending and all(j.dead for j in self._pending):
-                    return self._take(None, False)
+                    return self._take(None, False, self.max_batch_tokens)
                 # re-check when the small jobs may have stopped, or soon if the decoders are short-handed
                 self._cond.wait(min(0.1, max(0.001, self._last_small + RESERVE_S - time.monotonic())))
                 continue
@@ -300,16 +322,16 @@ class MicroBatcher:
                 full = self._full(sum(j.todo_tokens for j in same), sum(j.todo_cost for j in same))
                 remaining = deadline - time.monotonic()
                 if full or remaining <= 0:
-                    return self._take(first.key, not self._reserved())
+                    return self._take(first.key, not self._reserved(), self._share(first.key))
                 self._cond.wait(remaining)
             else:
-                return self._take(first.key, not self._reserved())
+                return self._take(first.key, not self._reserved(), self._share(first.key))
 
-    def _take(self, key: Hashable, big: bool) -> list[_Piece]:
-        """Oldest-first texts of jobs with ``key`` (big ones only if ``big``) up to the budgets
-        (at least one text). A job that keeps texts for later goes to the back of the queue
-        (round-robin between big jobs and the jobs queued behind them); the others keep
-        their order. Dead jobs are dropped."""
+    def _take(self, key: Hashable, big: bool, token_limit: int) -> list[_Piece]:
+        """Oldest-first texts of jobs with ``key`` (big ones only if ``big``) up to
+        ``token_limit`` source tokens and the cost budget (at least one text). A job that keeps
+        texts for later goes to the back of the queue (round-robin between big jobs and the
+        jobs queued behind them); the others keep their order. Dead jobs are dropped."""
         batch: list[_Piece] = []
         rest: deque[_Job] = deque()
         again: list[_Job] = []
@@ -318,11 +340,11 @@ class MicroBatcher:
             if job.dead:
                 continue
             idx: list[int] = []
-            if job.key == key and (big or not job.big) and not self._full(tokens, cost):
+            if job.key == key and (big or not job.big) and not self._full(tokens, cost, token_limit):
                 while job.todo:
                     i = job.todo[0]
                     t, c = job.lengths[i] + 1, job.costs[i]
-                    if (batch or idx) and (tokens + t > self.max_batch_tokens or
+                    if (batch or idx) and (tokens + t > token_limit or
                                            (self.max_batch_cost is not None and cost + c > self.max_batch_cost)):
                         break
                     idx.append(job.todo.pop(0))
@@ -338,6 +360,8 @@ class MicroBatcher:
         self._pending = rest
         if any(p.job.big for p in batch):
             self._big_running += 1  # until the worker has run it (_worker)
+        if self._pending and self._free > 1:
+            self._cond.notify_all()  # the other free workers take the rest now
         return batch
 
     def _run(self, batch: list[_Piece]) -> None:

@@ -39,18 +39,24 @@ def test_ceiling_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert re.search(r"\nmean: alone [\d.]+ ms/sentence, offline [\d.]+ ms/sentence\n  batches of 4 ", out)
 
 
-def test_ceiling_script_rejects_bad_input(tmp_path: Path) -> None:
+def test_ceiling_script_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = make_random_model_dir(tmp_path / "model", preset="tiny", vocab_size=400)
     empty = tmp_path / "empty.txt"
     empty.write_text("\n \n", encoding="utf-8")
+    good = tmp_path / "good.txt"
+    good.write_text("ein Satz\n", encoding="utf-8")
     script = _load_script()
-    with pytest.raises(SystemExit):
-        script.main(["--model", str(tmp_path), "--input", str(empty)])
-    with pytest.raises(SystemExit):
-        script.main(["--model", str(tmp_path), "--input", str(empty), "--batch", "0"])
-    with pytest.raises(SystemExit):
-        script.main(["--model", str(tmp_path), "--input", str(empty), "--batch", "8,x"])
-    with pytest.raises(SystemExit):
-        script.main(["--model", str(tmp_path), "--input", str(tmp_path / "missing.txt")])
-    empty.write_text("ein Satz\n", encoding="utf-8")
-    with pytest.raises(SystemExit):
-        script.main(["--model", str(tmp_path / "no-model"), "--input", str(empty)])
+    cases = [
+        (["--model", str(model), "--input", str(empty)], "--input"),
+        (["--model", str(model), "--input", str(good), "--batch", "0"], "must be >= 1"),
+        (["--model", str(model), "--input", str(good), "--batch", "8,x"], "--batch 8,x"),
+        (["--model", str(model), "--input", str(tmp_path / "missing.txt")], "missing.txt"),
+        (["--model", str(tmp_path / "no-model"), "--input", str(good)], "no-model"),
+        # a directory that holds no model: named with its first missing file, not a loader traceback
+        (["--model", str(tmp_path), "--input", str(good)], "--model"),
+    ]
+    for argv, named in cases:
+        with pytest.raises(SystemExit):
+            script.main(argv)
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert named in err, (argv, err)

@@ -245,6 +245,65 @@ def test_several_workers_decode_batches_at_once_and_split_results_exactly():
         MicroBatcher(run_batch, workers=0)
 
 
+class Overlap:
+    """run_batch double that records each batch's texts and how many batches ran at once."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay, self.calls, self.active, self.peak = delay, [], 0, 0
+        self.lock = threading.Lock()
+
+    def __call__(self, key, texts):
+        with self.lock:
+            self.calls.append(list(texts))
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        time.sleep(self.delay)
+        with self.lock:
+            self.active -= 1
+        return [f"{key}:{t}!" for t in texts]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_free_workers_share_the_queue(workers: int) -> None:
+    """8 clients at once on 2 free workers: two batches of 4 decode side by side (not 8 on one
+    worker while the other waits); one worker still takes all 8."""
+    rec = Overlap(delay=0.2)
+    batcher = MicroBatcher(rec, max_wait_ms=30, workers=workers)
+
+    async def main():
+        await asyncio.sleep(0.05)  # the workers are started and free
+        return await asyncio.gather(*(batcher.submit("m", [f"s{i}"], [3]) for i in range(8)))
+
+    batcher.start()
+    try:
+        results = run(main())
+    finally:
+        batcher.stop()
+    assert [r.outputs for r in results] == [[f"m:s{i}!"] for i in range(8)]
+    assert sorted(len(c) for c in rec.calls) == ([4, 4] if workers == 2 else [8])
+    assert rec.peak == workers
+
+
+def test_one_request_of_several_texts_is_decoded_on_both_free_workers() -> None:
+    """A paragraph's sentences split between two free workers, its outputs back in order."""
+    rec = Overlap(delay=0.2)
+    batcher = MicroBatcher(rec, max_wait_ms=1, workers=2)
+    texts = [f"sentence {i} " + "x" * i for i in range(6)]
+
+    async def main():
+        await asyncio.sleep(0.05)
+        return await batcher.submit("m", texts, [len(t) for t in texts])
+
+    batcher.start()
+    try:
+        res = run(main())
+    finally:
+        batcher.stop()
+    assert res.outputs == [f"m:{t}!" for t in texts]
+    assert len(rec.calls) == 2 and rec.peak == 2
+    assert sorted(t for c in rec.calls for t in c) == sorted(texts)
+
+
 # ---------------------------------------------------------------------------- fairness, cancellation
 
 
