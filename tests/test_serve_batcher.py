@@ -30,6 +30,24 @@ class Recorder:
         return [f"{key}:{t}!" for t in texts]
 
 
+class Overlap:
+    """run_batch double that records each batch's texts and how many batches ran at once."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay, self.calls, self.active, self.peak = delay, [], 0, 0
+        self.lock = threading.Lock()
+
+    def __call__(self, key, texts):
+        with self.lock:
+            self.calls.append(list(texts))
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        time.sleep(self.delay)
+        with self.lock:
+            self.active -= 1
+        return [f"{key}:{t}!" for t in texts]
+
+
 def run(coro):
     return asyncio.run(coro)
 
@@ -214,19 +232,8 @@ def test_clients_answered_by_one_batch_rejoin_the_next():
 def test_several_workers_decode_batches_at_once_and_split_results_exactly():
     """Two workers: batches overlap in time (both threads busy at once), every job still gets
     exactly its own outputs, and stop() joins both threads."""
-    active, peak = [0], [0]
-    lock = threading.Lock()
-
-    def run_batch(key, texts):
-        with lock:
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
-        time.sleep(0.05)
-        with lock:
-            active[0] -= 1
-        return [f"{key}:{t}!" for t in texts]
-
-    batcher = MicroBatcher(run_batch, max_batch_tokens=40, max_wait_ms=1, workers=2)
+    rec = Overlap(delay=0.05)
+    batcher = MicroBatcher(rec, max_batch_tokens=40, max_wait_ms=1, workers=2)
     jobs = [[f"job{j}-{i}" for i in range(1 + j % 3)] for j in range(40)]
 
     async def main():
@@ -239,28 +246,10 @@ def test_several_workers_decode_batches_at_once_and_split_results_exactly():
         batcher.stop()
     for texts, res in zip(jobs, results):
         assert res.outputs == [f"m:{t}!" for t in texts]
-    assert peak[0] == 2, "the two workers never decoded at the same time"
+    assert rec.peak == 2, "the two workers never decoded at the same time"
     assert len(threads) == 2 and not any(t.is_alive() for t in threads)
     with pytest.raises(ValueError, match="workers"):
-        MicroBatcher(run_batch, workers=0)
-
-
-class Overlap:
-    """run_batch double that records each batch's texts and how many batches ran at once."""
-
-    def __init__(self, delay: float) -> None:
-        self.delay, self.calls, self.active, self.peak = delay, [], 0, 0
-        self.lock = threading.Lock()
-
-    def __call__(self, key, texts):
-        with self.lock:
-            self.calls.append(list(texts))
-            self.active += 1
-            self.peak = max(self.peak, self.active)
-        time.sleep(self.delay)
-        with self.lock:
-            self.active -= 1
-        return [f"{key}:{t}!" for t in texts]
+        MicroBatcher(rec, workers=0)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
