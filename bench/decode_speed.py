@@ -11,6 +11,12 @@ output lengths; not comparable to the others token for token).
     .venv/bin/python bench/decode_speed.py --d-model 256 --layers 3 --ffn 1024   # quick
 
     .venv/bin/python bench/decode_speed.py --device cuda --dtype bf16 --batch 256   # a GPU
+    .venv/bin/python bench/decode_speed.py --threads 2 --workers 2   # as `mt translate` runs
+
+``--workers W`` decodes W batches of ``--batch`` at once, each on ``threads / W`` threads: what
+``mt translate`` does on a CPU by default (2 workers × 1 thread on 2 cores), CTranslate2's
+``inter_threads`` (its batches submitted asynchronously), and HF ``generate`` in W threads.
+With the default ``--workers 1`` one batch uses every thread: the latency of one batch.
 
 Reports sentences/s, target tokens/s and the ratio to HF (same search, same batch, same
 device and dtype), and how many sentences are token-identical between packed and unpacked mt
@@ -78,7 +84,7 @@ def timed(fn, repeats: int) -> float:
     return best
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--d-model", type=int, default=512)
     p.add_argument("--layers", type=int, default=6)
@@ -90,13 +96,17 @@ def main() -> None:
     p.add_argument("--tgt-len", type=int, default=30, help="target tokens per sentence, final EOS included")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2, help="timed runs per system (best is reported)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="batches decoded at once, each on threads/workers threads (CTranslate2: inter_threads)")
     p.add_argument("--beams", default="5,1")
     p.add_argument("--model-dir", default=None, help="also time this trained mt model dir")
     p.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc malloc at its defaults")
     p.add_argument("--skip", default="", help="comma list of systems to skip: hf,ct2,int8,packed")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="weights and activations of mt and HF")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if args.workers < 1 or args.threads % args.workers:
+        p.error(f"--workers {args.workers}: must be >= 1 and divide --threads {args.threads}")
     from mt.decode.variant import DTYPES
 
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
@@ -108,7 +118,7 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
 
     from mt.config import DecodeOptions
-    from mt.decode.translator import generate
+    from mt.decode.translator import generate, run_parallel
     from mt.decode.variant import prepare
     from mt.marian import convert_model
 
@@ -130,13 +140,25 @@ def main() -> None:
             print(f"mt {dm.describe()}: padding rows x{dm.padding.rows}; {dm.padding.finding}")
     g = torch.Generator().manual_seed(1)
     pad, eos = args.vocab - 1, 0
-    src_ids = torch.randint(2, args.vocab - 1, (args.batch, args.src_len), generator=g)
-    src = torch.cat([src_ids, torch.full((args.batch, 1), eos)], dim=1).to(device)
-    n_tok = args.batch * args.tgt_len
+    w = args.workers
+    all_ids = torch.randint(2, args.vocab - 1, (w * args.batch, args.src_len), generator=g)
+    srcs = torch.cat([all_ids, torch.full((w * args.batch, 1), eos)], dim=1).to(device).split(args.batch)
+    src, src_ids = srcs[0], all_ids[: args.batch]  # batch 0: the identity checks
+    n_tok = w * args.batch * args.tgt_len
     rows = []
 
-    def add(system: str, beam: int, seconds: float, tokens: int = n_tok, sentences: int = args.batch) -> None:
-        rows.append({"system": system, "beam": beam, "seconds": round(seconds, 3),
+    def each_batch(fn):
+        """``fn(src)`` for the ``--workers`` batches, at once (each on threads/workers threads)."""
+        if w == 1:
+            return lambda: fn(src)
+        def one(j: int) -> int:
+            fn(srcs[j])
+            return 0
+
+        return lambda: run_parallel(one, w, w)
+
+    def add(system: str, beam: int, seconds: float, tokens: int = n_tok, sentences: int = w * args.batch) -> None:
+        rows.append({"system": system, "beam": beam, "sentences": sentences, "tokens": tokens, "seconds": round(seconds, 3),
                      "sent_per_s": round(sentences / seconds, 2), "tok_per_s": round(tokens / seconds, 1)})  # fmt: skip
 
     beams = [int(b) for b in args.beams.split(",")]
@@ -144,7 +166,7 @@ def main() -> None:
         opts = DecodeOptions(beam=beam, min_len=0, max_len_a=0.0, max_len_b=args.tgt_len - 1)
         out = generate(ours, src, opts)
         assert all(len(h[0].tokens) == args.tgt_len - 1 for h in out), "mt output length"
-        add(f"mt {args.dtype}", beam, timed(lambda: generate(ours, src, opts), args.repeats))
+        add(f"mt {args.dtype}", beam, timed(each_batch(lambda s: generate(ours, s, opts)), args.repeats))
         if packed is not None:  # what `mt translate` runs on CPU by default
             out_packed = generate(packed, src, opts)
             # packed and unpacked run different GEMM kernels: identical at fp32 on the CPUs
@@ -152,22 +174,23 @@ def main() -> None:
             # from the unpacked path, so this is measured and reported, not assumed
             same = sum(a[0].tokens == b[0].tokens for a, b in zip(out_packed, out))
             print(f"beam {beam}: packed vs unpacked mt {args.dtype}: {same}/{len(out)} sentences token-identical")
-            add(f"mt {args.dtype} packed (default)", beam, timed(lambda: generate(packed, src, opts), args.repeats))
+            add(f"mt {args.dtype} packed (default)", beam, timed(each_batch(lambda s: generate(packed, s, opts)), args.repeats))
         if "int8" not in skip and device.type == "cpu" and args.dtype == "fp32":
             q = prepare(net, "cpu", "fp32", int8=True)
-            add("mt int8", beam, timed(lambda: generate(q, src, opts), args.repeats))
+            add("mt int8", beam, timed(each_batch(lambda s: generate(q, s, opts)), args.repeats))
         if "hf" not in skip:
-            kw = dict(input_ids=src, attention_mask=src.ne(pad), num_beams=beam, do_sample=False,
+            kw = dict(num_beams=beam, do_sample=False,
                       max_new_tokens=args.tgt_len, min_new_tokens=args.tgt_len, bad_words_ids=[[pad]],
                       forced_eos_token_id=eos, length_penalty=1.0)  # fmt: skip
             with torch.inference_mode():
-                ref = hf.generate(**kw)
+                ref = hf.generate(input_ids=src, attention_mask=src.ne(pad), **kw)
             assert ref.shape[1] == args.tgt_len + 1, f"HF output length {ref.shape}"
             if beam == 1:  # same weights, same greedy search; measured (fp32: 32/32 in bench/results.md)
                 ours_tokens = [h[0].tokens for h in (out_packed if packed is not None else out)]
                 same = sum(r[1:-1].tolist() == t for r, t in zip(ref, ours_tokens))
                 print(f"greedy {args.dtype}: {same}/{len(ours_tokens)} sentences token-identical to HF")
-            add(f"HF generate {args.dtype}", beam, timed(lambda: hf.generate(**kw), args.repeats))
+            add(f"HF generate {args.dtype}", beam,
+                timed(each_batch(lambda s, kw=kw: hf.generate(input_ids=s, attention_mask=s.ne(pad), **kw)), args.repeats))
 
     if "ct2" not in skip:
         try:
@@ -178,21 +201,26 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 hf_dir = Path(tmp) / "hf"
                 save_for_ct2(hf, hf_dir)
-                batch_tokens = [[f"tok{i}" if i > 1 else "<unk>" for i in row] + ["</s>"] for row in src_ids.tolist()]
+                batch_tokens = [[f"tok{i}" if i > 1 else "<unk>" for i in row] + ["</s>"] for row in all_ids.tolist()]
+                ct2_batches = [batch_tokens[i : i + args.batch] for i in range(0, len(batch_tokens), args.batch)]
                 float_type = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[args.dtype]
                 quants = ("float32", "int8") if device.type == "cpu" else (float_type, f"int8_{float_type}")
                 for quant in quants:
                     out_dir = Path(tmp) / f"ct2_{quant}"
                     ctranslate2.converters.TransformersConverter(str(hf_dir)).convert(str(out_dir), quantization=quant)
                     try:
-                        tr = ctranslate2.Translator(str(out_dir), device=device.type, inter_threads=1, intra_threads=args.threads)
+                        tr = ctranslate2.Translator(str(out_dir), device=device.type, inter_threads=w,
+                                                    intra_threads=args.threads // w)
                     except (RuntimeError, ValueError) as e:  # e.g. a CPU-only build asked for cuda
                         print(f"CTranslate2 {quant} on {device.type}: skipped ({e})")
                         continue
                     for beam in beams:
                         def run(tr=tr, beam=beam):
-                            return tr.translate_batch(batch_tokens, beam_size=beam, max_decoding_length=args.tgt_len,
-                                                      min_decoding_length=args.tgt_len, max_batch_size=args.batch)  # fmt: skip
+                            # one asynchronous call per batch: the `w` translators take one each
+                            pending = [tr.translate_batch(b, beam_size=beam, max_decoding_length=args.tgt_len,
+                                                          min_decoding_length=args.tgt_len, max_batch_size=args.batch,
+                                                          asynchronous=True) for b in ct2_batches]  # fmt: skip
+                            return [r.result() for batch in pending for r in batch]
                         lens = [len(r.hypotheses[0]) for r in run()]
                         add(f"CTranslate2 {quant}", beam, timed(run, args.repeats), tokens=sum(lens) + len(lens))
 
@@ -208,12 +236,13 @@ def main() -> None:
             opts = t.options.replace(beam=beam, n_best=1)
             hyps = generate(t.model, msrc, opts)
             toks = sum(len(h[0].tokens) + 1 for h in hyps)
-            add(f"mt {args.dtype} ({Path(args.model_dir).name}, own lengths)", beam, timed(lambda: generate(t.model, msrc, opts), args.repeats), tokens=toks)
+            add(f"mt {args.dtype} ({Path(args.model_dir).name}, own lengths)", beam, timed(lambda: generate(t.model, msrc, opts), args.repeats), tokens=toks,
+                sentences=args.batch)  # one batch, all threads
 
     hf_speed = {r["beam"]: r["tok_per_s"] for r in rows if r["system"].startswith("HF generate")}
     print(f"model: {n_params / 1e6:.1f}M params (d{args.d_model}, {args.layers}+{args.layers}, ffn {args.ffn}, "
           f"vocab {args.vocab}); batch {args.batch} x {args.src_len} source tokens, {args.tgt_len} target tokens; "
-          f"{args.threads} threads; device {device}"
+          f"{args.threads} threads, {w} batch(es) at once; device {device}"
           f"{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}; {args.dtype}; torch {torch.__version__}")  # fmt: skip
     print(f"| {'system':<40} | beam | sent/s | tok/s | × HF |")
     print("|---|---|---|---|---|")

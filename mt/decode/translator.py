@@ -90,6 +90,28 @@ def batch_seed(seed: int, batch_no: int) -> int:
     return (seed * 1_000_003 + batch_no) % (2**63)
 
 
+def run_parallel(run: Callable[[int], int], n_batches: int, workers: int,
+                 progress: Optional[Callable[[int], None]] = None) -> None:
+    """``run(batch_no)`` for every batch on ``workers`` threads, in order of ``batch_no`` (the
+    translator passes its longest batches first); torch's thread count is split between them
+    and restored afterwards. The first error cancels the batches not yet started."""
+    total = torch.get_num_threads()
+    per_worker = max(1, total // workers)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="mt-decode",
+                              initializer=torch.set_num_threads, initargs=(per_worker,))
+    try:
+        pending = {pool.submit(run, j) for j in range(n_batches)}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for f in done:
+                n = f.result()  # re-raises a worker's error here
+                if progress is not None:
+                    progress(n)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(total)
+
+
 class Translator:
     """Translate raw text with ``model`` (a :class:`mt.decode.variant.DecodingModel`) and
     ``text`` (its ``mt.data.text.TextPipeline``). ``options``: the decoding settings
@@ -204,30 +226,8 @@ class Translator:
                 if progress is not None:
                     progress(n)
         else:
-            self._run_parallel(run, len(batches), workers, progress)
+            run_parallel(run, len(batches), workers, progress)
         return results
-
-    @staticmethod
-    def _run_parallel(run: Callable[[int], int], n_batches: int, workers: int,
-                      progress: Optional[Callable[[int], None]]) -> None:
-        """``run(batch_no)`` for every batch on ``workers`` threads, longest batches first
-        (the order of ``_batches``); torch's thread count is split between them and
-        restored afterwards. The first error cancels the batches not yet started."""
-        total = torch.get_num_threads()
-        per_worker = max(1, total // workers)
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="mt-decode",
-                                  initializer=torch.set_num_threads, initargs=(per_worker,))
-        try:
-            pending = {pool.submit(run, j) for j in range(n_batches)}
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for f in done:
-                    n = f.result()  # re-raises a worker's error here
-                    if progress is not None:
-                        progress(n)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            torch.set_num_threads(total)
 
     @staticmethod
     def _batches(order: list[int], src_ids: list[list[int]], max_tokens: int) -> list[list[int]]:

@@ -1,0 +1,40 @@
+"""bench/decode_speed.py decodes the same work in every system, one batch or several at once."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("decode_speed", ROOT / "bench" / "decode_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_system_decodes_every_batch(workers: int, capsys: pytest.CaptureFixture[str]) -> None:
+    tiny = ["--d-model", "32", "--layers", "1", "--heads", "2", "--ffn", "64", "--vocab", "300", "--batch", "3",
+            "--src-len", "5", "--tgt-len", "6", "--threads", "2", "--repeats", "1", "--skip", "ct2"]  # fmt: skip
+    _load_script().main([*tiny, "--workers", str(workers)])
+    out = capsys.readouterr().out
+    rows = json.loads(out.strip().splitlines()[-1])
+    assert {r["system"] for r in rows} == {"mt fp32", "mt fp32 packed (default)", "mt int8", "HF generate fp32"}
+    for r in rows:  # every system is credited with `workers` batches of 3 sentences x 6 tokens
+        assert (r["sentences"], r["tokens"]) == (3 * workers, 18 * workers)
+        assert r["sent_per_s"] == pytest.approx(r["sentences"] / r["seconds"], rel=0.2)  # seconds are rounded
+    assert f"{workers} batch(es) at once" in out
+    assert "3/3 sentences token-identical to HF" in out  # greedy, batch 0
+
+
+def test_workers_must_divide_threads(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _load_script().main(["--threads", "2", "--workers", "3"])
+    assert "--workers 3" in capsys.readouterr().err

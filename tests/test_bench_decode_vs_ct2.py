@@ -1,0 +1,73 @@
+"""bench/decode_vs_ct2.py: mt and its CTranslate2 export on the same batches, end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from _serve_support import make_random_model_dir, synthetic_sentences
+
+pytest.importorskip("ctranslate2")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("decode_vs_ct2", ROOT / "bench" / "decode_vs_ct2.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _files(tmp_path: Path, n: int = 10) -> tuple[Path, Path, Path]:
+    """A random model (it rarely ends a sentence, so outputs run to the maximum length) and
+    sources that are rotations of one sentence: every source has the same subwords, so the
+    per-batch maximum length CTranslate2 gets equals mt's per-sentence one."""
+    model = make_random_model_dir(tmp_path / "model", preset="tiny", vocab_size=400)
+    src, ref = tmp_path / "src.txt", tmp_path / "ref.txt"
+    words = synthetic_sentences(1, seed=3)[0].split()
+    src.write_text("\n".join(" ".join(words[i:] + words[:i]) for i in range(n)) + "\n", encoding="utf-8")
+    ref.write_text("\n".join(synthetic_sentences(n, seed=4)) + "\n", encoding="utf-8")
+    return model, src, ref
+
+
+def test_every_system_translates_the_same_batches(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model, src, ref = _files(tmp_path)
+    argv = ["--model", str(model), "--src", str(src), "--ref", str(ref), "--batch", "4", "--beams", "2,1",
+            "--threads", "2", "--workers", "2", "--repeats", "1"]  # fmt: skip
+    assert _load_script().main(argv) == 0
+    out = capsys.readouterr().out
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    systems = {r["system"] for r in rows}
+    assert len(rows) == 8 and {"mt int8", "CTranslate2 float32", "CTranslate2 int8"} <= systems
+    assert all(r["sent_per_s"] > 0 and r["seconds"] > 0 for r in rows)
+    greedy = {r["system"]: r for r in rows if r["beam"] == 1}
+    mt_fp32 = next(r for name, r in greedy.items() if name.endswith("(default)"))
+    # the export decodes greedily exactly as mt does (tests/test_export.py): the same text, so
+    # the same scores, unless the bench's CTranslate2 path (pieces, ids, detokenising) broke
+    assert (greedy["CTranslate2 float32"]["bleu"], greedy["CTranslate2 float32"]["chrf"]) == (mt_fp32["bleu"], mt_fp32["chrf"])
+    assert mt_fp32["chrf"] > 0
+    table = re.findall(r"^\| (.+?) \| (\d) \| [\d.]+ \| ([\d.]+) \|", out, re.M)
+    assert len(table) == 8 and all(ratio == "1.00" for name, _, ratio in table if name == "CTranslate2 int8")
+
+
+def test_bad_input_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model, src, ref = _files(tmp_path)
+    short = tmp_path / "short.txt"
+    short.write_text("one line\n", encoding="utf-8")
+    base = ["--src", str(src), "--ref", str(ref)]
+    cases = [
+        (["--model", str(tmp_path / "no-model"), *base], "--model"),
+        (["--model", str(model), "--src", str(tmp_path / "missing.txt"), "--ref", str(ref)], "--src"),
+        (["--model", str(model), "--src", str(src), "--ref", str(short)], "--ref: 1 lines for 10"),
+        (["--model", str(model), *base, "--threads", "2", "--workers", "3"], "--workers must divide --threads"),
+    ]
+    script = _load_script()
+    for argv, named in cases:
+        with pytest.raises(SystemExit):
+            script.main(argv)
+        err = capsys.readouterr().err
+        assert named in err and "Traceback" not in err, (argv, err)
