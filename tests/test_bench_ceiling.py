@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 
+from _bench_support import bench_script
+
 from _serve_support import make_random_model_dir, synthetic_sentences
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("batching_ceiling", ROOT / "bench" / "batching_ceiling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_ceiling_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = make_random_model_dir(tmp_path / "model", preset="tiny", vocab_size=400)
     src = tmp_path / "src.txt"
     src.write_text("\n".join(synthetic_sentences(20, seed=3)) + "\n\n", encoding="utf-8")
-    script = _load_script()
+    script = bench_script("batching_ceiling")
     assert script.main(["--model", str(model), "--input", str(src), "--sentences", "8", "--batch", "4",
                         "--beam", "2", "--rounds", "2"]) == 0
     out = capsys.readouterr().out
@@ -45,7 +38,7 @@ def test_ceiling_script_rejects_bad_input(tmp_path: Path, capsys: pytest.Capture
     empty.write_text("\n \n", encoding="utf-8")
     good = tmp_path / "good.txt"
     good.write_text("ein Satz\n", encoding="utf-8")
-    script = _load_script()
+    script = bench_script("batching_ceiling")
     cases = [
         (["--model", str(model), "--input", str(empty)], "--input"),
         (["--model", str(model), "--input", str(good), "--batch", "0"], "must be >= 1"),

@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
+from _bench_support import bench_script
+
 pytest.importorskip("transformers")
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("decode_speed", ROOT / "bench" / "decode_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_every_system_decodes_every_batch(workers: int, capsys: pytest.CaptureFixture[str]) -> None:
     tiny = ["--d-model", "32", "--layers", "1", "--heads", "2", "--ffn", "64", "--vocab", "300", "--batch", "3",
             "--src-len", "5", "--tgt-len", "6", "--threads", "2", "--repeats", "1", "--skip", "ct2"]  # fmt: skip
-    _load_script().main([*tiny, "--workers", str(workers)])
+    bench_script("decode_speed").main([*tiny, "--workers", str(workers)])
     out = capsys.readouterr().out
     rows = json.loads(out.strip().splitlines()[-1])
     assert {r["system"] for r in rows} == {"mt fp32", "mt fp32 packed (default)", "mt int8", "HF generate fp32"}
@@ -36,5 +28,5 @@ def test_every_system_decodes_every_batch(workers: int, capsys: pytest.CaptureFi
 
 def test_workers_must_divide_threads(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        _load_script().main(["--threads", "2", "--workers", "3"])
+        bench_script("decode_speed").main(["--threads", "2", "--workers", "3"])
     assert "--workers 3" in capsys.readouterr().err

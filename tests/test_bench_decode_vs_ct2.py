@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import pytest
 
+from _bench_support import bench_script
+
 from _serve_support import make_random_model_dir, synthetic_sentences
 
 pytest.importorskip("ctranslate2")
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("decode_vs_ct2", ROOT / "bench" / "decode_vs_ct2.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _files(tmp_path: Path, n: int = 10) -> tuple[Path, Path, Path]:
@@ -38,7 +31,7 @@ def test_every_system_translates_the_same_batches(tmp_path: Path, capsys: pytest
     model, src, ref = _files(tmp_path)
     argv = ["--model", str(model), "--src", str(src), "--ref", str(ref), "--batch", "4", "--beams", "2,1",
             "--threads", "2", "--workers", "2", "--repeats", "1"]  # fmt: skip
-    assert _load_script().main(argv) == 0
+    assert bench_script("decode_vs_ct2").main(argv) == 0
     out = capsys.readouterr().out
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     systems = {r["system"] for r in rows}
@@ -65,7 +58,7 @@ def test_bad_input_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         (["--model", str(model), "--src", str(src), "--ref", str(short)], "--ref: 1 lines for 10"),
         (["--model", str(model), *base, "--threads", "2", "--workers", "3"], "--workers must divide --threads"),
     ]
-    script = _load_script()
+    script = bench_script("decode_vs_ct2")
     for argv, named in cases:
         with pytest.raises(SystemExit):
             script.main(argv)

@@ -3,21 +3,18 @@ check, and the ratios (the servers themselves need OpenNMT-py, which CI does not
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from _bench_support import bench_script
+
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("peer_server", ROOT / "bench" / "peer_server.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_script("peer_server")
 
 
 def test_paragraph_requests_are_runs_of_consecutive_sentences(bench) -> None:
