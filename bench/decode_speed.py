@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         """``fn(src)`` for the ``--workers`` batches, at once (each on threads/workers threads)."""
         if w == 1:
             return lambda: fn(src)
+
         def one(j: int) -> int:
             fn(srcs[j])
             return 0

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -42,24 +42,25 @@ Batches = list[list[str]]
 System = Callable[[list[str], int], list[str]]  # (batch of sentences, beam) -> translations
 
 
-def mt_system(model: Path, threads: int, int8: bool) -> tuple[str, System]:
-    t = Translator.load(model, workers=1, threads=threads, int8=int8, dtype="auto")  # auto: mt's default
+def mt_system(t: Translator) -> tuple[str, System]:
+    """``t`` translating one batch per call (its own ``workers`` is 1; ``run_parallel`` runs several)."""
 
     def run(batch: list[str], beam: int) -> list[str]:
         return [h[0].text for h in t.translate_batch(batch, t.options.replace(beam=beam, n_best=1))]
 
-    name = "mt int8" if int8 else f"mt {t.model.describe()} (default)"
+    name = "mt int8" if t.model.int8 else f"mt {t.model.describe()} (default)"
     return name, run
 
 
-def ct2_system(model: Path, out: Path, quantization: str, threads: int, workers: int) -> tuple[str, System]:
-    """A CTranslate2 translator of the export; each call posts one batch asynchronously so
-    ``workers`` batches run at once, as mt's do."""
+def ct2_system(model: Path, ref: Translator, out: Path, quantization: str, threads: int,
+               workers: int) -> tuple[str, System]:
+    """A CTranslate2 translator of ``model``'s export, with ``ref``'s (mt's) text pipeline and
+    length rule; each call posts one batch asynchronously so ``workers`` batches run at once,
+    as mt's do."""
     import ctranslate2
 
     export_model(model, out, "ctranslate2", quantization=quantization, force=True)
     keywords = json.loads((out / "mt_preprocessing.json").read_text())["ctranslate2"]["translate_batch"]
-    ref = Translator.load(model, workers=1, threads=1)  # its text pipeline and length rule
     text, opts, cfg = ref.text, ref.options, ref.model.cfg
     tr = ctranslate2.Translator(str(out), device="cpu", inter_threads=workers, intra_threads=threads // workers)
     vocab = text.source_vocabulary()
@@ -75,9 +76,9 @@ def ct2_system(model: Path, out: Path, quantization: str, threads: int, workers:
     return f"CTranslate2 {quantization}", run
 
 
-def length_sorted_batches(model: Path, lines: list[str], size: int) -> list[list[int]]:
-    """Line numbers sorted by source subwords, longest first, in batches of ``size``."""
-    text = Translator.load(model, workers=1, threads=1).text
+def length_sorted_batches(text: Any, lines: list[str], size: int) -> list[list[int]]:
+    """Line numbers sorted by source subwords (``text``: the model's ``TextPipeline``), longest
+    first, in batches of ``size``."""
     lengths = [len(s) for s in text.encode_source(lines)]
     order = sorted(range(len(lines)), key=lambda i: -lengths[i])
     return [order[j : j + size] for j in range(0, len(order), size)]
@@ -125,12 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     beams = [int(b) for b in args.beams.split(",")]
     import sacrebleu
 
-    torch.set_num_threads(args.threads)
     src = args.src.read_text(encoding="utf-8").splitlines()[: args.n]
     ref = args.ref.read_text(encoding="utf-8").splitlines()[: args.n]
     if len(ref) != len(src):
         p.error(f"--ref: {len(ref)} lines for {len(src)} in --src")
-    numbers = length_sorted_batches(args.model, src, args.batch)
+    default = Translator.load(args.model, workers=1, threads=args.threads, dtype="auto")  # auto: mt's default
+    int8 = Translator.load(args.model, workers=1, threads=args.threads, int8=True)
+    numbers = length_sorted_batches(default.text, src, args.batch)
     batches = [[src[i] for i in b] for b in numbers]
     batch_refs = [ref[i] for b in numbers for i in b]
     n = sum(map(len, batches))
@@ -138,11 +140,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.workers} at once x {args.threads // args.workers} thread(s); torch {torch.__version__}", flush=True)  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        systems = [mt_system(args.model, args.threads, False), mt_system(args.model, args.threads, True)]
+        systems = [mt_system(default), mt_system(int8)]
         for quant in ("float32", "int8"):
-            systems.append(ct2_system(args.model, Path(tmp) / quant, quant, args.threads, args.workers))
+            systems.append(ct2_system(args.model, default, Path(tmp) / quant, quant, args.threads, args.workers))
         for beam in beams:
             for name, run in systems:
+                # loading sets torch's threads and CTranslate2 sets OpenMP's (which torch reads)
+                # to its intra_threads: every pass starts from --threads, split by run_parallel
+                torch.set_num_threads(args.threads)
                 seconds, hyps = timed_pass(run, batches, beam, args.workers, args.repeats)
                 bleu = sacrebleu.corpus_bleu(hyps, [batch_refs]).score
                 chrf = sacrebleu.corpus_chrf(hyps, [batch_refs]).score

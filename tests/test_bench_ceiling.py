@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 
 from _bench_support import bench_script
-
 from _serve_support import make_random_model_dir, synthetic_sentences
-
 
 
 def test_ceiling_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from _bench_support import bench_script
-
 from _serve_support import make_random_model_dir, synthetic_sentences
 
 pytest.importorskip("ctranslate2")
@@ -64,3 +63,28 @@ def test_bad_input_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
             script.main(argv)
         err = capsys.readouterr().err
         assert named in err and "Traceback" not in err, (argv, err)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_each_worker_gets_its_share_of_the_threads(workers: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading a model sets torch's threads and CTranslate2 sets OpenMP's: neither may change
+    the threads a timed pass runs on (``--threads / --workers`` per worker)."""
+    import torch
+
+    model, src, ref = _files(tmp_path, n=4)
+    script = bench_script("decode_vs_ct2")
+    real, seen = script.run_parallel, []
+
+    def recording(run, n_batches, n_workers, progress=None):
+        seen.append(torch.get_num_threads() // n_workers)  # what run_parallel gives each worker
+        return real(run, n_batches, n_workers, progress)
+
+    monkeypatch.setattr(script, "run_parallel", recording)
+    before = torch.get_num_threads()
+    try:
+        argv = ["--model", str(model), "--src", str(src), "--ref", str(ref), "--batch", "2", "--beams", "1",
+                "--threads", "2", "--workers", str(workers), "--repeats", "1"]  # fmt: skip
+        assert script.main(argv) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert len(seen) == 8 and set(seen) == {2 // workers}  # 4 systems x (warm-up + 1 pass)

@@ -11,7 +11,6 @@ import pytest
 from _bench_support import bench_script
 
 
-
 @pytest.fixture(scope="module")
 def bench():
     return bench_script("peer_server")
