@@ -123,11 +123,18 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"{flag}: no such file: {path}")
     if min(args.n, args.batch, args.workers, args.repeats) < 1 or args.threads % args.workers:
         p.error("-n, --batch, --workers and --repeats must be >= 1, and --workers must divide --threads")
-    beams = [int(b) for b in args.beams.split(",")]
+    try:
+        beams = [int(b) for b in args.beams.split(",")]
+    except ValueError:
+        p.error(f"--beams {args.beams}: give comma-separated integers, e.g. 5,1")
+    if min(beams) < 1:
+        p.error(f"--beams {args.beams}: every beam must be >= 1")
     import sacrebleu
 
     src = args.src.read_text(encoding="utf-8").splitlines()[: args.n]
     ref = args.ref.read_text(encoding="utf-8").splitlines()[: args.n]
+    if not any(line.strip() for line in src):
+        p.error(f"--src: {args.src} has no sentences")
     if len(ref) != len(src):
         p.error(f"--ref: {len(ref)} lines for {len(src)} in --src")
     default = Translator.load(args.model, workers=1, threads=args.threads, dtype="auto")  # auto: mt's default

@@ -50,12 +50,17 @@ def test_bad_input_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     model, src, ref = _files(tmp_path)
     short = tmp_path / "short.txt"
     short.write_text("one line\n", encoding="utf-8")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n \n", encoding="utf-8")
     base = ["--src", str(src), "--ref", str(ref)]
     cases = [
         (["--model", str(tmp_path / "no-model"), *base], "--model"),
         (["--model", str(model), "--src", str(tmp_path / "missing.txt"), "--ref", str(ref)], "--src"),
         (["--model", str(model), "--src", str(src), "--ref", str(short)], "--ref: 1 lines for 10"),
         (["--model", str(model), *base, "--threads", "2", "--workers", "3"], "--workers must divide --threads"),
+        (["--model", str(model), *base, "--beams", "5,x"], "--beams 5,x"),
+        (["--model", str(model), *base, "--beams", "0"], "--beams 0"),
+        (["--model", str(model), "--src", str(empty), "--ref", str(empty)], "has no sentences"),
     ]
     script = bench_script("decode_vs_ct2")
     for argv, named in cases:
