@@ -15,6 +15,13 @@ tokens) and, per batch, mt's maximum output length of its longest source.
 
 Prints sentences/s, the ratio to CTranslate2 int8 (its fastest CPU mode) and sacreBLEU /
 chrF of every system and search, and the CPU.
+
+``--compile`` adds two fp32 systems on plain ``F.linear`` weights: eager, and the same with
+each decoder layer's three sublayers (norm, attention or feed-forward, residual) compiled by
+``torch.compile`` (inductor, dynamic shapes) -- the fusion of the decoder step's small ops
+that CTranslate2 gets from its C++ kernels. Inductor cannot lower oneDNN's packed linear op,
+so the compiled system starts from unpacked weights. Its first pass over every batch compiles
+(the seconds are printed) and is not timed.
 """
 
 from __future__ import annotations
@@ -42,14 +49,23 @@ Batches = list[list[str]]
 System = Callable[[list[str], int], list[str]]  # (batch of sentences, beam) -> translations
 
 
-def mt_system(t: Translator) -> tuple[str, System]:
+def mt_system(t: Translator, name: str = "") -> tuple[str, System]:
     """``t`` translating one batch per call (its own ``workers`` is 1; ``run_parallel`` runs several)."""
 
     def run(batch: list[str], beam: int) -> list[str]:
         return [h[0].text for h in t.translate_batch(batch, t.options.replace(beam=beam, n_best=1))]
 
-    name = "mt int8" if t.model.int8 else f"mt {t.model.describe()} (default)"
+    name = name or ("mt int8" if t.model.int8 else f"mt {t.model.describe()} (default)")
     return name, run
+
+
+def compiled_system(model: Path, threads: int) -> tuple[str, System]:
+    """mt fp32 on unpacked weights with every decoder layer's sublayers compiled (``--compile``)."""
+    t = Translator.load(model, workers=1, threads=threads, dtype="fp32", pack=False)
+    for layer in t.model.net.decoder_layers:
+        for block in ("self_block", "cross_block", "ffn_block"):
+            setattr(layer, block, torch.compile(getattr(layer, block), dynamic=True))
+    return mt_system(t, "mt fp32, torch.compile")
 
 
 def ct2_system(model: Path, ref: Translator, out: Path, quantization: str, threads: int,
@@ -84,8 +100,10 @@ def length_sorted_batches(text: Any, lines: list[str], size: int) -> list[list[i
     return [order[j : j + size] for j in range(0, len(order), size)]
 
 
-def timed_pass(run: System, batches: Batches, beam: int, workers: int, repeats: int) -> tuple[float, list[str]]:
-    """Best seconds over ``repeats`` full passes (after a warm-up on two batches) and the
+def timed_pass(run: System, batches: Batches, beam: int, workers: int, repeats: int,
+               warm_all: bool = False) -> tuple[float, list[str]]:
+    """Best seconds over ``repeats`` full passes (after a warm-up on two batches, or on every
+    batch one at a time with ``warm_all``: a compiled system meets every shape once) and the
     translations, in batch order."""
     out: list[list[str]] = [[] for _ in batches]
 
@@ -93,7 +111,12 @@ def timed_pass(run: System, batches: Batches, beam: int, workers: int, repeats: 
         out[j] = run(batches[j], beam)
         return len(batches[j])
 
-    run_parallel(one, min(2, len(batches)), workers)
+    if warm_all:
+        t0 = time.perf_counter()
+        run_parallel(one, len(batches), 1)
+        print(f"warm-up (compiling) at beam {beam}: {time.perf_counter() - t0:.1f} s", flush=True)
+    else:
+        run_parallel(one, min(2, len(batches)), workers)
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -113,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=2, help="batches at once (mt translate's default on 2 cores)")
     p.add_argument("--repeats", type=int, default=2, help="timed passes per system and beam (best is reported)")
+    p.add_argument("--compile", action="store_true", help="add fp32 unpacked, eager and torch.compile'd")
     args = p.parse_args(argv)
     try:
         check_model_dir(args.model)
@@ -148,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         systems = [mt_system(default), mt_system(int8)]
+        if args.compile:
+            plain = Translator.load(args.model, workers=1, threads=args.threads, dtype="fp32", pack=False)
+            systems += [mt_system(plain, "mt fp32, F.linear"), compiled_system(args.model, args.threads)]
         for quant in ("float32", "int8"):
             systems.append(ct2_system(args.model, default, Path(tmp) / quant, quant, args.threads, args.workers))
         for beam in beams:
@@ -155,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 # loading sets torch's threads and CTranslate2 sets OpenMP's (which torch reads)
                 # to its intra_threads: every pass starts from --threads, split by run_parallel
                 torch.set_num_threads(args.threads)
-                seconds, hyps = timed_pass(run, batches, beam, args.workers, args.repeats)
+                seconds, hyps = timed_pass(run, batches, beam, args.workers, args.repeats, "compile" in name)
                 bleu = sacrebleu.corpus_bleu(hyps, [batch_refs]).score
                 chrf = sacrebleu.corpus_chrf(hyps, [batch_refs]).score
                 rows.append({"system": name, "beam": beam, "seconds": round(seconds, 2), "sent_per_s": round(n / seconds, 1),

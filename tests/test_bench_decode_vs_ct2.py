@@ -93,3 +93,23 @@ def test_each_worker_gets_its_share_of_the_threads(workers: int, tmp_path: Path,
     finally:
         torch.set_num_threads(before)
     assert len(seen) == 8 and set(seen) == {2 // workers}  # 4 systems x (warm-up + 1 pass)
+
+
+def test_compile_adds_an_unpacked_eager_and_a_compiled_system(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--compile``: the compiled system really runs inductor graphs, and greedy search on it
+    writes what the same unpacked weights write eagerly (fused ops may move the last bits of a
+    logit, which on these sources does not change an argmax)."""
+    import torch._dynamo
+
+    model, src, ref = _files(tmp_path, n=6)
+    torch._dynamo.reset()
+    argv = ["--model", str(model), "--src", str(src), "--ref", str(ref), "--batch", "3", "--beams", "1",
+            "--threads", "1", "--workers", "1", "--repeats", "1", "--compile"]  # fmt: skip
+    assert bench_script("decode_vs_ct2").main(argv) == 0
+    out = capsys.readouterr().out
+    rows = {r["system"]: r for r in (json.loads(line) for line in out.splitlines() if line.startswith("{"))}
+    assert {"mt fp32, F.linear", "mt fp32, torch.compile"} <= set(rows)
+    assert "warm-up (compiling) at beam 1" in out
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0
+    eager, compiled = rows["mt fp32, F.linear"], rows["mt fp32, torch.compile"]
+    assert (compiled["bleu"], compiled["chrf"]) == (eager["bleu"], eager["chrf"])
