@@ -313,13 +313,24 @@ def bt_summary(run_dir: Path, test: str) -> dict[str, Any]:
                        for r in rounds]}  # fmt: skip
 
 
+def trained_dir(run_dir: Path) -> Path:
+    """Where a run's training wrote its checkpoints and metrics: ``run_dir`` itself, or for a
+    back-translation run its last round's forward training (``roundN/forward``)."""
+    rounds = sorted((int(d.name[5:]), d / "forward") for d in run_dir.glob("round[0-9]*") if d.name[5:].isdigit())
+    trained = [d for _, d in rounds if (d / "metrics.jsonl").is_file()]
+    return trained[-1] if trained and not (run_dir / "metrics.jsonl").is_file() else run_dir
+
+
 def compared_model(run_dir: Path) -> tuple[Path, str]:
     """The model a run is scored by: its last update's (``model_last``), so that the runs of a
-    claim compare at equal updates; a back-translation run's final model (it has no other).
+    claim compare at equal updates; for a back-translation run, its last round's forward model
+    at its last update (the run's ``final_model`` is the best over rounds, which can be round 0's
+    model that no back-translation went into); else the final model.
     The recipe's own report scores the best validation checkpoint, which on short runs can be
     an earlier update for one variant and the last for another."""
-    if (run_dir / "model_last" / "config.json").is_file():
-        return run_dir / "model_last", "last update"
+    trained = trained_dir(run_dir)
+    if (trained / "model_last" / "config.json").is_file():
+        return trained / "model_last", "last update" if trained == run_dir else f"{trained.parent.name}, last update"
     return run_dir / "final_model", "final model"
 
 
@@ -388,11 +399,11 @@ def run_row(spec: Spec, run: Run) -> dict[str, Any]:
     s = scores_of(spec, run)
     best = read_json_object(run_dir / "report.json")["scores"].get(spec.test, {})
     return {"name": run.name, "label": run.label, "seed": run.seed, "command": shlex.join(run.command(run_dir)),
-            "settings": _settings(run.cfg), "curves": run_curves(run_dir),
+            "settings": _settings(run.cfg), "curves": run_curves(trained_dir(run_dir)),
             "model": s["key"]["model"], "model_step": s["key"]["step"], "test_bleu": s["bleu"], "test_chrf": s["chrf"],
             "test_empty": s["empty"], "test_mean_len": s["mean_len"], "beam": s["key"]["beam"], "dtype": s["dtype"],
             "report_bleu": best.get("bleu"), "report_chrf": best.get("chrf"),  # the recipe's (best checkpoint)
-            **training_summary(run_dir), "backtranslation": bt_summary(run_dir, spec.test)}  # fmt: skip
+            **training_summary(trained_dir(run_dir)), "backtranslation": bt_summary(run_dir, spec.test)}  # fmt: skip
 
 
 def _test_set(spec: Spec, run: Run) -> tuple[list[str], list[str], str]:

@@ -178,6 +178,29 @@ def test_training_summary_flags_divergence(tmp_path: Path) -> None:
     assert summary([8.0, 4.0, 5.5])["diverged"] is True  # came apart after reaching 4.0
 
 
+def test_a_back_translation_run_is_scored_by_its_last_rounds_forward_model(tmp_path: Path) -> None:
+    """Its ``final_model`` is the best over rounds, possibly round 0's, which no synthetic data
+    went into: the claim compares the last round's forward training at its last update."""
+    def trained(d: Path) -> Path:
+        (d / "model_last").mkdir(parents=True)
+        (d / "model_last" / "config.json").write_text("{}", encoding="utf-8")
+        (d / "metrics.jsonl").write_text('{"kind": "train", "step": 7, "loss": 3.0, "elapsed": 60.0}\n', encoding="utf-8")
+        return d
+
+    bt = tmp_path / "bt"
+    (bt / "final_model").mkdir(parents=True)
+    assert ablate.compared_model(bt) == (bt / "final_model", "final model")  # nothing trained in it (yet)
+    trained(bt / "round0" / "reverse")
+    for r in (0, 1, 2):
+        trained(bt / f"round{r}" / "forward")
+    assert ablate.trained_dir(bt) == bt / "round2" / "forward"
+    assert ablate.compared_model(bt) == (bt / "round2" / "forward" / "model_last", "round2, last update")
+    assert ablate.training_summary(ablate.trained_dir(bt))["steps"] == 7
+    plain = trained(tmp_path / "plain")
+    trained(plain / "round1" / "forward")  # a plain run's own training comes first
+    assert ablate.compared_model(plain) == (plain / "model_last", "last update")
+
+
 def test_main_table_pools_seeds_as_mean_and_range() -> None:
     rows = [{"label": "A", "steps": 100, "test_bleu": b, "test_chrf": 50.0, "valid_ppl": 6.0, "train_nll": 2.0,
              "diverged": False, "train_minutes": m, "test_mean_len": 11.5, "precision": "bf16"}
