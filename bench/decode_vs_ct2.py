@@ -172,17 +172,20 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         systems = [mt_system(default), mt_system(int8)]
+        compiled = None  # the one system whose warm-up must meet every shape (it compiles)
         if args.compile:
             plain = Translator.load(args.model, workers=1, threads=args.threads, dtype="fp32", pack=False)
-            systems += [mt_system(plain, "mt fp32, F.linear"), compiled_system(args.model, args.threads)]
+            compiled = compiled_system(args.model, args.threads)
+            systems += [mt_system(plain, "mt fp32, F.linear"), compiled]
         for quant in ("float32", "int8"):
             systems.append(ct2_system(args.model, default, Path(tmp) / quant, quant, args.threads, args.workers))
         for beam in beams:
-            for name, run in systems:
+            for system in systems:
+                name, run = system
                 # loading sets torch's threads and CTranslate2 sets OpenMP's (which torch reads)
                 # to its intra_threads: every pass starts from --threads, split by run_parallel
                 torch.set_num_threads(args.threads)
-                seconds, hyps = timed_pass(run, batches, beam, args.workers, args.repeats, "compile" in name)
+                seconds, hyps = timed_pass(run, batches, beam, args.workers, args.repeats, system is compiled)
                 bleu = sacrebleu.corpus_bleu(hyps, [batch_refs]).score
                 chrf = sacrebleu.corpus_chrf(hyps, [batch_refs]).score
                 rows.append({"system": name, "beam": beam, "seconds": round(seconds, 2), "sent_per_s": round(n / seconds, 1),

@@ -316,9 +316,10 @@ def bt_summary(run_dir: Path, test: str) -> dict[str, Any]:
 def trained_dir(run_dir: Path) -> Path:
     """Where a run's training wrote its checkpoints and metrics: ``run_dir`` itself, or for a
     back-translation run its last round's forward training (``roundN/forward``)."""
-    rounds = sorted((int(d.name[5:]), d / "forward") for d in run_dir.glob("round[0-9]*") if d.name[5:].isdigit())
-    trained = [d for _, d in rounds if (d / "metrics.jsonl").is_file()]
-    return trained[-1] if trained and not (run_dir / "metrics.jsonl").is_file() else run_dir
+    if (run_dir / "metrics.jsonl").is_file():
+        return run_dir
+    forward = [d / "forward" for d in run_dir.glob("round*") if d.name[5:].isdigit() and (d / "forward" / "metrics.jsonl").is_file()]
+    return max(forward, key=lambda d: int(d.parent.name[5:]), default=run_dir)
 
 
 def compared_model(run_dir: Path) -> tuple[Path, str]:
