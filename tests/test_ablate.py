@@ -235,3 +235,24 @@ def test_back_translation_runs_get_a_table_per_round_with_controls(tmp_path: Pat
     assert ablate.bt_summary(tmp_path / "none", "t") == {}
     table = ablate.bt_table([{"label": "A", "backtranslation": summary}, {"label": "B", "backtranslation": {}}], "t")
     assert "| A | 5.00 / 15.00 | 7.00 / 21.00 | 8.00 / 24.00 (control 8.50 / 25.50) |" in table and "| B |" not in table
+
+
+SHIPPED_SPECS = sorted((Path(__file__).resolve().parents[1] / "recipes" / "ablations").glob("*.yaml"))
+
+
+def test_every_shipped_spec_loads_and_runs_shared_by_name_agree() -> None:
+    """The specs in recipes/ablations validate, and a run name that several of them use (the
+    base, bt_beam) means the same settings in each: otherwise the second spec would be refused
+    at run time, after the first had trained."""
+    specs = [ablate.load_spec(p) for p in SHIPPED_SPECS if p.name != "multi30k_de_en.yaml"]  # that one is a config
+    assert len(specs) >= 10
+    seen: dict[str, tuple[Path, dict]] = {}
+    for spec in specs:
+        for run in spec.runs:
+            settings = ablate._settings(run.cfg)
+            if run.name in seen:
+                where, first = seen[run.name]
+                assert ablate._difference(first, settings) is None, f"{run.name}: {where.name} vs {spec.path.name}"
+            else:
+                seen[run.name] = (spec.path, settings)
+    assert "bt_beam" in seen and "base" in seen
