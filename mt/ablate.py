@@ -526,7 +526,8 @@ def bt_table(rows: list[dict[str, Any]], test: str) -> str:
                  for x in r["backtranslation"]["rounds"]]  # fmt: skip
         cells += ["–"] * (n - len(cells))
         lines.append(f"| {r['label']} | {fmt(r['backtranslation']['reverse_r0'])} | " + " | ".join(cells) + " |")
-    return f"{test} BLEU / chrF per back-translation round:\n\n" + "\n".join(lines) + "\n"
+    return (f"{test} BLEU / chrF per back-translation round, as the back-translation report scores each round's "
+            "model (its best checkpoint on valid; the table above scores the last update):\n\n" + "\n".join(lines) + "\n")
 
 
 def sweep_table(rows: list[dict[str, Any]], test: str) -> str:
