@@ -21,7 +21,9 @@ process (``--jobs`` at once), so a killed ablation resumes where it stopped and 
 several specs share under one name (the base) trains once. ``runs_dir/NAME/ablation_run.json``
 records the settings a run was made with; a spec that asks for the same name with other
 settings is refused instead of silently reusing it. A run directory trained before, by
-``mt recipe run``, is adopted when its ``config.yaml`` has the same settings.
+``mt recipe run``, is adopted when its ``config.yaml`` has the same settings. A run whose
+settings name a model inside another run's directory (``backtranslate.reverse_model:
+runs/ablations/bt_beam/round0/reverse/model_best``) starts once that model is trained.
 """
 
 from __future__ import annotations
@@ -237,16 +239,81 @@ def is_finished(run_dir: Path) -> bool:
     return (run_dir / "report.json").is_file()
 
 
+@dataclass(frozen=True)
+class Need:
+    """A path inside another run's directory that a run's settings name (a model it starts from),
+    and what must have finished for it to be there: the other run's back-translation stage that
+    trains it (``r0.reverse.train`` for ``NAME/round0/reverse/model_best``), else the whole run."""
+
+    run: str
+    path: str
+    stage: Optional[str]
+
+    def ready(self, runs_dir: Path) -> bool:
+        from mt.backtranslate.pipeline import MANIFEST
+
+        if is_finished(runs_dir / self.run):
+            return True
+        manifest = runs_dir / self.run / MANIFEST
+        if self.stage is None or not manifest.is_file():
+            return False
+        return read_json_object(manifest).get("stages", {}).get(self.stage, {}).get("status") == "done"
+
+
+def needs(run: Run, runs_dir: Path) -> list[Need]:
+    """What ``run`` reads from the other runs of ``runs_dir``: every setting whose value is a
+    path below ``runs_dir/OTHER/``."""
+    root = Path(os.path.abspath(runs_dir))
+    found = []
+    for key, value in _settings(run.cfg).items():
+        if key in IGNORED or not isinstance(value, str) or not value:
+            continue
+        parts = Path(os.path.abspath(value)).parts
+        if parts[: len(root.parts)] != root.parts or len(parts) <= len(root.parts) + 1 or parts[len(root.parts)] == run.name:
+            continue
+        name, rest = parts[len(root.parts)], parts[len(root.parts) + 1 :]
+        stage = None
+        if len(rest) >= 2 and rest[0].startswith("round") and rest[0][5:].isdigit() and rest[1] in ("forward", "reverse"):
+            stage = f"r{int(rest[0][5:])}.{rest[1]}.train"
+        found.append(Need(name, value, stage))
+    return found
+
+
+def _startable(todo: list[Run], spec: Spec, coming: set[str]) -> tuple[list[Run], list[tuple[Run, Need]]]:
+    """The runs of ``todo`` whose needs are met, and the (run, need) pairs that never will be in
+    this call: the run that makes them is neither finished nor among ``coming``."""
+    ready, stuck = [], []
+    for run in todo:
+        unmet = [n for n in needs(run, spec.runs_dir) if not n.ready(spec.runs_dir)]
+        never = [n for n in unmet if n.run not in coming]
+        if never:
+            stuck.append((run, never[0]))
+        elif not unmet:
+            ready.append(run)
+    return ready, stuck
+
+
 def run_all(spec: Spec, jobs: int, only: Optional[set[str]] = None) -> list[str]:
-    """Train every unfinished run, ``jobs`` at a time; returns the names that failed."""
+    """Train every unfinished run, ``jobs`` at a time; returns the names that failed. A run
+    that starts from another run's model (:func:`needs`) waits until that model is trained,
+    and fails at once, named, when no run of this call trains it."""
     todo = [r for r in spec.runs if (only is None or r.name in only) and not is_finished(spec.runs_dir / r.name)]
     for run in todo:
         claim_run_dir(run, spec.runs_dir / run.name)
     running: list[tuple[Run, subprocess.Popen, float]] = []
     failed: list[str] = []
     while todo or running:
-        while todo and len(running) < jobs:
-            running.append(_start(todo.pop(0), spec.runs_dir))
+        ready, stuck = _startable(todo, spec, {r.name for r in todo} | {x[0].name for x in running})
+        for run, need in stuck:
+            print(f"mt ablate: {run.name} FAILED: it starts from {need.path}, which run {need.run!r} has not trained "
+                  f"yet; run {need.run!r} first (mt ablate SPEC --only {need.run})", file=sys.stderr)  # fmt: skip
+            todo.remove(run)
+            failed.append(run.name)
+        for run in ready[: max(0, jobs - len(running))]:
+            todo.remove(run)
+            running.append(_start(run, spec.runs_dir))
+        if not running and todo and not ready:  # waiting on runs that are queued behind these: impossible
+            raise ConfigError(f"{spec.path}: runs {', '.join(r.name for r in todo)} wait on each other")
         time.sleep(2.0)
         for item in [x for x in running if x[1].poll() is not None]:
             running.remove(item)

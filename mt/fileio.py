@@ -10,7 +10,9 @@ never a half-written one that looks complete:
 * :func:`atomic_write_json`: a JSON manifest or report;
 * :func:`count_lines`: the lines of a file, without decoding it;
 * :func:`read_lines`: text files line by line (``"-"`` = stdin), invalid UTF-8 named by file
-  and line (:class:`FileFormatError`).
+  and line (:class:`FileFormatError`);
+* :func:`exclusive_dir`: one process at a time works in a directory (a second one stops with
+  :class:`DirectoryBusyError` instead of interleaving its writes).
 
 This module imports nothing from mt but :mod:`mt.errors`, so any layer can use it.
 """
@@ -29,6 +31,11 @@ from pathlib import Path
 from typing import IO, Any, Iterator, Optional
 
 from mt.errors import MissingFileError, UserError
+
+
+class DirectoryBusyError(UserError):
+    """Another process holds the directory's lock (:func:`exclusive_dir`); the message names
+    the directory and that process."""
 
 
 class FileFormatError(UserError, ValueError):
@@ -228,6 +235,41 @@ class atomic_dir:
                     replace_dir(self.tmp, self.final)
         finally:
             shutil.rmtree(self.tmp, ignore_errors=True)  # after a success: gone, or emptied by a merge
+
+
+@contextmanager
+def exclusive_dir(path: str | Path, what: str, lock: str = ".lock") -> Iterator[None]:
+    """Hold ``path/lock`` for the block: a second process entering it for the same directory
+    raises :class:`DirectoryBusyError` naming ``what`` and the holder's pid, instead of both
+    writing checkpoints or manifests into one run. Nested jobs that share a directory (a
+    recipe, its back-translation, a training in the same ``run_dir``) each use their own
+    ``lock`` name. An advisory ``flock``: the kernel drops it when the
+    holder exits or is killed, so no stale lock survives a crash. Where ``fcntl`` is missing
+    (Windows) the block runs unguarded."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux / macOS
+        yield
+        return
+    path = Path(path)
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            raise DirectoryBusyError(f"{path}: another process (pid {holder}) is already {what} here; "
+                                     "wait for it, or choose another directory") from None  # fmt: skip
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+        if created and os.listdir(path) == [lock]:  # the block wrote nothing (e.g. a config error): leave no trace
+            (path / lock).unlink(missing_ok=True)
+            path.rmdir()
 
 
 # --------------------------------------------------------------------------- reading

@@ -35,7 +35,7 @@ import yaml
 
 from mt.config import ConfigError, CorpusConfig, is_file_name_safe, apply_override, from_dict, to_dict
 from mt.errors import MissingFileError
-from mt.fileio import atomic_dir, atomic_write, atomic_write_json, atomic_write_text, count_lines
+from mt.fileio import atomic_dir, atomic_write, atomic_write_json, atomic_write_text, count_lines, exclusive_dir
 
 if TYPE_CHECKING:
     from mt.config import ExperimentConfig
@@ -748,7 +748,8 @@ def run(cfg: "ExperimentConfig", resume: bool = False, progress: bool = True, co
     """Run (or resume) the recipe of ``cfg``; returns the report dict. ``command``: the command
     line the report gives to reproduce it (default ``mt recipe run CONFIG``)."""
     t0 = time.perf_counter()
-    report = RecipeRun(cfg, resume=resume, progress=progress, command=command).run()
+    with exclusive_dir(cfg.run_path, "running `mt recipe run`", lock=".recipe.lock"):  # one writer of its manifest
+        report = RecipeRun(cfg, resume=resume, progress=progress, command=command).run()
     print(f"mt recipe: done in {(time.perf_counter() - t0) / 60:.1f} min; report {cfg.run_path / 'report.md'}",
           file=sys.stderr)  # fmt: skip
     return report

@@ -256,3 +256,50 @@ def test_every_shipped_spec_loads_and_runs_shared_by_name_agree() -> None:
             else:
                 seen[run.name] = (spec.path, settings)
     assert "bt_beam" in seen and "base" in seen
+
+
+def test_a_run_that_starts_from_another_runs_model_waits_for_the_stage_that_trains_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """``b`` starts from ``a``'s round-0 reverse model: it starts once ``a``'s bt_manifest marks
+    ``r0.reverse.train`` done (before ``a`` ends: ``--jobs 2``), not before; ``c`` starts from a
+    run that nothing trains and fails at once, naming the path and the run to train first."""
+    tiny_config(tmp_path)
+    runs_dir = tmp_path / "runs"
+    runs = [{"name": "a", "label": "a"},
+            {"name": "b", "label": "b", "set": {"backtranslate.reverse_model": str(runs_dir / "a/round0/reverse/model_best")}},
+            {"name": "c", "label": "c", "set": {"backtranslate.forward_model": str(runs_dir / "elsewhere/final_model")}}]  # fmt: skip
+    spec = ablate.load_spec(write_spec(tmp_path, runs))
+    assert [(n.run, n.stage) for n in ablate.needs(spec.runs[1], runs_dir)] == [("a", "r0.reverse.train")]
+    assert [(n.run, n.stage) for n in ablate.needs(spec.runs[2], runs_dir)] == [("elsewhere", None)]
+
+    events: list[str] = []
+
+    class FakeTraining:
+        """``a`` passes round 0's reverse training on its 2nd poll and ends on its 4th; others end on their 1st."""
+
+        def __init__(self, name: str) -> None:
+            self.name, self.polls, self.returncode = name, 0, None
+
+        def poll(self) -> int | None:
+            self.polls += 1
+            run = runs_dir / self.name
+            if self.name == "a" and self.polls == 2:
+                (run / "bt_manifest.json").write_text(json.dumps({"stages": {"r0.reverse.train": {"status": "done"}}}))
+                events.append("a: r0.reverse.train done")
+            if self.name != "a" or self.polls == 4:
+                (run / "report.json").write_text("{}")
+                events.append(f"{self.name} finished")
+                self.returncode = 0
+            return self.returncode
+
+    def fake_start(run: ablate.Run, where: Path):
+        events.append(f"{run.name} started")
+        return run, FakeTraining(run.name), 0.0
+
+    monkeypatch.setattr(ablate, "_start", fake_start)
+    monkeypatch.setattr(ablate.time, "sleep", lambda s: None)
+    assert ablate.run_all(spec, jobs=2) == ["c"]
+    assert events == ["a started", "a: r0.reverse.train done", "b started", "b finished", "a finished"]
+    err = capsys.readouterr().err
+    assert f"c FAILED: it starts from {runs_dir / 'elsewhere/final_model'}, which run 'elsewhere' has not trained yet" in err

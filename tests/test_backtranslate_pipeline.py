@@ -228,3 +228,19 @@ def test_pipeline_refuses_torchrun(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["backtranslate", str(bt_config(tmp_path))]) == 2
     assert "mt.backtranslate.generate" in capsys.readouterr().err
+
+
+def test_a_second_pipeline_or_recipe_in_a_busy_run_dir_stops_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`mt backtranslate` and `mt recipe run` each hold their run_dir: a second one on the same
+    directory stops with one line naming it, before it reads or writes a manifest."""
+    from mt.fileio import exclusive_dir
+
+    path = bt_config(tmp_path)
+    run = load_config(path).run_path
+    for argv, lock, what in ((["backtranslate", str(path)], ".backtranslate.lock", "`mt backtranslate`"),
+                             (["recipe", "run", str(path)], ".recipe.lock", "`mt recipe run`")):  # fmt: skip
+        with exclusive_dir(run, "running " + what, lock=lock):
+            assert main(argv) == 2
+            assert sorted(p.name for p in run.iterdir()) == [lock]  # nothing but the test's own lock
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{run}: another process (pid" in err and f"is already running {what}" in err

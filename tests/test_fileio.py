@@ -189,3 +189,57 @@ def test_count_lines_counts_what_read_lines_yields(tmp_path):
         path = tmp_path / "f.txt"
         path.write_bytes(content)
         assert count_lines(path) == len(list(read_lines(path))), content[:10]
+
+
+_HOLD = """
+import sys, time
+from mt.fileio import exclusive_dir
+with exclusive_dir(sys.argv[1], "training"):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_exclusive_dir_refuses_a_second_process_and_frees_on_kill(tmp_path: Path) -> None:
+    """A second holder (another process, or another descriptor in this one) gets one clear
+    error naming the directory, what the holder does and its pid; killing the holder (no
+    clean exit) frees the directory at once."""
+    import signal
+    import subprocess
+
+    from mt.fileio import DirectoryBusyError, exclusive_dir
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(DirectoryBusyError, match=rf"{run}: another process \(pid {holder.pid}\) is already training here"):
+            with exclusive_dir(run, "training"):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with exclusive_dir(run, "training"):
+        with pytest.raises(DirectoryBusyError, match=rf"pid {os.getpid()}"):
+            with exclusive_dir(run, "training"):
+                pass
+    with exclusive_dir(run, "training"):  # released on leaving the block
+        pass
+
+
+def test_exclusive_dir_leaves_no_trace_when_the_block_wrote_nothing(tmp_path: Path) -> None:
+    """A job that stops before writing (a config error) leaves no empty run directory behind;
+    one that wrote keeps its directory; an existing directory is never removed."""
+    from mt.fileio import exclusive_dir
+
+    with pytest.raises(RuntimeError):
+        with exclusive_dir(tmp_path / "a" / "run", "training"):
+            raise RuntimeError("config error")
+    assert not (tmp_path / "a" / "run").exists()
+    with exclusive_dir(tmp_path / "b", "training"):
+        (tmp_path / "b" / "x").write_text("1")
+    assert (tmp_path / "b" / "x").is_file()
+    (tmp_path / "c").mkdir()
+    with exclusive_dir(tmp_path / "c", "training"):
+        pass
+    assert (tmp_path / "c").is_dir()

@@ -105,3 +105,26 @@ def test_resume_without_checkpoint_and_restart_with_checkpoints_fail_clearly(tmp
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(CheckpointError, match=r"step_00000004.*truncated"):
         train(cfg, resume=True)
+
+
+def test_a_second_training_in_a_busy_run_dir_stops_with_one_line_and_touches_nothing(tmp_path):
+    """While a run_dir is held (here by this test, as a running ``mt train`` holds it), a second
+    ``mt train --resume`` stops at once with one line naming the directory, and writes no
+    checkpoint or metric next to the holder's."""
+    from mt.config import load_config
+    from mt.fileio import exclusive_dir
+    from mt.train.trainer import train
+
+    run, cfg_path = _setup(tmp_path, "busy")
+    train(load_config(cfg_path, ["train.max_steps=4", "train.valid_every=4"]))
+    before = {p.relative_to(run): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    with exclusive_dir(run, "training"):
+        proc = subprocess.run(_train_cmd(cfg_path, "--resume", "--set", "train.max_steps=8"),
+                              capture_output=True, text=True, env=_env(), timeout=300)  # fmt: skip
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"{run}: another process (pid {os.getpid()}) is already training here" in lines[0]
+    after = {p.relative_to(run): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == before
+    train(load_config(cfg_path, ["train.max_steps=8", "train.valid_every=4"]), resume=True)  # free again

@@ -45,7 +45,7 @@ from mt.backtranslate import filter as bt_filter
 from mt.backtranslate import generate as gen
 from mt.backtranslate.report import write_report
 from mt.config import ConfigError, DecodeOptions, ExperimentConfig, from_dict, to_dict
-from mt.fileio import atomic_dir, atomic_write_json, atomic_write_text, read_lines
+from mt.fileio import atomic_dir, atomic_write_json, atomic_write_text, exclusive_dir, read_lines
 from mt.runtime import bound_kernel_caches, peak_rss_window, rss_mib, trim_heap
 
 MANIFEST = "bt_manifest.json"
@@ -626,8 +626,10 @@ class Pipeline:
 
 
 def run_pipeline(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) all back-translation rounds of ``cfg``; returns the report dict."""
-    return Pipeline(cfg, resume=resume, progress=progress).run()
+    """Run (or resume) all back-translation rounds of ``cfg``; returns the report dict. One
+    process at a time per ``run_dir``: a second one would rewrite the manifest from its own view."""
+    with exclusive_dir(cfg.run_path, "running `mt backtranslate`", lock=".backtranslate.lock"):
+        return Pipeline(cfg, resume=resume, progress=progress).run()
 
 
 def backtranslate_cli(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import random
 import sys
 import time
@@ -43,6 +44,7 @@ from mt.config import ConfigError, ExperimentConfig, ModelConfig, to_dict
 from mt.data.batching import Batch, CorpusMix, TokenBatchSampler, collate
 from mt.data.binarize import IndexedDataset
 from mt.data.text import TextPipeline
+from mt.fileio import exclusive_dir
 from mt.model import Transformer
 from mt.runtime import NO_NATIVE_BF16, PRECISION_PIN_ENV, bound_kernel_caches, heap_mib, native_bf16, pinned_precision, rss_mib, tune_malloc
 from mt.train import checkpoint as ckpt
@@ -678,11 +680,17 @@ def _valid_line(rec: dict[str, Any]) -> str:
 
 
 def train(cfg: ExperimentConfig, resume: bool = False) -> TrainState:
-    """Entry point of ``mt train CONFIG [--resume]`` (single process or under torchrun)."""
-    trainer = None
-    try:
-        trainer = Trainer(cfg, resume=resume)
-        return trainer.run()
-    finally:
-        if trainer is not None:
-            cleanup(trainer.env)
+    """Entry point of ``mt train CONFIG [--resume]`` (single process or under torchrun).
+
+    Rank 0 holds the run directory's lock (:func:`exclusive_dir`) for the whole run: a second
+    ``mt train`` on the same ``run_dir`` would otherwise resume from the same checkpoint and
+    overwrite the first one's."""
+    guard = exclusive_dir(cfg.run_path, "training") if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
+    with guard:
+        trainer = None
+        try:
+            trainer = Trainer(cfg, resume=resume)
+            return trainer.run()
+        finally:
+            if trainer is not None:
+                cleanup(trainer.env)
