@@ -43,7 +43,7 @@ from typing import Any, Callable, Optional
 import yaml
 
 from mt.config import LENGTH_NORMS, ConfigError, DecodeOptions, ExperimentConfig, from_dict, load_config, to_dict
-from mt.fileio import atomic_write_json, atomic_write_text, read_json_object, save_figure
+from mt.fileio import atomic_write_json, atomic_write_text, dir_in_use, read_json_object, save_figure
 
 RECORD = "ablation_run.json"
 CURVES = ("train_nll", "valid_nll", "valid_bleu")
@@ -279,18 +279,24 @@ def needs(run: Run, runs_dir: Path) -> list[Need]:
     return found
 
 
-def _startable(todo: list[Run], spec: Spec, coming: set[str]) -> tuple[list[Run], list[tuple[Run, Need]]]:
-    """The runs of ``todo`` whose needs are met, and the (run, need) pairs that never will be in
-    this call: the run that makes them is neither finished nor among ``coming``."""
-    ready, stuck = [], []
+def _startable(todo: list[Run], spec: Spec, coming: set[str]) -> tuple[list[Run], list[tuple[Run, Need]], bool]:
+    """Of ``todo``: the runs whose needs are met; the (run, need) pairs that never will be in
+    this call, as the run that makes them is neither finished, nor among ``coming``, nor being
+    trained by another process (another ``mt ablate``: its recipe holds the run directory);
+    and whether some run waits on such another process."""
+    from mt.recipe import RECIPE_LOCK
+
+    ready, stuck, elsewhere = [], [], False
     for run in todo:
         unmet = [n for n in needs(run, spec.runs_dir) if not n.ready(spec.runs_dir)]
-        never = [n for n in unmet if n.run not in coming]
-        if never:
-            stuck.append((run, never[0]))
+        outside = [n for n in unmet if n.run not in coming]
+        busy = [n for n in outside if dir_in_use(spec.runs_dir / n.run, RECIPE_LOCK)]
+        if len(busy) < len(outside):
+            stuck.append((run, next(n for n in outside if n not in busy)))
         elif not unmet:
             ready.append(run)
-    return ready, stuck
+        elsewhere = elsewhere or bool(busy)
+    return ready, stuck, elsewhere
 
 
 def run_all(spec: Spec, jobs: int, only: Optional[set[str]] = None) -> list[str]:
@@ -303,7 +309,7 @@ def run_all(spec: Spec, jobs: int, only: Optional[set[str]] = None) -> list[str]
     running: list[tuple[Run, subprocess.Popen, float]] = []
     failed: list[str] = []
     while todo or running:
-        ready, stuck = _startable(todo, spec, {r.name for r in todo} | {x[0].name for x in running})
+        ready, stuck, elsewhere = _startable(todo, spec, {r.name for r in todo} | {x[0].name for x in running})
         for run, need in stuck:
             print(f"mt ablate: {run.name} FAILED: it starts from {need.path}, which run {need.run!r} has not trained "
                   f"yet; run {need.run!r} first (mt ablate SPEC --only {need.run})", file=sys.stderr)  # fmt: skip
@@ -312,7 +318,7 @@ def run_all(spec: Spec, jobs: int, only: Optional[set[str]] = None) -> list[str]
         for run in ready[: max(0, jobs - len(running))]:
             todo.remove(run)
             running.append(_start(run, spec.runs_dir))
-        if not running and todo and not ready:  # waiting on runs that are queued behind these: impossible
+        if not running and todo and not ready and not elsewhere:  # they wait on each other
             raise ConfigError(f"{spec.path}: runs {', '.join(r.name for r in todo)} wait on each other")
         time.sleep(2.0)
         for item in [x for x in running if x[1].poll() is not None]:

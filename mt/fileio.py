@@ -12,7 +12,7 @@ never a half-written one that looks complete:
 * :func:`read_lines`: text files line by line (``"-"`` = stdin), invalid UTF-8 named by file
   and line (:class:`FileFormatError`);
 * :func:`exclusive_dir`: one process at a time works in a directory (a second one stops with
-  :class:`DirectoryBusyError` instead of interleaving its writes).
+  :class:`DirectoryBusyError` instead of interleaving its writes); :func:`dir_in_use` asks.
 
 This module imports nothing from mt but :mod:`mt.errors`, so any layer can use it.
 """
@@ -270,6 +270,25 @@ def exclusive_dir(path: str | Path, what: str, lock: str = ".lock") -> Iterator[
         if created and os.listdir(path) == [lock]:  # the block wrote nothing (e.g. a config error): leave no trace
             (path / lock).unlink(missing_ok=True)
             path.rmdir()
+
+
+def dir_in_use(path: str | Path, lock: str = ".lock") -> bool:
+    """Whether a process holds ``path/lock`` (:func:`exclusive_dir`) at this moment."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux / macOS
+        return False
+    try:
+        fd = os.open(Path(path) / lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released by the close below
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------- reading

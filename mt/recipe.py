@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from mt.config import ExperimentConfig
 
 MANIFEST = "recipe_manifest.json"
+RECIPE_LOCK = ".recipe.lock"  # held by a running `mt recipe run` (mt.fileio.exclusive_dir)
 LOG = "recipe.jsonl"
 HELD_OUT_MAX = 1000  # pairs per held-out split (valid, test) and corpus
 HELD_OUT_SHARE = 20  # else 1/20 of the corpus
@@ -748,7 +749,7 @@ def run(cfg: "ExperimentConfig", resume: bool = False, progress: bool = True, co
     """Run (or resume) the recipe of ``cfg``; returns the report dict. ``command``: the command
     line the report gives to reproduce it (default ``mt recipe run CONFIG``)."""
     t0 = time.perf_counter()
-    with exclusive_dir(cfg.run_path, "running `mt recipe run`", lock=".recipe.lock"):  # one writer of its manifest
+    with exclusive_dir(cfg.run_path, "running `mt recipe run`", lock=RECIPE_LOCK):  # one writer of its manifest
         report = RecipeRun(cfg, resume=resume, progress=progress, command=command).run()
     print(f"mt recipe: done in {(time.perf_counter() - t0) / 60:.1f} min; report {cfg.run_path / 'report.md'}",
           file=sys.stderr)  # fmt: skip

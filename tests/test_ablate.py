@@ -263,12 +263,20 @@ def test_a_run_that_starts_from_another_runs_model_waits_for_the_stage_that_trai
 ) -> None:
     """``b`` starts from ``a``'s round-0 reverse model: it starts once ``a``'s bt_manifest marks
     ``r0.reverse.train`` done (before ``a`` ends: ``--jobs 2``), not before; ``c`` starts from a
-    run that nothing trains and fails at once, naming the path and the run to train first."""
+    run that nothing trains and fails at once, naming the path and the run to train first;
+    ``d`` starts from a run that another process is training (it holds the run's recipe lock):
+    it waits for it, after ``a`` has ended too."""
+    import contextlib
+
+    from mt.fileio import exclusive_dir
+    from mt.recipe import RECIPE_LOCK
+
     tiny_config(tmp_path)
     runs_dir = tmp_path / "runs"
     runs = [{"name": "a", "label": "a"},
             {"name": "b", "label": "b", "set": {"backtranslate.reverse_model": str(runs_dir / "a/round0/reverse/model_best")}},
-            {"name": "c", "label": "c", "set": {"backtranslate.forward_model": str(runs_dir / "elsewhere/final_model")}}]  # fmt: skip
+            {"name": "c", "label": "c", "set": {"backtranslate.forward_model": str(runs_dir / "elsewhere/final_model")}},
+            {"name": "d", "label": "d", "set": {"backtranslate.forward_model": str(runs_dir / "other/round0/forward/model_best")}}]  # fmt: skip
     spec = ablate.load_spec(write_spec(tmp_path, runs))
     assert [(n.run, n.stage) for n in ablate.needs(spec.runs[1], runs_dir)] == [("a", "r0.reverse.train")]
     assert [(n.run, n.stage) for n in ablate.needs(spec.runs[2], runs_dir)] == [("elsewhere", None)]
@@ -287,6 +295,9 @@ def test_a_run_that_starts_from_another_runs_model_waits_for_the_stage_that_trai
             if self.name == "a" and self.polls == 2:
                 (run / "bt_manifest.json").write_text(json.dumps({"stages": {"r0.reverse.train": {"status": "done"}}}))
                 events.append("a: r0.reverse.train done")
+            if self.name == "a" and self.polls == 4:  # meanwhile the other process trains other's round 0 and ends
+                (runs_dir / "other" / "bt_manifest.json").write_text(json.dumps({"stages": {"r0.forward.train": {"status": "done"}}}))
+                other_process.close()
             if self.name != "a" or self.polls == 4:
                 (run / "report.json").write_text("{}")
                 events.append(f"{self.name} finished")
@@ -299,7 +310,10 @@ def test_a_run_that_starts_from_another_runs_model_waits_for_the_stage_that_trai
 
     monkeypatch.setattr(ablate, "_start", fake_start)
     monkeypatch.setattr(ablate.time, "sleep", lambda s: None)
+    other_process = contextlib.ExitStack()
+    other_process.enter_context(exclusive_dir(runs_dir / "other", "running `mt recipe run`", lock=RECIPE_LOCK))
     assert ablate.run_all(spec, jobs=2) == ["c"]
-    assert events == ["a started", "a: r0.reverse.train done", "b started", "b finished", "a finished"]
+    assert events == ["a started", "a: r0.reverse.train done", "b started", "b finished", "a finished",
+                      "d started", "d finished"]  # fmt: skip
     err = capsys.readouterr().err
     assert f"c FAILED: it starts from {runs_dir / 'elsewhere/final_model'}, which run 'elsewhere' has not trained yet" in err

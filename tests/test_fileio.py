@@ -207,18 +207,21 @@ def test_exclusive_dir_refuses_a_second_process_and_frees_on_kill(tmp_path: Path
     import signal
     import subprocess
 
-    from mt.fileio import DirectoryBusyError, exclusive_dir
+    from mt.fileio import DirectoryBusyError, dir_in_use, exclusive_dir
 
     run = tmp_path / "run"
+    assert not dir_in_use(run)
     holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(run)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert dir_in_use(run) and not dir_in_use(run, lock=".recipe.lock")
         with pytest.raises(DirectoryBusyError, match=rf"{run}: another process \(pid {holder.pid}\) is already training here"):
             with exclusive_dir(run, "training"):
                 pass
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
+    assert not dir_in_use(run)
     with exclusive_dir(run, "training"):
         with pytest.raises(DirectoryBusyError, match=rf"pid {os.getpid()}"):
             with exclusive_dir(run, "training"):
