@@ -14,7 +14,8 @@ tokens) and, per batch, mt's maximum output length of its longest source.
         --src $MT_DATA_DIR/multi30k/test2016.de --ref $MT_DATA_DIR/multi30k/test2016.en
 
 Prints sentences/s, the ratio to CTranslate2 int8 (its fastest CPU mode) and sacreBLEU /
-chrF of every system and search, and the CPU.
+chrF of every system and search, and the CPU. Where ``--dtype auto`` (mt's default) chose
+bf16, mt fp32 is measured beside it.
 
 ``--compile`` adds two fp32 systems on plain ``F.linear`` weights: eager, and the same with
 each decoder layer's three sublayers (norm, attention or feed-forward, residual) compiled by
@@ -172,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         systems = [mt_system(default), mt_system(int8)]
+        if default.model.dtype != "fp32":  # auto chose bf16 on this CPU: fp32 beside it
+            fp32 = Translator.load(args.model, workers=1, threads=args.threads, dtype="fp32")
+            systems.insert(1, mt_system(fp32, f"mt {fp32.model.describe()}"))
         compiled = None  # the one system whose warm-up must meet every shape (it compiles)
         if args.compile:
             plain = Translator.load(args.model, workers=1, threads=args.threads, dtype="fp32", pack=False)

@@ -50,6 +50,47 @@ def sinusoidal_table(n_positions: int, dim: int) -> Tensor:
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "swish": F.silu}
 
 
+def dropout_mask_bits(shape: torch.Size, p: float) -> tuple[Tensor, float]:
+    """A keep mask for inverted dropout from 16 random bits per element, and its scale.
+
+    torch's CPU dropout draws one Bernoulli sample per element, a large share of a small
+    model's training step (bench/results.md); one 64-bit draw here feeds four elements. ``p`` is
+    rounded to a multiple of 2^-16 and the scale is 1 / (1 - that rounded p), so the
+    expected output still equals the input exactly.
+    """
+    n = math.prod(shape)
+    bits = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
+    lanes = bits.view(torch.int16)[:n].view(shape)  # each uniform on [-32768, 32767]
+    dropped = round(p * 65536)
+    return lanes >= dropped - 32768, 65536 / (65536 - dropped)
+
+
+def dropout(x: Tensor, p: float) -> Tensor:
+    """Training-mode inverted dropout: :func:`dropout_mask_bits` on CPU, torch's fused
+    kernel elsewhere."""
+    if x.device.type != "cpu":
+        return F.dropout(x, p, training=True)
+    keep, scale = dropout_mask_bits(x.shape, p)
+    return torch.where(keep, x * scale, 0.0)
+
+
+class Dropout(nn.Module):
+    """``nn.Dropout`` with cheaper masks on CPU (:func:`dropout_mask_bits`); CUDA keeps
+    torch's fused kernel. Identity in eval mode or when ``p`` is 0."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p) if self.training and self.p else x
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class Attention(nn.Module):
     """Multi-head attention through ``scaled_dot_product_attention``.
 
@@ -98,7 +139,7 @@ class Attention(nn.Module):
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
             probs = scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
-            return torch.matmul(F.dropout(probs, p) if p else probs, v)
+            return torch.matmul(dropout(probs, p) if p else probs, v)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
 
     def _attend_step(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
@@ -172,7 +213,7 @@ class FeedForward(nn.Module):
         self.fc1 = nn.Linear(d_model, ffn_dim)
         self.fc2 = nn.Linear(ffn_dim, d_model)
         self.act = ACTIVATIONS[activation]
-        self.act_dropout = nn.Dropout(act_dropout)
+        self.act_dropout = Dropout(act_dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.act_dropout(self.act(self.fc1(x))))
@@ -185,7 +226,7 @@ class Sublayer(nn.Module):
     def __init__(self, d_model: int, dropout: float, pre_norm: bool) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.pre_norm = pre_norm
 
     def forward(self, x: Tensor, fn) -> Tensor:
@@ -271,7 +312,7 @@ class Transformer(nn.Module):
         if cfg.layernorm_embedding:
             self.src_embed_norm = nn.LayerNorm(d)
             self.tgt_embed_norm = nn.LayerNorm(d)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.encoder_layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.enc_layers))
         self.decoder_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.dec_layers))
         pre = cfg.norm == "pre"

@@ -117,16 +117,24 @@ def set_threads(threads: int | None) -> None:
 
 
 def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else the machine type: benchmarks print it
-    next to their figures, since results differ between CPU families."""
+    """The CPU's model name with its family/model numbers and matrix instructions, e.g.
+    ``AMD EPYC (family 25 model 17; avx512_bf16)``, else the machine type. Benchmarks print it
+    next to their figures: a VM's bare model name does not tell CPU generations apart."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                if not key.strip():
+                    break  # the first processor's block is enough
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+    name = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    if "cpu family" not in fields:
+        return name
+    units = [f for f in ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f", "avx2") if f in cpu_flags()]
+    return f"{name} (family {fields['cpu family']} model {fields.get('model', '?')}; {' '.join(units[:2]) or 'no AVX2'})"
 
 
 @functools.lru_cache(maxsize=1)

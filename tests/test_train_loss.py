@@ -35,6 +35,28 @@ def test_fused_loss_matches_autograd_reference(eps, chunk_rows):
     torch.testing.assert_close(grad, logits.grad, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gradient_written_in_the_forward_follows_the_upstream_gradient(dtype):
+    logits, target = _data(dtype)
+    out = label_smoothed_nll(logits, target, 0.1, pad_id=0)
+    (out.loss * 0.37).backward()
+    grad = logits.grad.float()
+    ref_logits = logits.detach().float().requires_grad_()
+    (label_smoothed_nll_reference(ref_logits, target, 0.1, pad_id=0).loss * 0.37).backward()
+    tol = 1e-6 if dtype == torch.float32 else 4e-3
+    torch.testing.assert_close(grad, ref_logits.grad, rtol=tol, atol=tol)
+    assert grad.abs().max() > 0.1  # not trivially zero
+
+
+def test_loss_without_autograd_equals_the_training_loss():
+    logits, target = _data()
+    with torch.no_grad():
+        quiet = label_smoothed_nll(logits, target, 0.1, pad_id=0)
+    out = label_smoothed_nll(logits, target, 0.1, pad_id=0)
+    assert torch.equal(quiet.loss, out.loss.detach()) and torch.equal(quiet.nll, out.nll)
+    assert not quiet.loss.requires_grad and out.loss.requires_grad
+
+
 def test_loss_without_smoothing_is_cross_entropy_and_ignores_padding():
     logits, target = _data()
     out = label_smoothed_nll(logits, target, 0.0, pad_id=0)
