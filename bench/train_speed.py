@@ -44,7 +44,7 @@ import mt  # noqa: E402
 from mt.config import PRESETS, ModelConfig  # noqa: E402
 from mt.data.batching import TokenBatchSampler, collate  # noqa: E402
 from mt.model import Transformer  # noqa: E402
-from mt.runtime import cpu_name, tune_malloc  # noqa: E402
+from mt.runtime import bound_kernel_caches, cpu_name, tune_malloc  # noqa: E402
 from mt.train.metrics import hardware_peak_tflops  # noqa: E402
 from mt.train.trainer import build_optimizer, optimizer_update  # noqa: E402
 
@@ -234,8 +234,9 @@ def main() -> None:
     args = p.parse_args()
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
-    if device.type == "cpu":
-        tune_malloc()  # as the CLI does
+    if device.type == "cpu":  # as `mt train` does, before the first matmul
+        tune_malloc()
+        bound_kernel_caches()
         torch.set_num_threads(args.threads)
     if args.child:
         if args.mt_root and not Path(mt.__file__).resolve().is_relative_to(Path(args.mt_root).resolve()):

@@ -460,7 +460,7 @@ class TrainConfig:
     max_time_minutes: Optional[float] = None  # wall-clock budget, validation included
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA and CPUs with native bf16, else fp32
     device: str = "auto"
-    compile: bool = False  # torch.compile the model: faster bf16 steps on CPU after ~2 min compiling (bench/results.md)
+    compile: bool = False  # torch.compile the model (on CPU no faster end to end: bench/results.md)
     threads: Optional[int] = None  # torch intra-op threads on CPU
     valid_every: int = 500
     valid_bleu: bool = True  # decode a valid subset for BLEU/chrF (else loss only)
