@@ -116,10 +116,10 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def cpu_name() -> str:
-    """The CPU's model name with its family/model numbers and matrix instructions, e.g.
-    ``AMD EPYC (family 25 model 17; avx512_bf16)``, else the machine type. Benchmarks print it
-    next to their figures: a VM's bare model name does not tell CPU generations apart."""
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's ``key: value`` lines of ``/proc/cpuinfo``; empty where there
+    is none (not Linux)."""
     fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -130,6 +130,14 @@ def cpu_name() -> str:
                 fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    return fields
+
+
+def cpu_name() -> str:
+    """The CPU's model name with its family/model numbers and matrix instructions, e.g.
+    ``AMD EPYC (family 25 model 17; avx512_bf16)``, else the machine type. Benchmarks print it
+    next to their figures: a VM's bare model name does not tell CPU generations apart."""
+    fields = _cpuinfo()
     name = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
     if "cpu family" not in fields:
         return name
@@ -141,14 +149,7 @@ def cpu_name() -> str:
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (``/proc/cpuinfo``: ``avx512_bf16``, ``amx_bf16``, ...); empty
     where unknown (not Linux), so callers fall back to what needs no special instruction."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
+    return frozenset(_cpuinfo().get("flags", "").split())
 
 
 NATIVE_BF16 = ("amx_bf16", "avx512_bf16")  # CPU flags of native bf16 matrix instructions

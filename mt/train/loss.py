@@ -101,10 +101,9 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss: Tensor, _grad_nll: Tensor):
         (grad,) = ctx.saved_tensors
-        # in place: the saved gradient has no other reader, and a backward runs once. In
-        # bf16 the scale rounds too: a factor common to every element, within 0.4%, which
-        # Adam's update does not see
-        return grad.mul_(grad_loss.to(grad.dtype)), None, None, None, None, None
+        # in place: the saved gradient has no other reader, and a backward runs once; the
+        # fp32 scalar is not cast to bf16 first, so each product rounds once
+        return grad.mul_(grad_loss), None, None, None, None, None
 
 
 def label_smoothed_nll(
