@@ -232,6 +232,10 @@ def main() -> None:
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # print rows as JSON lines
     p.add_argument("--mt-root", help=argparse.SUPPRESS)  # read before the imports, see the top
     args = p.parse_args()
+    if args.rounds < 1 or args.steps < 1:
+        p.error("--rounds and --steps must be >= 1")
+    if args.compile and not (args.against or args.child):
+        p.error("--compile: give it with --against REV")
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
     if device.type == "cpu":  # as `mt train` does, before the first matmul

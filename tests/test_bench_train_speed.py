@@ -47,3 +47,11 @@ def test_an_unknown_revision_is_one_line():
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode != 0
     assert "--against no-such-rev: git worktree failed" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("bad", [["--against", "HEAD", "--rounds", "0"], ["--compile"]])
+def test_bad_flags_are_one_line(bad):
+    cmd = [sys.executable, str(ROOT / "bench" / "train_speed.py"), "--models", "tiny", "--no-append", *bad]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert ("--rounds" in out.stderr) if "--rounds" in bad else ("--compile" in out.stderr)
