@@ -44,7 +44,7 @@ from mt.decode.lengths import max_output_len  # noqa: E402
 from mt.decode.translator import Translator, run_parallel  # noqa: E402
 from mt.export import export_model  # noqa: E402
 from mt.modelio import check_model_dir  # noqa: E402
-from mt.runtime import cpu_name  # noqa: E402
+from mt.runtime import cpu_name, tune_malloc  # noqa: E402
 
 Batches = list[list[str]]
 System = Callable[[list[str], int], list[str]]  # (batch of sentences, beam) -> translations
@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--beams {args.beams}: every beam must be >= 1")
     import sacrebleu
 
+    tune_malloc()  # as every `mt` command does (mt/cli.py): mt is timed as users run it
     src = args.src.read_text(encoding="utf-8").splitlines()[: args.n]
     ref = args.ref.read_text(encoding="utf-8").splitlines()[: args.n]
     if not any(line.strip() for line in src):

@@ -125,3 +125,34 @@ def test_slots_near_parents():
     order = _slots_near_parents(parent)
     assert order.tolist() == [[0, 2, 1, 3, 4], [1, 2, 0, 3, 4], [4, 3, 2, 1, 0]]
     assert sorted(order[0].tolist()) == list(range(5))
+
+
+def test_greedy_takes_the_argmax_over_a_large_vocabulary():
+    """Greedy picks each step's best token through block maxima (``mt.decode.topk``) once the
+    vocabulary is large enough for blocks (the toy model's 64 is not): every token must be the
+    argmax of the teacher-forced log-probs of its prefix, under the default constraints."""
+    from mt.config import ModelConfig
+    from mt.decode.search import Limits
+    from mt.model import Transformer
+
+    torch.manual_seed(3)
+    model = Transformer(ModelConfig(preset="tiny", vocab_size=640, dropout=0.0)).eval()
+    cfg, start = model.cfg, model.decoder_start_id
+    ids = [[int(t) for t in torch.randint(4, 640, (n,))] for n in (3, 9, 14, 6)]
+    opts = DecodeOptions(beam=1, max_len_a=0.0, max_len_b=10)
+    hyps = greedy_search(plain(model), src_tensor(ids), opts)
+    for src_ids, (h,) in zip(ids, hyps):
+        limits = Limits.for_source(src_tensor([src_ids]), model, opts)
+        tokens: list[int] = []
+        with torch.inference_mode():
+            while len(tokens) < int(limits.max_len[0]):
+                lp = torch.log_softmax(model(src_tensor([src_ids]), torch.tensor([[start] + tokens])), -1)[0, -1]
+                lp[[cfg.pad_id, start, cfg.bos_id]] = float("-inf")
+                if len(tokens) < int(limits.min_len[0]):
+                    lp[cfg.eos_id] = float("-inf")
+                token = int(lp.argmax())
+                if token == cfg.eos_id:
+                    break
+                tokens.append(token)
+        assert h.tokens == tokens
+        assert h.log_prob == pytest.approx(forced_log_prob(model, src_ids, h.tokens), abs=1e-4)
