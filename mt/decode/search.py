@@ -197,7 +197,9 @@ def greedy_search(
             raise DecodeCancelled(f"greedy search stopped at step {step}")
         lprobs = step_log_probs(model, hist[:, -1], run)
         constrain_(lprobs, hist[:, 1:], step, limits.min_len[sent], limits.max_len[sent], model, opts)
-        best, tok = (t[:, 0] for t in block_topk(lprobs, 1))  # (rows,): 4-6x faster than max(dim) on CPU
+        # block maxima, not max(dim): torch's CPU max with indices along a long last dim is not vectorised
+        best, tok = block_topk(lprobs, 1)
+        best, tok = best[:, 0], tok[:, 0]  # (rows,)
         alive = ~finished[sent]  # rows kept only for batch invariance produce nothing
         out[sent[alive], step] = tok[alive]
         log_prob[sent[alive]] += best[alive]
