@@ -142,9 +142,9 @@ class CleanConfig:
     file and line.
     """
 
-    min_tokens: int = 1
-    max_tokens: int = 250  # whitespace tokens per side
-    max_ratio: float = 3.0  # longer/shorter side, in whitespace tokens
+    min_tokens: int = 1  # per side: whitespace tokens, or characters for Chinese, Japanese, Thai, ...
+    max_tokens: int = 250  # per side, in words (a side counted in characters is rescaled: mt/data/clean.py)
+    max_ratio: float = 3.0  # longer/shorter side, in the same rescaled lengths
     dedup: bool = True
     drop_identical: bool = True
     invalid_utf8: Literal["drop", "error"] = "drop"
@@ -628,10 +628,12 @@ def bt_generation_default() -> DecodeOptions:
 class BTFilterConfig:
     """Filters for monolingual input lines and synthetic pairs (``backtranslate.filter``).
 
-    Lengths are whitespace tokens. Monolingual lines that are empty, longer than
-    ``max_tokens`` or not UTF-8 are dropped before generation; synthetic pairs are dropped
-    when the generated side is empty, a side is longer than ``max_tokens``, the longer side
-    exceeds ``max_ratio`` times the shorter, or (``dedup``) the pair was already kept.
+    Lengths are whitespace tokens, or characters rescaled to words for languages written
+    without spaces (as the bitext cleaning counts them, ``mt/data/clean.py``). Monolingual
+    lines that are empty, longer than ``max_tokens`` or not UTF-8 are dropped before
+    generation; synthetic pairs are dropped when the generated side is empty, a side is longer
+    than ``max_tokens``, the longer side exceeds ``max_ratio`` times the shorter, or
+    (``dedup``) the pair was already kept.
     """
 
     max_tokens: int = 250

@@ -105,6 +105,29 @@ def test_clean_monolingual_counts(tmp_path: Path) -> None:
     assert out.read_text().splitlines() == ["a dog runs", "two spaces here", "last one"]
 
 
+def test_clean_monolingual_counts_characters_for_unspaced_languages(tmp_path: Path) -> None:
+    src = tmp_path / "mono.zh"
+    write(src, ["今天天气很好。", "我们去公园散步吧，然后一起吃晚饭。", "好"])
+    stats = gen.clean_monolingual(src, tmp_path / "out.txt", max_tokens=10, unit="char")
+    assert (stats.kept, stats.too_long) == (2, 1)  # 7 and 1 characters kept, 17 dropped
+    stats = gen.clean_monolingual(src, tmp_path / "out.txt", max_tokens=10)  # as words: one token each
+    assert (stats.kept, stats.too_long) == (3, 0)
+
+
+def test_filter_counts_unspaced_synthetic_sides_in_rescaled_characters() -> None:
+    from mt.data.clean import Lengths
+
+    pairs = [("我非常喜欢这本书。", "I like this book very much."),  # 9 characters : 6 words, typical
+             ("好。", "Please close the window before you leave, and lock the door."),  # a truncated output
+             ("今天天气很好。" * 6, "Nice weather.")]  # a hallucination (42 characters : 2 words)  # fmt: skip
+    lengths = Lengths("char", "word", 1.5)  # Chinese characters per English word
+    report = FilterReport()
+    kept = list(filter_pairs(pairs, BTFilterConfig(max_tokens=250, max_ratio=3.0), report, lengths))
+    assert kept == pairs[:1] and report.ratio == 2
+    report = FilterReport()  # in whitespace tokens: the ordinary pair is 1 : 6, the hallucination 1 : 2
+    assert list(filter_pairs(pairs, BTFilterConfig(max_tokens=250, max_ratio=3.0), report)) == pairs[2:]
+
+
 def test_filter_counts_add_up() -> None:
     pairs = [("", "x y"), ("a " * 9, "b"), ("a b c d", "w"), ("ein hund", "a dog"), ("ein hund", "a dog"),
              ("w " * 30, "v " * 30), ("ein hund", "the dog")]  # fmt: skip

@@ -244,3 +244,29 @@ def test_a_second_pipeline_or_recipe_in_a_busy_run_dir_stops_before_any_work(tmp
             assert sorted(p.name for p in run.iterdir()) == [lock]  # nothing but the test's own lock
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and f"{run}: another process (pid" in err and f"is already running {what}" in err
+
+
+def test_unspaced_language_lengths_reach_the_mono_and_synthetic_filters(tmp_path: Path) -> None:
+    """en→zh: the bitext's characters-per-word ratio sets the Chinese limits of the mono cleaning
+    and of the synthetic-pair filter (counted in whitespace tokens, every Chinese line is one)."""
+    from mt.backtranslate.pipeline import Pipeline
+    from _bt_support import write
+
+    raw = tmp_path / "zhraw"
+    en = ["I like this book very much.", "Where is the nearest train station?", "Please close the window."] * 10
+    zh = ["我非常喜欢这本书。", "最近的火车站在哪里？", "请把窗户关上。"] * 10  # 9-10 characters : 5-6 words
+    write(raw / "train.en", en)
+    write(raw / "train.zh", zh)
+    write(raw / "mono.zh", ["今天天气很好。", "今天天气很好，我们去公园散步吧，然后一起吃晚饭，晚上再看一部电影。"])
+    data = {"src_lang": "en", "tgt_lang": "zh", "data_dir": str(raw), "train": {"src": "train.en", "tgt": "train.zh"},
+            "valid": {"src": "train.en", "tgt": "train.zh"}, "spm": {"vocab_size": 64, "num_threads": 1}}  # fmt: skip
+    cfg = load_config(bt_config(tmp_path, {"mono_tgt": "mono.zh", "mono_src": None, "filter": {"max_tokens": 10}}, data=data))
+    p = Pipeline(cfg)
+    cleaned = p._clean_bitext()
+    assert cleaned["clean"]["kept"] == 3 and cleaned["clean"]["ratio"] == 0  # the rest are duplicates
+    assert (cleaned["lengths"]["tgt_unit"], p._lengths.tgt_unit) == ("char", "char") and 0.4 < p._lengths.scale < 0.8
+    mono = p._clean_mono("tgt")  # max_tokens 10 words ≈ 17 Chinese characters here: the 33-character line goes
+    assert (mono["kept"], mono["too_long"]) == (1, 1)
+    out = tmp_path / "gen"
+    write(out / "synthetic.txt", ["The weather is nice today."])
+    assert p._filter(out, "tgt")["kept"] == 1  # 5 English words : 7 characters is an ordinary pair

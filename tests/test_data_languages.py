@@ -146,6 +146,15 @@ def test_character_coverage_by_script(langs: tuple[str, ...], coverage: float) -
     assert SpmConfig().coverage_for(langs) == coverage
 
 
+@pytest.mark.parametrize(
+    "code, unit",
+    [("en", "word"), ("de", "word"), ("chr", "word"), ("ko", "word"), ("ar", "word"), ("zh", "char"), ("zh-Hant", "char"),
+     ("ja", "char"), ("jpn", "char"), ("th", "char"), ("km", "char"), ("my", "char"), ("bo", "char"), ("ja-Latn", "word")],
+)  # fmt: skip
+def test_length_unit_by_script(code: str, unit: str) -> None:
+    assert languages.length_unit(code) == unit
+
+
 def test_bleu_tokenizer_by_language(monkeypatch: pytest.MonkeyPatch) -> None:
     assert languages.bleu_tokenizer("zh") == languages.bleu_tokenizer("zh-Hant") == "zh"
     assert languages.bleu_tokenizer("en") == languages.bleu_tokenizer("chr") == "13a"

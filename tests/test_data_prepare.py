@@ -136,6 +136,23 @@ def test_jsonl_train_and_lang_tag(tmp_path: Path) -> None:
     assert json.loads((out / "manifest.json").read_text())["spm"]["user_symbols"] == ["<bt>", "<2en>"]
 
 
+ZH = dict(zip(WORDS_EN, "一 二 三 狗 猫 男人 女人 孩子 跑 跳 玩 在 里 上 这 的 大 小".split()))
+
+
+def test_unspaced_target_is_cleaned_in_characters(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _, en = corpus(300)
+    zh = ["".join(ZH[w.rstrip(".")] for w in s.split()) + "。" for s in en]  # one whitespace token per sentence
+    for split, n in (("train", 300), ("val", 20), ("test", 10)):
+        write(tmp_path / "raw" / f"{split}.de", en[:n])  # make_config's file names; the languages are en → zh
+        write(tmp_path / "raw" / f"{split}.en", zh[:n])
+    out = prepare(load_config(make_config(tmp_path, {"src_lang": "en", "tgt_lang": "zh"})), progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["clean"]["ratio"] == 0 and manifest["clean"]["kept"] == 300 - manifest["clean"]["duplicate"]
+    lengths = manifest["train_corpora"][0]["lengths"]
+    assert (lengths["src_unit"], lengths["tgt_unit"]) == ("word", "char") and 0.3 < lengths["scale"] < 1.0
+    assert "typical ratio" in capsys.readouterr().out
+
+
 # --------------------------------------------------------------------------- bad input
 
 

@@ -4,8 +4,11 @@ A synthetic pair is (generated source, real target). Rules, in order; a dropped 
 counted under the first rule that fires, so ``read = kept + sum(dropped)``:
 
   empty      the generated side is empty (the real side never is: mono lines were cleaned)
-  too_long   a side has more than ``max_tokens`` whitespace tokens
+  too_long   a side is longer than ``max_tokens``
   ratio      longer side / shorter side > ``max_ratio`` (a hallucination or a truncated output)
+
+Lengths are whitespace tokens, or characters for languages written without spaces, rescaled by
+the bitext's typical ratio (:class:`mt.data.clean.Lengths`, as the bitext cleaning counts them).
   duplicate  the same pair was already kept (``dedup``)
 """
 
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from mt.config import BTFilterConfig
+from mt.data.clean import Lengths
 from mt.fileio import atomic_write, read_lines
 
 RULES = ("empty", "too_long", "ratio", "duplicate")
@@ -35,18 +39,22 @@ class FilterReport:
         return dataclasses.asdict(self)
 
 
-def filter_pairs(pairs: Iterable[tuple[str, str]], cfg: BTFilterConfig, report: FilterReport) -> Iterator[tuple[str, str]]:
-    """Yield the (synthetic, real) pairs that pass the rules; ``report`` counts as they flow."""
+def filter_pairs(
+    pairs: Iterable[tuple[str, str]], cfg: BTFilterConfig, report: FilterReport, lengths: Lengths = Lengths()
+) -> Iterator[tuple[str, str]]:
+    """Yield the (synthetic, real) pairs that pass the rules; ``report`` counts as they flow.
+    ``lengths``: how to count the (synthetic, real) sides."""
     seen: set[int] = set()  # 64-bit hashes, not strings: memory stays small for millions of pairs
     for syn, real in pairs:
         report.read += 1
-        ns, nr = len(syn.split()), len(real.split())
+        ns, nr = lengths.raw(" ".join(syn.split()), " ".join(real.split()))  # counted on single-spaced text
+        cs, cr = lengths.comparable(ns, max(nr, 1))
         rule = None
         if ns == 0:
             rule = "empty"
-        elif max(ns, nr) > cfg.max_tokens:
+        elif max(cs, cr) > cfg.max_tokens:
             rule = "too_long"
-        elif max(ns, nr) > cfg.max_ratio * max(min(ns, nr), 1):
+        elif max(cs, cr) > cfg.max_ratio * min(cs, cr):
             rule = "ratio"
         elif cfg.dedup:
             key = hash((syn, real))
@@ -61,7 +69,9 @@ def filter_pairs(pairs: Iterable[tuple[str, str]], cfg: BTFilterConfig, report: 
         yield syn, real
 
 
-def filter_files(synthetic: Path, real: Path, out_syn: Path, out_real: Path, cfg: BTFilterConfig) -> FilterReport:
+def filter_files(
+    synthetic: Path, real: Path, out_syn: Path, out_real: Path, cfg: BTFilterConfig, lengths: Lengths = Lengths()
+) -> FilterReport:
     """Filter line-aligned ``synthetic``/``real`` into ``out_syn``/``out_real`` (each atomic)."""
     report = FilterReport()
     n_syn, n_real = sum(1 for _ in read_lines(synthetic)), sum(1 for _ in read_lines(real))
@@ -69,7 +79,7 @@ def filter_files(synthetic: Path, real: Path, out_syn: Path, out_real: Path, cfg
         raise ValueError(f"{synthetic} has {n_syn} lines but {real} has {n_real}; they must be aligned")
     # two aligned files: renamed into place (out_syn first) only when both are written
     with atomic_write(out_real) as fr, atomic_write(out_syn) as fs:
-        for s, r in filter_pairs(zip(read_lines(synthetic), read_lines(real)), cfg, report):
+        for s, r in filter_pairs(zip(read_lines(synthetic), read_lines(real)), cfg, report, lengths):
             fs.write(s + "\n")
             fr.write(r + "\n")
     return report

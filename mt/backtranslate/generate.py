@@ -40,6 +40,7 @@ from typing import Any, Callable, Optional
 from mt.config import DecodeOptions, bt_generation_default
 from mt.fileio import atomic_write, atomic_write_json, atomic_write_text, count_lines, read_lines
 from mt.fileio import sha256_file as _sha256
+from mt.data.clean import Unit, side_length
 from mt.data.sources import ReadStats, read_monolingual
 from mt.decode.options import add_arguments, from_args
 
@@ -85,12 +86,13 @@ class MonoStats:
         return dataclasses.asdict(self)
 
 
-def clean_monolingual(src: Path, out: Path, max_tokens: int, max_lines: int = 0) -> MonoStats:
+def clean_monolingual(src: Path, out: Path, max_tokens: float, max_lines: int = 0, unit: Unit = "word") -> MonoStats:
     """Copy the usable lines of ``src`` to ``out`` (atomically), whitespace-stripped.
 
     Dropped: undecodable lines (invalid UTF-8), empty ones, ones longer than ``max_tokens``
-    whitespace tokens, and usable lines after the first ``max_lines`` (0 = no limit). The
-    language is NOT checked: text in the wrong language is translated like any other.
+    (whitespace tokens, or characters with ``unit="char"``: :func:`mt.data.clean.side_length`),
+    and usable lines after the first ``max_lines`` (0 = no limit). The language is NOT
+    checked: text in the wrong language is translated like any other.
     """
     stats = MonoStats()
     read_stats = ReadStats()
@@ -101,7 +103,7 @@ def clean_monolingual(src: Path, out: Path, max_tokens: int, max_lines: int = 0)
             tokens = line.split()
             if not tokens:
                 stats.empty += 1
-            elif len(tokens) > max_tokens:
+            elif side_length(" ".join(tokens), unit) > max_tokens:
                 stats.too_long += 1
             elif max_lines and stats.kept >= max_lines:
                 stats.over_max_lines += 1

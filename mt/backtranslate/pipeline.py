@@ -32,7 +32,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as _dt
+import functools
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -45,6 +47,7 @@ from mt.backtranslate import filter as bt_filter
 from mt.backtranslate import generate as gen
 from mt.backtranslate.report import write_report
 from mt.config import ConfigError, DecodeOptions, ExperimentConfig, from_dict, to_dict
+from mt.data.clean import CALIBRATION_PAIRS, Cleaner, Lengths
 from mt.fileio import atomic_dir, atomic_write_json, atomic_write_text, exclusive_dir, read_lines
 from mt.runtime import bound_kernel_caches, peak_rss_window, rss_mib, trim_heap
 
@@ -387,7 +390,6 @@ class Pipeline:
     def _clean_bitext(self) -> dict[str, Any]:
         """The training bitext, cleaned once (data.clean) into normalised text files that every
         round's corpus repeats (forward orientation; the reverse reads them swapped)."""
-        from mt.data.clean import Cleaner
         from mt.data.sources import open_corpus
 
         d = self.cfg.data
@@ -396,11 +398,24 @@ class Pipeline:
         out.mkdir(parents=True, exist_ok=True)
         source = open_corpus(d.train, d.src_lang, d.tgt_lang, self.data_root, d.clean.invalid_utf8, "data.train")
         cleaner = Cleaner(d.clean, d.src_lang, d.tgt_lang)
+        lengths = cleaner.calibrate(source)
         pairs = list(cleaner(source))
         cleaner.add_invalid_utf8(source.stats.invalid_utf8)
         for i, lang in enumerate((d.src_lang, d.tgt_lang)):
             atomic_write_text(out / f"train.{lang}", "".join(p[i] + "\n" for p in pairs))
-        return {"clean": cleaner.report.as_dict()}
+        return {"clean": cleaner.report.as_dict(), "lengths": lengths.as_dict()}
+
+    @functools.cached_property
+    def _lengths(self) -> Lengths:
+        """How the mono and synthetic filters count (src, tgt) lengths: the cleaned bitext's
+        units and typical ratio (:class:`mt.data.clean.Lengths`)."""
+        d = self.cfg.data
+        lengths = Lengths.for_pair(d.src_lang, d.tgt_lang)
+        if not lengths.rescaled:
+            return lengths
+        bitext = self.root / "bitext"
+        head = itertools.islice(zip(read_lines(bitext / f"train.{d.src_lang}"), read_lines(bitext / f"train.{d.tgt_lang}")), CALIBRATION_PAIRS)
+        return lengths.calibrated(head)
 
     def _bitext(self, direction: Direction) -> list[tuple[str, str]]:
         d = self.cfg.data
@@ -426,7 +441,9 @@ class Pipeline:
         assert path is not None
         out = self.root / "mono" / f"mono_{side}.txt"
         out.parent.mkdir(parents=True, exist_ok=True)
-        stats = gen.clean_monolingual(path, out, self.bt.filter.max_tokens, self.bt.max_mono_lines)
+        limits, units = self._lengths.raw_limits(self.bt.filter.max_tokens), (self._lengths.src_unit, self._lengths.tgt_unit)
+        i = 0 if side == "src" else 1
+        stats = gen.clean_monolingual(path, out, limits[i], self.bt.max_mono_lines, units[i])
         print(f"mt backtranslate: {path}: {stats.as_dict()}", file=sys.stderr)
         return {"input": str(path), "output": str(out), **stats.as_dict()}
 
@@ -449,6 +466,7 @@ class Pipeline:
         report = bt_filter.filter_files(
             out_dir / gen.SYNTHETIC, self.root / "mono" / f"mono_{side}.txt",
             out_dir / "filtered.syn", out_dir / "filtered.real", self.bt.filter,
+            self._lengths if side == "tgt" else self._lengths.swapped(),  # (synthetic, real) sides
         )  # fmt: skip
         print(f"mt backtranslate: filter {out_dir.name}: {report.as_dict()}", file=sys.stderr)
         return report.as_dict()

@@ -3,7 +3,7 @@
 Each pair is normalised (:func:`mt.data.text.normalize`, with the per-language defaults of
 :mod:`mt.data.languages` for settings left at ``auto``) and then checked by the rules in
 order; a dropped pair is counted under the FIRST rule that fires, so the counts add up:
-``read = kept + sum(dropped)``. Rules (lengths in whitespace tokens):
+``read = kept + sum(dropped)``. Rules (lengths: see below):
 
   invalid_utf8   a side was not UTF-8 (counted by the reader, ``clean.invalid_utf8: drop``)
   control_chars  a side held C0/C1 control characters (``clean.control_chars: drop``;
@@ -15,18 +15,94 @@ order; a dropped pair is counted under the FIRST rule that fires, so the counts 
   identical      source == target (untranslated copies)
   duplicate      the same (source, target) pair was already kept
 
+Lengths (:class:`Lengths`). A side is counted in whitespace tokens, or in characters for a
+language written without spaces between words (``length_unit`` in :mod:`mt.data.languages`:
+Chinese, Japanese, Thai, ...), where a whole sentence is one token. ``min_tokens`` applies to
+these raw counts. A character count is not a word count, so when a side is counted in
+characters, ``max_tokens`` and ``max_ratio`` compare lengths rescaled by the pair's typical
+ratio, the median over the corpus's first :data:`CALIBRATION_PAIRS` pairs (e.g. Chinese
+characters per English word): ``max_tokens`` stays in words of the spaced side and a typical
+pair has ratio 1, as between two spaced languages. Two spaced languages are never rescaled.
+
 Valid/test sets are never filtered, only normalised (a filtered test set is a different test).
 """
 
 from __future__ import annotations
 
+import itertools
+import statistics
 from dataclasses import asdict, dataclass
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Literal
 
 from mt.config import CleanConfig
+from mt.data.languages import length_unit
 from mt.data.text import has_control_chars, normalize
 
 Pair = tuple[str, str]
+
+CALIBRATION_PAIRS = 10_000  # pairs read to find the typical length ratio (median: robust to misaligned pairs)
+
+Unit = Literal["word", "char"]
+
+
+def side_length(text: str, unit: Unit) -> int:
+    """Length of a normalised side (single spaces, no edges): whitespace tokens or non-space characters."""
+    if unit == "word":
+        return text.count(" ") + 1 if text else 0
+    return len(text) - text.count(" ")
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """How the length rules count a (src, tgt) pair; see the module docstring.
+
+    ``scale``: the typical ``src / tgt`` length in these units (1.0 when both are words), so
+    ``src / scale`` is in the target's units and ``tgt * scale`` in the source's.
+    """
+
+    src_unit: Unit = "word"
+    tgt_unit: Unit = "word"
+    scale: float = 1.0
+
+    @classmethod
+    def for_pair(cls, src_lang: str, tgt_lang: str) -> "Lengths":
+        """The units of the pair's languages, before calibration."""
+        return cls(length_unit(src_lang), length_unit(tgt_lang))
+
+    @property
+    def rescaled(self) -> bool:
+        return "char" in (self.src_unit, self.tgt_unit)
+
+    def raw(self, src: str, tgt: str) -> tuple[int, int]:
+        return side_length(src, self.src_unit), side_length(tgt, self.tgt_unit)
+
+    def comparable(self, ns: int, nt: int) -> tuple[float, float]:
+        """Raw lengths in one unit: the word side's (the target's when both are characters)."""
+        if self.src_unit == "word" and self.tgt_unit == "char":
+            return ns, nt * self.scale
+        return (ns / self.scale, nt) if self.rescaled else (ns, nt)
+
+    def raw_limits(self, max_tokens: float) -> tuple[float, float]:
+        """The raw (src, tgt) lengths that are ``max_tokens`` in :meth:`comparable` units."""
+        if self.src_unit == "word" and self.tgt_unit == "char":
+            return max_tokens, max_tokens / self.scale
+        return (max_tokens * self.scale, max_tokens) if self.rescaled else (max_tokens, max_tokens)
+
+    def swapped(self) -> "Lengths":
+        """The same pair read as (tgt, src)."""
+        return Lengths(self.tgt_unit, self.src_unit, 1.0 / self.scale)
+
+    def calibrated(self, pairs: Iterable[tuple[str, str]]) -> "Lengths":
+        """A copy whose ``scale`` is the median ``src / tgt`` raw length ratio of ``pairs``
+        (normalised text; empty sides skipped); unchanged for two spaced languages or no pairs."""
+        if not self.rescaled:
+            return self
+        ratios = [ns / nt for ns, nt in (self.raw(s, t) for s, t in pairs) if ns and nt]
+        return Lengths(self.src_unit, self.tgt_unit, statistics.median(ratios)) if ratios else self
+
+    def as_dict(self) -> dict[str, object]:
+        return {"src_unit": self.src_unit, "tgt_unit": self.tgt_unit, "scale": round(self.scale, 4)}
+
 
 DROP_RULES = ("invalid_utf8", "control_chars", "empty", "too_short", "too_long", "ratio", "identical", "duplicate")
 
@@ -87,8 +163,17 @@ class Cleaner:
     def __init__(self, cfg: CleanConfig, src_lang: str, tgt_lang: str) -> None:
         self.cfg = cfg.resolved(src_lang, tgt_lang)  # "auto" settings decided once, by language
         self.src_lang, self.tgt_lang = src_lang, tgt_lang
+        self.lengths = Lengths.for_pair(src_lang, tgt_lang)  # scale 1 until calibrate()
         self.report = CleanReport()
         self._seen: set[int] = set()
+
+    def calibrate(self, pairs: Iterable[Pair]) -> Lengths:
+        """Set (and return) the length scale from the first :data:`CALIBRATION_PAIRS` of
+        ``pairs``, normalised as the rules see them; a no-op for two spaced languages."""
+        if self.lengths.rescaled:
+            head = itertools.islice(pairs, CALIBRATION_PAIRS)
+            self.lengths = self.lengths.calibrated((self._norm(s, self.src_lang), self._norm(t, self.tgt_lang)) for s, t in head)
+        return self.lengths
 
     def add_invalid_utf8(self, n: int) -> None:
         """Record pairs the reader dropped as undecodable (they never reach ``__call__``)."""
@@ -106,12 +191,13 @@ class Cleaner:
             return "control_chars", (s, t)
         if not s or not t:
             return "empty", (s, t)
-        ns, nt = s.count(" ") + 1, t.count(" ") + 1  # normalised: single spaces, no edges
+        ns, nt = self.lengths.raw(s, t)
         if min(ns, nt) < cfg.min_tokens:
             return "too_short", (s, t)
-        if max(ns, nt) > cfg.max_tokens:
+        cs, ct = self.lengths.comparable(ns, nt)
+        if max(cs, ct) > cfg.max_tokens:
             return "too_long", (s, t)
-        if max(ns, nt) > cfg.max_ratio * min(ns, nt):
+        if max(cs, ct) > cfg.max_ratio * min(cs, ct):
             return "ratio", (s, t)
         if cfg.drop_identical and s == t:
             return "identical", (s, t)

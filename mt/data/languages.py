@@ -16,6 +16,10 @@ What differs between languages, and what each default is for::
                         (else ``char`` for Japanese, ``intl`` for Korean), ``char`` for scripts
                         written without spaces between words (Thai, Lao, Khmer, Myanmar,
                         Tibetan), ``13a`` otherwise.
+    length_unit         what the cleaning rules count (``mt/data/clean.py``): whitespace tokens
+                        (``word``) where words are separated by spaces, characters (``char``)
+                        for scripts written without them (Chinese, Japanese, Thai, Lao, Khmer,
+                        Myanmar, Tibetan), where a whole sentence is one whitespace token.
 
 Defaults come from the script (:data:`SCRIPTS`); :data:`LANGUAGE_SCRIPTS` says which script a
 language is written in (Latin when not listed) and :data:`LANGUAGE_BLEU` holds the exceptions
@@ -37,7 +41,7 @@ import functools
 import importlib.util
 import re
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Iterable, Literal, Optional
 
 from mt.errors import ConfigError
 
@@ -50,27 +54,31 @@ class ScriptDefaults:
     nfkc: bool
     character_coverage: float
     bleu_tokenize: str
+    length_unit: Literal["word", "char"] = "word"
 
 
 _EUROPEAN = ScriptDefaults(moses_punct=True, nfkc=True, character_coverage=1.0, bleu_tokenize="13a")
 _ALPHABET = ScriptDefaults(moses_punct=False, nfkc=True, character_coverage=1.0, bleu_tokenize="13a")
-_NO_SPACES = ScriptDefaults(moses_punct=False, nfkc=True, character_coverage=1.0, bleu_tokenize="char")
-_CJK = ScriptDefaults(moses_punct=False, nfkc=False, character_coverage=0.9995, bleu_tokenize="13a")
+_NO_SPACES = ScriptDefaults(moses_punct=False, nfkc=True, character_coverage=1.0, bleu_tokenize="char", length_unit="char")
+_JAPANESE = ScriptDefaults(moses_punct=False, nfkc=False, character_coverage=0.9995, bleu_tokenize="13a", length_unit="char")
+_KOREAN = ScriptDefaults(moses_punct=False, nfkc=False, character_coverage=0.9995, bleu_tokenize="13a")  # words are spaced
+_HAN = ScriptDefaults(moses_punct=False, nfkc=False, character_coverage=0.9995, bleu_tokenize="zh", length_unit="char")
+_NO_SPACES_NFC = ScriptDefaults(moses_punct=False, nfkc=False, character_coverage=1.0, bleu_tokenize="char", length_unit="char")
 
 # ISO 15924 script code → defaults
 SCRIPTS: dict[str, ScriptDefaults] = {
     "Latn": _EUROPEAN,
     "Cyrl": _EUROPEAN,
     "Grek": _EUROPEAN,
-    "Hani": ScriptDefaults(False, False, 0.9995, "zh"),  # Chinese (sacreBLEU's zh: one token per character)
-    "Hans": ScriptDefaults(False, False, 0.9995, "zh"),
-    "Hant": ScriptDefaults(False, False, 0.9995, "zh"),
-    "Jpan": _CJK,  # BLEU tokenizer: LANGUAGE_BLEU (ja-mecab if installed)
-    "Kore": _CJK,
-    "Hang": _CJK,
-    "Thai": ScriptDefaults(False, False, 1.0, "char"),  # NFKC splits U+0E33 SARA AM
-    "Laoo": ScriptDefaults(False, False, 1.0, "char"),  # ... and U+0EB3
-    "Tibt": ScriptDefaults(False, False, 1.0, "char"),  # NFKC decomposes several vowel signs
+    "Hani": _HAN,  # Chinese (sacreBLEU's zh: one token per character)
+    "Hans": _HAN,
+    "Hant": _HAN,
+    "Jpan": _JAPANESE,  # BLEU tokenizer: LANGUAGE_BLEU (ja-mecab if installed)
+    "Kore": _KOREAN,
+    "Hang": _KOREAN,
+    "Thai": _NO_SPACES_NFC,  # NFKC splits U+0E33 SARA AM
+    "Laoo": _NO_SPACES_NFC,  # ... and U+0EB3
+    "Tibt": _NO_SPACES_NFC,  # NFKC decomposes several vowel signs
     "Khmr": _NO_SPACES,
     "Mymr": _NO_SPACES,
     # every other script: an alphabet, abjad, abugida or syllabary written with spaces
@@ -150,6 +158,7 @@ class Language:
     nfkc: bool
     character_coverage: float
     bleu_tokenize: str
+    length_unit: Literal["word", "char"]
 
 
 def check_code(code: object, field: str) -> str:
@@ -185,11 +194,15 @@ def language(code: str) -> Language:
     own_script = script == LANGUAGE_SCRIPTS.get(base)  # not e.g. ja-Latn (romaji)
     preferred, fallback = LANGUAGE_BLEU.get(base, (d.bleu_tokenize,) * 2) if own_script else (d.bleu_tokenize,) * 2
     bleu = preferred if tokenizer_available(preferred) else fallback
-    return Language(code, base, script, d.moses_punct, d.nfkc, d.character_coverage, bleu)
+    return Language(code, base, script, d.moses_punct, d.nfkc, d.character_coverage, bleu, d.length_unit)
 
 
 def moses_punct(code: str) -> bool:
     return language(code).moses_punct
+
+
+def length_unit(code: str) -> Literal["word", "char"]:
+    return language(code).length_unit
 
 
 def unicode_form(codes: Iterable[str]) -> str:

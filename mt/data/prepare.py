@@ -29,7 +29,7 @@ from typing import IO, TYPE_CHECKING, Any, Iterator, Optional
 
 from mt.config import ExperimentConfig, TrainCorpusConfig, to_dict
 from mt.data import DataError
-from mt.data.clean import Cleaner, CleanReport
+from mt.data.clean import Cleaner, CleanReport, Lengths
 from mt.data.fetch import resolve_data_dir
 from mt.fileio import atomic_dir, read_json_object, read_lines, sha256_file
 from mt.data.sources import ParallelSource, open_corpus
@@ -203,11 +203,12 @@ def _encode_file(text: TextPipeline, path: Path, side: str, prefix: Path, progre
 
 @dataclass
 class _TrainCorpus:
-    """One training corpus: its config, reader, and (once read) cleaning report."""
+    """One training corpus: its config, reader, and (once read) cleaning report and length units."""
 
     corpus: TrainCorpusConfig
     source: ParallelSource
     report: CleanReport = field(default_factory=CleanReport)
+    lengths: Optional[Lengths] = None
 
 
 @dataclass
@@ -225,6 +226,7 @@ def _clean_corpus(part: _TrainCorpus, cfg: ExperimentConfig, out: tuple[IO[str],
 
     d = cfg.data
     cleaner = Cleaner(d.clean_for(part.corpus), d.src_lang, d.tgt_lang)
+    part.lengths = cleaner.calibrate(part.source)  # reads the corpus's head; nothing for two spaced languages
     desc = f"read+clean {part.source.what}"
     pairs = tqdm(part.source, desc=desc, unit=" pairs", disable=not progress, mininterval=1.0, leave=False)
     for s, t in cleaner(pairs):
@@ -338,7 +340,8 @@ def _train_corpora_report(parts: list[_TrainCorpus], mix: "CorpusMix") -> list[d
     rows = []
     for part, row in zip(parts, mix.as_list()):
         c = part.corpus
-        rows.append({**row, "weight": c.weight, "upsample": c.upsample, "test": list(c.test), "clean": part.report.as_dict()})
+        rows.append({**row, "weight": c.weight, "upsample": c.upsample, "test": list(c.test), "clean": part.report.as_dict(),
+                     "lengths": part.lengths.as_dict() if part.lengths else None})  # fmt: skip
     return rows
 
 
@@ -480,8 +483,17 @@ def _print_clean_reports(parts: list[_TrainCorpus], total: CleanReport, cfg: Exp
     if len(parts) > 1:
         for part in parts:
             print(f"cleaning report ({part.source.what}, {d.src_lang}-{d.tgt_lang}):\n{part.report.format()}")
+    for part in parts:
+        if part.lengths and part.lengths.rescaled:
+            print(f"{part.source.what}: {_describe_lengths(part.lengths, d.src_lang, d.tgt_lang)}")
     name = "data.train" if len(parts) == 1 else f"data.train, all {len(parts)} corpora"
     print(f"cleaning report ({name}, {d.src_lang}-{d.tgt_lang}):\n{total.format()}")
+
+
+def _describe_lengths(lengths: Lengths, src_lang: str, tgt_lang: str) -> str:
+    unit = {"word": "words", "char": "characters"}
+    return (f"lengths counted in {src_lang} {unit[lengths.src_unit]} and {tgt_lang} {unit[lengths.tgt_unit]}; "
+            f"typical ratio {lengths.scale:.3f} (median of the first pairs), max_tokens/max_ratio apply to rescaled lengths")  # fmt: skip
 
 
 def _print_summary(built: _Built, cfg: ExperimentConfig, timings: dict[str, float], out: Path) -> None:
