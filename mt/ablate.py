@@ -9,6 +9,8 @@ start from and the runs, each a label plus ``--set`` overrides::
     out: docs/ablations/label_smoothing  # results.json, table.md, curves.png
     test: test2016                       # the test set (of the config's data.test) in the table
     seeds: 1                             # > 1: NAME.seed2, ... with train.seed + 1, ...
+    seed_keys: [train.seed]              # optional: the integer settings each seed adds 1 to
+                                         # (e.g. also backtranslate.generation.seed for sampling)
     set: {train.max_steps: 500}          # optional: overrides of every run (before its own)
     runs:
       - {name: base, label: "ε = 0.1"}
@@ -107,9 +109,23 @@ def _overrides(sets: dict[str, Any]) -> list[str]:
             for k, v in sets.items()]  # fmt: skip
 
 
-def _runs(entries: list, spec_dir: Path, config: Path, common: list[str], seeds: int, where: str) -> list[Run]:
-    """The spec's ``runs`` list expanded over ``seeds``: NAME, NAME.seed2 (train.seed + 1), ...;
-    ``common`` overrides come before each run's own."""
+def _seed_values(cfg: ExperimentConfig, keys: list[str], where: str) -> dict[str, int]:
+    """The config's value of each dotted ``keys`` entry, which must be an integer."""
+    values = {}
+    for key in keys:
+        node: Any = to_dict(cfg)
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, int) or isinstance(node, bool):
+            raise ConfigError(f"{where}.seed_keys: {key!r} is not an integer setting of the config (got {node!r})")
+        values[key] = node
+    return values
+
+
+def _runs(entries: list, spec_dir: Path, config: Path, common: list[str], seeds: int, seed_keys: list[str],
+          where: str) -> list[Run]:  # fmt: skip
+    """The spec's ``runs`` list expanded over ``seeds``: NAME, NAME.seed2 (each ``seed_keys``
+    setting + 1), ...; ``common`` overrides come before each run's own."""
     out, names = [], set()
     for i, entry in enumerate(entries):
         w = f"{where}.runs[{i}]"
@@ -124,10 +140,12 @@ def _runs(entries: list, spec_dir: Path, config: Path, common: list[str], seeds:
         cfg_path = Path(os.path.normpath(spec_dir / own)) if isinstance(own, str) else config
         label = str(_field(entry, "label", str, w, name))
         first = Run(name, label, cfg_path, overrides, 1)
-        base_seed = first.cfg.train.seed  # loading it validates the overrides
+        cfg = first.cfg  # loading it validates the overrides
+        base = _seed_values(cfg, seed_keys, where) if seeds > 1 else {}
         out.append(first)
         for s in range(1, seeds):
-            out.append(Run(f"{name}.seed{s + 1}", label, cfg_path, overrides + [f"train.seed={base_seed + s}"], s + 1))
+            shifted = [f"{key}={value + s}" for key, value in base.items()]
+            out.append(Run(f"{name}.seed{s + 1}", label, cfg_path, overrides + shifted, s + 1))
     return out
 
 
@@ -147,8 +165,11 @@ def load_spec(path: str | Path) -> Spec:
     seeds = _field(data, "seeds", int, where, 1)
     if seeds < 1:
         raise ConfigError(f"{where}.seeds: must be >= 1, got {seeds}")
+    seed_keys = _field(data, "seed_keys", list, where, ["train.seed"])
+    if not seed_keys or not all(isinstance(k, str) for k in seed_keys):
+        raise ConfigError(f"{where}.seed_keys: expected a list of dotted settings like train.seed, got {seed_keys!r}")
     common = _overrides(_field(data, "set", dict, where, {}))
-    runs = _runs(_field(data, "runs", list, where), path.parent, config, common, seeds, where)
+    runs = _runs(_field(data, "runs", list, where), path.parent, config, common, seeds, seed_keys, where)
     if not runs:
         raise ConfigError(f"{where}.runs: at least one run is needed")
     average = _field(data, "average", list, where, [])

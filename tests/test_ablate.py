@@ -139,8 +139,19 @@ def test_seeds_expand_each_run_with_the_next_seeds(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def test_seed_keys_shift_every_named_setting(tmp_path: Path) -> None:
+    tiny_config(tmp_path)
+    spec = ablate.load_spec(write_spec(tmp_path, [{"name": "a", "set": {"decode.seed": 7}}], seeds=2,
+                                       seed_keys=["train.seed", "decode.seed"]))  # fmt: skip
+    assert [r.overrides for r in spec.runs] == [["decode.seed=7"], ["decode.seed=7", "train.seed=2", "decode.seed=8"]]
+    assert spec.runs[1].cfg.decode.seed == 8 and spec.runs[1].cfg.train.seed == 2
+
+
 @pytest.mark.parametrize("change, needle", [
     ({"seeds": 0}, "spec.yaml.seeds: must be >= 1, got 0"),
+    ({"seeds": 2, "seed_keys": ["train.lr"]}, "spec.yaml.seed_keys: 'train.lr' is not an integer setting"),
+    ({"seeds": 2, "seed_keys": ["train.nope"]}, "spec.yaml.seed_keys: 'train.nope' is not an integer setting of the config (got None)"),
+    ({"seed_keys": "train.seed"}, "spec.yaml.seed_keys: expected list"),
     ({"test": "nope"}, "spec.yaml.test: 'nope' is not a test set of"),
     ({"runs": [{"name": "a"}, {"name": "a"}]}, "spec.yaml.runs[1].name: must be a unique"),
     ({"runs": [{"name": "a", "set": {"train.lr": -1}}]}, "train.lr: must be positive"),
