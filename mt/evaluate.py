@@ -20,7 +20,8 @@ from typing import Any, Optional
 import torch
 from sacrebleu.metrics import BLEU, CHRF
 
-from mt.data.languages import bleu_tokenizer
+from mt.data.clean import side_length
+from mt.data.languages import bleu_tokenizer, length_unit
 from mt.errors import ConfigError
 from mt.fileio import atomic_write, read_lines
 
@@ -48,10 +49,12 @@ def corpus_scores(
     }
 
 
-def length_stats(hyps: list[str]) -> dict[str, Any]:
-    """Mean output length in whitespace words and the number of empty outputs."""
-    words = [len(h.split()) for h in hyps]
-    return {"mean_len": round(sum(words) / max(len(words), 1), 2), "empty": sum(w == 0 for w in words)}
+def length_stats(hyps: list[str], lang: Optional[str] = None) -> dict[str, Any]:
+    """Mean output length and the number of empty outputs. Lengths are whitespace words, or
+    characters where ``lang`` is written without spaces (:func:`mt.data.clean.side_length`)."""
+    unit = length_unit(lang) if lang else "word"
+    lengths = [side_length(" ".join(h.split()), unit) for h in hyps]
+    return {"mean_len": round(sum(lengths) / max(len(lengths), 1), 2), "empty": sum(n == 0 for n in lengths)}
 
 
 def beam_sweep(translator, src: list[str], refs: list[str], opts, beams: list[int], modes: Optional[list[str]] = None) -> list[dict[str, Any]]:
@@ -65,7 +68,7 @@ def beam_sweep(translator, src: list[str], refs: list[str], opts, beams: list[in
             hyps = [h[0].text for h in translator.translate_batch(src, o)]
             s = corpus_scores(hyps, refs, lang=lang)
             rows.append({"length_norm": mode, "alpha": o.alpha, "beam": beam, "bleu": s["bleu"], "chrf": s["chrf"],
-                         **length_stats(hyps), "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip
+                         **length_stats(hyps, lang), "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip
     return rows
 
 
@@ -83,7 +86,7 @@ def evaluate_cli(args: argparse.Namespace) -> int:
     translator = Translator.load(args.model, opts, args.workers, args.threads)
     announce_precision("mt evaluate", translator)
     if beams:
-        ref_len = length_stats(refs)["mean_len"]
+        ref_len = length_stats(refs, translator.text.tgt_lang)["mean_len"]
         rows = []
         print(f"{'norm':<6}{'beam':>5}{'BLEU':>8}{'chrF':>8}{'len':>8}{'empty':>7}{'sec':>8}   (reference mean length {ref_len})")
         for row in beam_sweep(translator, src, refs, opts, beams):
@@ -102,7 +105,7 @@ def evaluate_cli(args: argparse.Namespace) -> int:
     s = corpus_scores(hyps, refs, lang=translator.text.tgt_lang)
     print(f"BLEU = {s['bleu']:.2f}  {s['bleu_signature']}")
     print(f"chrF = {s['chrf']:.2f}  {s['chrf_signature']}")
-    record = {**s, **length_stats(hyps), "sentences": len(src), "seconds": round(seconds, 2),
+    record = {**s, **length_stats(hyps, translator.text.tgt_lang), "sentences": len(src), "seconds": round(seconds, 2),
               "beam": opts.beam, "length_norm": opts.length_norm, "alpha": opts.alpha, "int8": opts.int8,
               "dtype": translator.model.dtype, "dtype_requested": opts.dtype,
               "dtype_reason": translator.model.precision.reason, "device": str(translator.device), "threads": torch.get_num_threads(),

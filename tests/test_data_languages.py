@@ -17,7 +17,7 @@ from mt.data.binarize import IndexedDataset
 from mt.data.clean import Cleaner
 from mt.data.prepare import prepare
 from mt.data.text import TextPipeline, normalize, train_sentencepiece
-from mt.evaluate import corpus_scores
+from mt.evaluate import corpus_scores, length_stats
 from _data_support import DATA
 
 
@@ -172,6 +172,13 @@ def test_bleu_tokenizer_by_language(monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         monkeypatch.undo()
         languages.language.cache_clear()
+
+
+def test_output_lengths_count_characters_where_there_are_no_spaces() -> None:
+    hyps = ["我们今天去公园。", "", "好"]
+    assert length_stats(hyps, "zh") == {"mean_len": 3.0, "empty": 1}  # (8 + 0 + 1) / 3 characters
+    assert length_stats(hyps) == length_stats(hyps, "de") == {"mean_len": 0.67, "empty": 1}  # whitespace words
+    assert length_stats(["a  dog runs "], "en") == {"mean_len": 3.0, "empty": 0}
 
 
 def test_scores_use_the_target_tokenizer_and_always_chrf() -> None:

@@ -1,7 +1,7 @@
 import torch
 
 from mt.config import DecodeOptions
-from mt.decode.sampling import add_noise, draw, restrict_
+from mt.decode.sampling import add_noise, add_noise_to_text, draw, restrict_
 from mt.decode.search import greedy_search
 from mt.decode.translator import Translator, generate
 from _decode_support import plain, IntText, forced_log_prob, random_sources, src_tensor
@@ -74,3 +74,21 @@ def test_beam_noise():
     assert [h[0].tokens for h in clean] == [h[0].tokens for h in noisy]  # same search
     assert [h[0].text for h in clean] != [h[0].text for h in noisy]
     assert [h[0].text for h in noisy] == [h[0].text for h in tr.translate_batch(texts, DecodeOptions(beam=3, sampling="beam_noise", seed=3))]
+
+
+def test_beam_noise_works_on_characters_for_a_language_written_without_spaces():
+    zh = "今天天气很好我们去公园散步吧然后一起吃晚饭晚上再看一部电影" * 4  # one whitespace "word"
+    gen = torch.Generator().manual_seed(2)
+    noisy = add_noise_to_text(zh, gen, "char")
+    assert noisy != zh and "<blank>" in noisy and 0.6 * len(zh) < len(noisy.replace("<blank>", "x")) < len(zh)
+    assert set(noisy.replace("<blank>", "")) <= set(zh)
+    as_words = [add_noise_to_text(zh, torch.Generator().manual_seed(k)) for k in range(40)]
+    assert set(as_words) <= {zh, "", "<blank>"}  # word noise can only keep, drop or blank the whole sentence
+    assert add_noise_to_text("a b c d", torch.Generator().manual_seed(1)) == " ".join(add_noise(list("abcd"), torch.Generator().manual_seed(1)))
+    tr = Translator(plain(), IntText())
+    texts = [" ".join(map(str, x)) for x in IDS]
+    opts = DecodeOptions(beam=3, sampling="beam_noise", seed=3)
+    words = tr.translate_batch(texts, opts)
+    tr.text.tgt_lang = "zh"  # the stand-in pipeline's output read as Chinese: noised per character
+    chars = tr.translate_batch(texts, opts)
+    assert [h[0].text for h in chars] != [h[0].text for h in words]  # the same seed: only the unit differs

@@ -255,7 +255,8 @@ def evaluate_model(model: Path, sets: dict[str, tuple[list[str], list[str]]], op
         atomic_write_text(out_dir / f"{split}.{label}.hyp", "".join(h + "\n" for h in hyps))
         s = corpus_scores(hyps, ref, tokenize=tokenize)
         signatures = {"bleu": s.pop("bleu_signature"), "chrf": s.pop("chrf_signature")}
-        scores[split] = {**s, **length_stats(hyps), "sentences": len(src), "seconds": round(time.perf_counter() - t0, 1)}
+        scores[split] = {**s, **length_stats(hyps, translator.text.tgt_lang), "sentences": len(src),
+                         "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
     line = ", ".join(f"{k} BLEU {v['bleu']:.2f} chrF {v['chrf']:.2f}" for k, v in scores.items())
     print(f"{prefix}: {label} {model}: {line}", file=sys.stderr)
     return {"scores": scores, "beam": opts.beam, "signatures": signatures, "dtype": translator.model.dtype,

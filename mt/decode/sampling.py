@@ -11,7 +11,7 @@ beam search's (see :mod:`mt.decode.lengths`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -134,3 +134,12 @@ def add_noise(
     kept = [filler if p_drop <= x < p_drop + p_blank else w for w, x in zip(words, u) if x >= p_drop]
     keys = torch.arange(len(kept), dtype=torch.float) + torch.rand(len(kept), generator=generator) * (max_shift + 1)
     return [kept[i] for i in keys.argsort(stable=True).tolist()]
+
+
+def add_noise_to_text(text: str, generator: torch.Generator, unit: Literal["word", "char"] = "word") -> str:
+    """:func:`add_noise` on the words of ``text``, or on its characters (``unit="char"``) for
+    a language written without spaces (:func:`mt.data.languages.length_unit`), where the whole
+    sentence is one whitespace word: noising it would drop or blank the sentence whole."""
+    if unit == "char":
+        return "".join(add_noise(list(text), generator))
+    return " ".join(add_noise(text.split(), generator))

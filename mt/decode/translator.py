@@ -48,7 +48,8 @@ import torch
 from mt.config import DecodeOptions
 from mt.data.batching import make_source
 from mt.decode.options import Hypothesis
-from mt.decode.sampling import add_noise, sample
+from mt.data.languages import length_unit
+from mt.decode.sampling import add_noise_to_text, sample
 from mt.decode.search import DecodeCancelled, StopCheck, beam_search, greedy_search
 from mt.decode.shortlist import Shortlist
 from mt.decode.variant import DecodingModel, prepare
@@ -286,9 +287,11 @@ class Translator:
             h.text = s
         if opts.sampling == "beam_noise":
             noise_gen = torch.Generator().manual_seed(opts.seed)
+            lang = getattr(self.text, "tgt_lang", None)
+            unit = length_unit(lang) if lang else "word"
             for hyps in results:
                 for h in hyps:
-                    h.text = " ".join(add_noise(h.text.split(), noise_gen))
+                    h.text = add_noise_to_text(h.text, noise_gen, unit)
         return results
 
 
