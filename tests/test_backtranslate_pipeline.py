@@ -270,3 +270,16 @@ def test_unspaced_language_lengths_reach_the_mono_and_synthetic_filters(tmp_path
     out = tmp_path / "gen"
     write(out / "synthetic.txt", ["The weather is nice today."])
     assert p._filter(out, "tgt")["kept"] == 1  # 5 English words : 7 characters is an ordinary pair
+
+
+def test_a_weak_reverse_model_is_warned_about_unless_a_control_measures_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from mt.backtranslate.pipeline import WEAK_REVERSE_BLEU, Pipeline
+
+    weak = {"direction": "en-de", "scores": {"valid": {"bleu": WEAK_REVERSE_BLEU - 15}}}
+    strong = {"direction": "en-de", "scores": {"valid": {"bleu": WEAK_REVERSE_BLEU + 5}}}
+    p = Pipeline(load_config(bt_config(tmp_path / "a")))
+    p._warn_if_weak(weak)
+    assert "warning: the en-de model writing the synthetic sources scores 5.0 valid BLEU" in capsys.readouterr().err
+    p._warn_if_weak(strong)
+    Pipeline(load_config(bt_config(tmp_path / "b", {"control": True})))._warn_if_weak(weak)
+    assert capsys.readouterr().err == ""
