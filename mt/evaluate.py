@@ -52,7 +52,7 @@ def corpus_scores(
 def length_stats(hyps: list[str], lang: Optional[str] = None) -> dict[str, Any]:
     """Mean output length and the number of empty outputs. Lengths are whitespace words, or
     characters where ``lang`` is written without spaces (:func:`mt.data.clean.side_length`)."""
-    unit = length_unit(lang) if lang else "word"
+    unit = length_unit(lang)
     lengths = [side_length(" ".join(h.split()), unit) for h in hyps]
     return {"mean_len": round(sum(lengths) / max(len(lengths), 1), 2), "empty": sum(n == 0 for n in lengths)}
 

@@ -6,10 +6,10 @@ counted under the first rule that fires, so ``read = kept + sum(dropped)``:
   empty      the generated side is empty (the real side never is: mono lines were cleaned)
   too_long   a side is longer than ``max_tokens``
   ratio      longer side / shorter side > ``max_ratio`` (a hallucination or a truncated output)
+  duplicate  the same pair was already kept (``dedup``)
 
 Lengths are whitespace tokens, or characters for languages written without spaces, rescaled by
 the bitext's typical ratio (:class:`mt.data.clean.Lengths`, as the bitext cleaning counts them).
-  duplicate  the same pair was already kept (``dedup``)
 """
 
 from __future__ import annotations

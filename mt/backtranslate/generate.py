@@ -40,7 +40,8 @@ from typing import Any, Callable, Optional
 from mt.config import DecodeOptions, bt_generation_default
 from mt.fileio import atomic_write, atomic_write_json, atomic_write_text, count_lines, read_lines
 from mt.fileio import sha256_file as _sha256
-from mt.data.clean import Unit, side_length
+from mt.data.clean import side_length
+from mt.data.languages import LengthUnit
 from mt.data.sources import ReadStats, read_monolingual
 from mt.decode.options import add_arguments, from_args
 
@@ -86,7 +87,7 @@ class MonoStats:
         return dataclasses.asdict(self)
 
 
-def clean_monolingual(src: Path, out: Path, max_tokens: float, max_lines: int = 0, unit: Unit = "word") -> MonoStats:
+def clean_monolingual(src: Path, out: Path, max_tokens: float, max_lines: int = 0, unit: LengthUnit = "word") -> MonoStats:
     """Copy the usable lines of ``src`` to ``out`` (atomically), whitespace-stripped.
 
     Dropped: undecodable lines (invalid UTF-8), empty ones, ones longer than ``max_tokens``
@@ -100,16 +101,16 @@ def clean_monolingual(src: Path, out: Path, max_tokens: float, max_lines: int = 
         for line in read_monolingual(src, invalid_utf8="drop", stats=read_stats):
             stats.read += 1
             # a stray CR or U+2028 would split the line in two when read back
-            tokens = line.split()
-            if not tokens:
+            text = " ".join(line.split())
+            if not text:
                 stats.empty += 1
-            elif side_length(" ".join(tokens), unit) > max_tokens:
+            elif side_length(text, unit) > max_tokens:
                 stats.too_long += 1
             elif max_lines and stats.kept >= max_lines:
                 stats.over_max_lines += 1
             else:
                 stats.kept += 1
-                f.write(" ".join(tokens) + "\n")
+                f.write(text + "\n")
     stats.invalid_utf8 = read_stats.invalid_utf8
     stats.read += read_stats.invalid_utf8
     return stats

@@ -32,20 +32,17 @@ from __future__ import annotations
 import itertools
 import statistics
 from dataclasses import asdict, dataclass
-from typing import Iterable, Iterator, Literal
+from typing import Iterable, Iterator
 
 from mt.config import CleanConfig
-from mt.data.languages import length_unit
+from mt.data.languages import LengthUnit, length_unit
 from mt.data.text import has_control_chars, normalize
 
 Pair = tuple[str, str]
 
 CALIBRATION_PAIRS = 10_000  # pairs read to find the typical length ratio (median: robust to misaligned pairs)
 
-Unit = Literal["word", "char"]
-
-
-def side_length(text: str, unit: Unit) -> int:
+def side_length(text: str, unit: LengthUnit) -> int:
     """Length of a normalised side (single spaces, no edges): whitespace tokens or non-space characters."""
     if unit == "word":
         return text.count(" ") + 1 if text else 0
@@ -60,8 +57,8 @@ class Lengths:
     ``src / scale`` is in the target's units and ``tgt * scale`` in the source's.
     """
 
-    src_unit: Unit = "word"
-    tgt_unit: Unit = "word"
+    src_unit: LengthUnit = "word"
+    tgt_unit: LengthUnit = "word"
     scale: float = 1.0
 
     @classmethod

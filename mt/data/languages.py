@@ -45,6 +45,8 @@ from typing import Iterable, Literal, Optional
 
 from mt.errors import ConfigError
 
+LengthUnit = Literal["word", "char"]  # what the length rules count: whitespace tokens or characters
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -54,7 +56,7 @@ class ScriptDefaults:
     nfkc: bool
     character_coverage: float
     bleu_tokenize: str
-    length_unit: Literal["word", "char"] = "word"
+    length_unit: LengthUnit = "word"
 
 
 _EUROPEAN = ScriptDefaults(moses_punct=True, nfkc=True, character_coverage=1.0, bleu_tokenize="13a")
@@ -158,7 +160,7 @@ class Language:
     nfkc: bool
     character_coverage: float
     bleu_tokenize: str
-    length_unit: Literal["word", "char"]
+    length_unit: LengthUnit
 
 
 def check_code(code: object, field: str) -> str:
@@ -201,8 +203,9 @@ def moses_punct(code: str) -> bool:
     return language(code).moses_punct
 
 
-def length_unit(code: str) -> Literal["word", "char"]:
-    return language(code).length_unit
+def length_unit(code: Optional[str]) -> LengthUnit:
+    """``word`` or ``char`` for ``code``; ``word`` when no language is known (``None``)."""
+    return language(code).length_unit if code else "word"
 
 
 def unicode_form(codes: Iterable[str]) -> str:

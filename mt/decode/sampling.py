@@ -11,12 +11,13 @@ beam search's (see :mod:`mt.decode.lengths`).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from mt.config import DecodeOptions
+from mt.data.languages import LengthUnit
 from mt.decode.lengths import normalize
 from mt.decode.options import Hypothesis
 from mt.decode.search import NEG_INF, DecodeCancelled, StopCheck, constrain_, start_run, step_log_probs
@@ -136,7 +137,7 @@ def add_noise(
     return [kept[i] for i in keys.argsort(stable=True).tolist()]
 
 
-def add_noise_to_text(text: str, generator: torch.Generator, unit: Literal["word", "char"] = "word") -> str:
+def add_noise_to_text(text: str, generator: torch.Generator, unit: LengthUnit = "word") -> str:
     """:func:`add_noise` on the words of ``text``, or on its characters (``unit="char"``) for
     a language written without spaces (:func:`mt.data.languages.length_unit`), where the whole
     sentence is one whitespace word: noising it would drop or blank the sentence whole."""

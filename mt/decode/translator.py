@@ -287,8 +287,7 @@ class Translator:
             h.text = s
         if opts.sampling == "beam_noise":
             noise_gen = torch.Generator().manual_seed(opts.seed)
-            lang = getattr(self.text, "tgt_lang", None)
-            unit = length_unit(lang) if lang else "word"
+            unit = length_unit(getattr(self.text, "tgt_lang", None))
             for hyps in results:
                 for h in hyps:
                     h.text = add_noise_to_text(h.text, noise_gen, unit)
