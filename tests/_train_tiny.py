@@ -28,11 +28,13 @@ def synthetic_pairs(n: int, seed: int) -> list[tuple[str, str]]:
     return pairs
 
 
-def make_prepared(run_dir: Path, n_train: int = 300, n_valid: int = 20) -> Path:
-    """Write ``run_dir/data`` in the prepared layout (CONTRACTS.md); returns the data dir."""
+def make_prepared(run_dir: Path, n_train: int = 300, n_valid: int = 20, long_pairs: int = 0) -> Path:
+    """Write ``run_dir/data`` in the prepared layout (CONTRACTS.md); returns the data dir.
+    ``long_pairs`` appends that many 80-word pairs, longer than the test model's 64 positions."""
     data = run_dir / "data"
     data.mkdir(parents=True, exist_ok=True)
     train, valid = synthetic_pairs(n_train, 1), synthetic_pairs(n_valid, 2)
+    train += [(" ".join(SRC_WORDS[i % 12] for i in range(80)), " ".join(TGT_WORDS[i % 12] for i in range(80)))] * long_pairs
     corpus = data / "spm_input.txt"
     corpus.write_text("\n".join(s + "\n" + t for s, t in train) + "\n", encoding="utf-8")
     model = train_sentencepiece([corpus], data / "spm", vocab_size=64, model_type="unigram", byte_fallback=False, num_threads=1, user_symbols=[])

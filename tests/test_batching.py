@@ -53,6 +53,22 @@ def test_batches_respect_budget_and_cover_every_example_once():
     assert sampler.state_dict()["epoch"] == 1  # exhausting an epoch advances it
 
 
+def test_max_len_leaves_out_only_the_overlong_examples_in_every_epoch():
+    src, tgt = _sizes()
+    long = [3, 50, len(src) - 1]
+    src, tgt = src.copy(), tgt.copy()
+    src[long[0]], tgt[long[1]], src[long[2]] = 90, 120, 200
+    sampler = TokenBatchSampler(src, tgt, max_tokens=600, seed=3, max_len=80)
+    assert sampler.skipped == 3
+    for epoch in (0, 1):
+        seen = sorted(i for b in sampler.batches(epoch) for i in b.tolist())
+        assert seen == [i for i in range(len(src)) if i not in long]
+    # a bound every example fits under changes nothing
+    fit = TokenBatchSampler(src, tgt, max_tokens=600, seed=3, max_len=201)
+    plain = TokenBatchSampler(src, tgt, max_tokens=600, seed=3)
+    assert fit.skipped == 0 and [b.tolist() for b in fit.batches()] == [b.tolist() for b in plain.batches()]
+
+
 def test_length_bucketing_keeps_padding_low():
     src, tgt = _sizes(20000)
     stats = TokenBatchSampler(src, tgt, max_tokens=4096).padding_stats()

@@ -150,3 +150,15 @@ def test_missing_prepared_data_says_run_prepare(tmp_path, capsys):
 def test_model_longer_than_max_positions_is_rejected(tmp_path, data_dir):
     with pytest.raises(ConfigError, match="max_positions"):
         Trainer(_cfg(tmp_path, data_dir, ["model.max_positions=4"]))
+
+
+def test_a_few_pairs_longer_than_max_positions_are_left_out_with_a_note(tmp_path, capsys):
+    """One stray overlong pair (a JSON line in monolingual text) must not stop a
+    back-translation round; many mean the model is too short for the corpus."""
+    few = make_prepared(tmp_path / "few" / "run", long_pairs=1)
+    state = train(_cfg(tmp_path / "few", few, max_steps=4, valid_every=4, save_every=4))
+    assert state.step == 4
+    assert "leaving out 1 of 301 training pairs longer than model.max_positions=64" in capsys.readouterr().err
+    many = make_prepared(tmp_path / "many" / "run", long_pairs=4)
+    with pytest.raises(ConfigError, match="4 of 304 training pairs .* longer than max_positions"):
+        Trainer(_cfg(tmp_path / "many", many))

@@ -142,6 +142,8 @@ class TokenBatchSampler:
 
     ``src_sizes``/``tgt_sizes``: ``(n,)`` bare lengths (without EOS/BOS). Iterating yields
     the rest of the current epoch from the saved position, then advances to the next epoch.
+    With ``max_len``, examples longer than it (EOS/BOS included) are left out of every epoch,
+    as fairseq and OpenNMT-py do with pairs the model cannot hold; ``skipped`` counts them.
     """
 
     def __init__(
@@ -154,6 +156,7 @@ class TokenBatchSampler:
         rank: int = 0,
         world_size: int = 1,
         mix: Optional[CorpusMix] = None,
+        max_len: Optional[int] = None,
     ) -> None:
         if len(src_sizes) != len(tgt_sizes):
             raise ValueError(f"source has {len(src_sizes)} sizes, target {len(tgt_sizes)}")
@@ -172,6 +175,10 @@ class TokenBatchSampler:
         self.src_sizes = np.asarray(src_sizes, dtype=np.int32)
         self.tgt_sizes = np.asarray(tgt_sizes, dtype=np.int32)
         self.index_dtype = np.int32 if len(src_sizes) < 2**31 else np.int64
+        # None when every example fits: the common case keeps no per-example mask
+        fits = None if max_len is None else np.maximum(self.src_sizes, self.tgt_sizes) + 1 <= max_len
+        self.fits = None if fits is None or fits.all() else fits
+        self.skipped = 0 if self.fits is None else int(len(self.fits) - self.fits.sum())
         self.max_tokens = max_tokens
         self.seed = seed
         self.shuffle = shuffle
@@ -197,6 +204,8 @@ class TokenBatchSampler:
             tie_break = pool[tie_break].astype(self.index_dtype)  # example indices, repeats included
         # lexsort: last key is primary → by target length, then source length, then random
         order = tie_break[np.lexsort((self.src_sizes[tie_break], self.tgt_sizes[tie_break]))]
+        if self.fits is not None:  # after the random draws: the other examples keep their order
+            order = order[self.fits[order]]
         batches = make_batches(self.src_sizes, self.tgt_sizes, self.max_tokens, order)
         if rng is not None:
             batches = [batches[i] for i in rng.permutation(len(batches))]

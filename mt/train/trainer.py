@@ -53,6 +53,9 @@ from mt.train.loss import label_smoothed_nll, perplexity, per_token
 from mt.train.metrics import MetricsLog, hardware_peak_tflops, plot_learning_curves
 from mt.train.schedule import LRSchedule
 
+# more training pairs than this share longer than model.max_positions is a config mistake, not noise
+MAX_SKIPPED_SHARE = 0.01
+
 
 # --------------------------------------------------------------------------- data
 
@@ -181,13 +184,19 @@ def resolve_model_config(cfg: ExperimentConfig, text: TextPipeline) -> ModelConf
     return mc
 
 
-def _check_lengths(data: PreparedData, mc: ModelConfig, where: Path) -> None:
-    longest = int(max(data.train_src.sizes.max(initial=0), data.train_tgt.sizes.max(initial=0))) + 1
-    if longest > mc.max_positions:
+def _check_lengths(sampler: TokenBatchSampler, mc: ModelConfig, where: Path, quiet: bool = False) -> None:
+    """Refuse a corpus the model is too short for; a few overlong pairs (a stray JSON line in
+    monolingual text, one giant subword sequence) are left out with a note instead."""
+    n, skipped = len(sampler.src_sizes), sampler.skipped
+    if skipped > MAX_SKIPPED_SHARE * n:
         raise ConfigError(
-            f"model.max_positions: {where} has a training sentence of {longest} tokens (with EOS) "
-            f"but max_positions is {mc.max_positions}; raise it or lower data.clean.max_tokens"
+            f"model.max_positions: {skipped} of {n} training pairs in {where} are longer than max_positions "
+            f"({mc.max_positions} tokens with EOS); raise it or lower data.clean.max_tokens"
         )
+    if skipped and not quiet:
+        longest = int(max(sampler.src_sizes.max(), sampler.tgt_sizes.max())) + 1
+        print(f"mt train: leaving out {skipped} of {n} training pairs longer than model.max_positions="
+              f"{mc.max_positions} tokens (the longest has {longest})", file=sys.stderr)  # fmt: skip
 
 
 def _seed_everything(seed: int) -> None:
@@ -294,7 +303,6 @@ class Trainer:
         self.run_dir = cfg.run_path
         self.data = load_prepared(cfg)
         self.model_cfg = resolve_model_config(cfg, self.data.text)
-        _check_lengths(self.data, self.model_cfg, cfg.data_path)
 
         existing = ckpt.latest_checkpoint(self.run_dir)
         if existing is not None and not resume:
@@ -312,7 +320,9 @@ class Trainer:
         self.sampler = TokenBatchSampler(
             self.data.train_src.sizes, self.data.train_tgt.sizes, tc.max_tokens,
             seed=tc.seed, shuffle=True, rank=self.env.rank, world_size=self.env.world_size, mix=self.data.mix,
+            max_len=self.model_cfg.max_positions,
         )  # fmt: skip
+        _check_lengths(self.sampler, self.model_cfg, cfg.data_path, quiet=not self.env.is_main)
         self.stream = BatchStream(self.sampler, self.data.train_src, self.data.train_tgt, self.model_cfg, self.model.decoder_start_id)
         self.state = TrainState()
         if resume:
