@@ -449,14 +449,14 @@ class Trainer:
             return {}
         self.model.eval()
         # valid is not length-filtered by `mt prepare`; skip what the model cannot encode
-        fits = np.nonzero(np.maximum(data.valid_src.sizes, data.valid_tgt.sizes) < mc.max_positions)[0]
-        if len(fits) == 0:
+        sampler = TokenBatchSampler(
+            data.valid_src.sizes, data.valid_tgt.sizes, self.tc.max_tokens, shuffle=False, max_len=mc.max_positions
+        )
+        if sampler.skipped == len(sampler.src_sizes):
             return {}
-        sampler = TokenBatchSampler(data.valid_src.sizes[fits], data.valid_tgt.sizes[fits], self.tc.max_tokens, shuffle=False)
         loss = nll = 0.0
         n = 0
         for idx in sampler.batches(0):
-            idx = fits[idx]
             b = collate([data.valid_src[i] for i in idx], [data.valid_tgt[i] for i in idx], mc.pad_id, self.model.decoder_start_id, mc.eos_id)
             b = b.to(self.device)
             with _autocast(self.device, self.bf16):
