@@ -526,8 +526,8 @@ def averaged_rows(spec: Spec, run: Run) -> list[dict[str, Any]]:
         key = {"model": slug, "step": _step(model), "test": spec.test, "beam": opts.beam, "dtype": opts.dtype}
         r = _measured(run_dir / "eval_ablate" / f"{spec.test}.{slug}.json", key,
                       lambda model=model, slug=slug: _scores(spec, run, model, opts, slug))
-        rows.append({"name": run.name, "label": run.label, "model": what, "bleu": r["bleu"], "chrf": r["chrf"],
-                     "mean_len": r["mean_len"]})  # fmt: skip
+        rows.append({"name": run.name, "label": run.label, "seed": run.seed, "model": what, "bleu": r["bleu"],
+                     "chrf": r["chrf"], "mean_len": r["mean_len"]})  # fmt: skip
     return rows
 
 
@@ -599,8 +599,24 @@ def main_table(rows: list[dict[str, Any]], test: str) -> str:
 
 
 def averaged_table(rows: list[dict[str, Any]], test: str) -> str:
-    lines = [f"| run | model | {test} BLEU | {test} chrF | output words |", "|---|---|---:|---:|---:|"]
-    lines += [f"| {r['label']} | {r['model']} | {r['bleu']:.2f} | {r['chrf']:.2f} | {r['mean_len']:.2f} |" for r in rows]
+    """One line per (label, model); seeds pooled as ``mean (min–max)``. The gain is each
+    seed's average minus the same seed's best single checkpoint, pooled the same way, since
+    averaging is a within-run comparison and seeds move the absolute scores more than it."""
+    best = {r["name"]: r for r in rows if r["model"].startswith("best single")}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["label"], r["model"]), []).append(r)
+    seeds = max(len(g) for g in groups.values())
+
+    def gain(group: list[dict[str, Any]], key: str) -> str:
+        return _spread([r[key] - best[r["name"]][key] if r["name"] in best else None for r in group], 2)
+
+    lines = [f"| run | model | {test} BLEU | {test} chrF | output words | BLEU gain | chrF gain |" + (" seeds |" if seeds > 1 else ""),
+             "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if seeds > 1 else "")]  # fmt: skip
+    for (label, model), g in groups.items():
+        cells = [label, model, _spread([r["bleu"] for r in g], 2), _spread([r["chrf"] for r in g], 2),
+                 _spread([r["mean_len"] for r in g], 2), gain(g, "bleu"), gain(g, "chrf")]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |" + (f" {len(g)} |" if seeds > 1 else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -720,7 +736,7 @@ def report(spec: Spec) -> dict[str, Any]:
     kept = kept_results(spec, done)
     rows = [run_row(spec, r) if r in done else kept["runs"][r.name] for r in spec.runs if r in done or r.name in kept["runs"]]
     firsts = [r for r in done if r.seed == 1]
-    averaged = kept["averaged"] + [row for r in firsts for row in averaged_rows(spec, r)] if spec.average else []
+    averaged = kept["averaged"] + [row for r in done for row in averaged_rows(spec, r)] if spec.average else []
     sweep = kept["beam_sweep"] + [row for r in firsts for row in sweep_rows(spec, r)] if spec.beam_sweep else []
     spec.out.mkdir(parents=True, exist_ok=True)
     missing = [r.name for r in spec.runs if r not in done and r.name not in kept["runs"]]

@@ -220,6 +220,37 @@ def test_main_table_pools_seeds_as_mean_and_range() -> None:
     assert "| A | 100 | 31.17 (30.00–32.50) | 50.00 | 11.50 | 6.00 | 2.000 | no, no, no | 10.0 (9.0–11.0) | bf16 | 3 |" in table
 
 
+def test_averaged_table_pools_seeds_and_measures_each_gain_against_its_own_best_checkpoint() -> None:
+    def rows(name: str, best: float, last3: float) -> list[dict]:
+        return [{"name": name, "label": "A", "model": m, "bleu": b, "chrf": b + 20, "mean_len": 11.0}
+                for m, b in (("best single (valid BLEU)", best), ("last 3 averaged", last3))]  # fmt: skip
+
+    # seed 2 has the lower best but the larger gain: pooled absolute scores would hide that
+    table = ablate.averaged_table(rows("a", 40.0, 41.0) + rows("a.seed2", 38.0, 40.0), "t")
+    assert "| A | last 3 averaged | 40.50 (40.00–41.00) | 60.50 (60.00–61.00) | 11.00 | 1.50 (1.00–2.00) | 1.50 (1.00–2.00) | 2 |" in table
+    assert "| A | best single (valid BLEU) | 39.00 (38.00–40.00) | 59.00 (58.00–60.00) | 11.00 | 0.00 | 0.00 | 2 |" in table
+    one = ablate.averaged_table(rows("a", 40.0, 39.5), "t")
+    assert "| A | last 3 averaged | 39.50 | 59.50 | 11.00 | -0.50 | -0.50 |" in one and "seeds" not in one
+
+
+def test_every_seed_gets_its_averages_but_only_the_first_its_beam_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny_config(tmp_path)
+    spec = ablate.load_spec(write_spec(tmp_path, [{"name": "a", "label": "A"}], seeds=2, average=[2],
+                                       beam_sweep={"beams": [1], "modes": ["avg"]}))  # fmt: skip
+    monkeypatch.setattr(ablate, "is_finished", lambda run_dir: True)
+    monkeypatch.setattr(ablate, "run_row", lambda spec, run: {"name": run.name, "label": run.label, "test_bleu": 1.0,
+                                                          "test_chrf": 2.0, "command": "mt recipe run"})
+    monkeypatch.setattr(ablate, "averaged_rows", lambda spec, run: [{"name": run.name, "label": run.label, "model": "best single (valid BLEU)",
+                                                                     "bleu": 1.0, "chrf": 2.0, "mean_len": 3.0}])  # fmt: skip
+    monkeypatch.setattr(ablate, "sweep_rows", lambda spec, run: [{"name": run.name, "label": run.label, "length_norm": "avg", "beam": 1,
+                                                                  "bleu": 1.0, "chrf": 2.0, "mean_len": 3.0, "empty": 0}])  # fmt: skip
+    monkeypatch.setattr(ablate, "plot_curves", lambda *a: None)
+    monkeypatch.setattr(ablate, "plot_sweep", lambda *a: None)
+    results = ablate.report(spec)
+    assert [r["name"] for r in results["averaged"]] == ["a", "a.seed2"]
+    assert [r["name"] for r in results["beam_sweep"]] == ["a"]
+
+
 def test_runs_stopped_at_different_updates_compare_at_the_update_all_reached() -> None:
     def row(label: str, steps: int, curve: list) -> dict:
         return {"label": label, "steps": steps, "test_bleu": 1.0, "test_chrf": 2.0, "train_nll": curve[-1][1],
