@@ -228,9 +228,12 @@ def _decoding_speed(key: str) -> bool:
 
 
 def _difference(old: dict[str, Any], new: dict[str, Any]) -> Optional[str]:
+    defaults = _settings(ExperimentConfig())
     for key in sorted(set(old) | set(new)):
         if key.startswith("model.") and key not in old:
             continue  # config.yaml holds the resolved model section only
+        if key not in old and key in defaults and new.get(key) == defaults[key]:
+            continue  # a setting added to mt since: the old run had its default
         if old.get(key) != new.get(key):
             return f"{key}: {old.get(key)!r} there, {new.get(key)!r} here"
     return None

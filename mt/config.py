@@ -455,6 +455,9 @@ class TrainConfig:
     min_lr: float = 0.0
     label_smoothing: float = 0.1
     clip_norm: float = 1.0  # 0 = no clipping
+    # moving average of the weights for validation and the saved models (0 = off; OpenNMT-py's
+    # average_decay 1e-4 is 0.9999 here); training itself never sees it, see mt/train/ema.py
+    ema_decay: float = 0.0
     max_steps: int = 100_000
     max_epochs: int = 1000
     max_time_minutes: Optional[float] = None  # wall-clock budget, validation included
@@ -488,6 +491,8 @@ class TrainConfig:
             raise ConfigError(f"{where}.update_freq: must be >= 1, got {self.update_freq}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"{where}.label_smoothing: must be in [0, 1), got {self.label_smoothing}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"{where}.ema_decay: must be in [0, 1) (0 = off), got {self.ema_decay}")
         if self.warmup_steps < 0:
             raise ConfigError(f"{where}.warmup_steps: must be >= 0, got {self.warmup_steps}")
         if self.decay_start is not None and self.decay_start < self.warmup_steps:

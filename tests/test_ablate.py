@@ -126,6 +126,20 @@ def test_a_run_trained_before_is_adopted_only_with_the_same_settings(tmp_path: P
         ablate.claim_run_dir(run, run_dir)
 
 
+def test_a_record_from_before_a_setting_existed_matches_only_that_settings_default(tmp_path: Path) -> None:
+    tiny_config(tmp_path)
+    spec = ablate.load_spec(write_spec(tmp_path, [{"name": "r"}, {"name": "e", "set": {"train.ema_decay": 0.999}}]))
+    for run in spec.runs:
+        run_dir = tmp_path / "runs" / run.name
+        run_dir.mkdir(parents=True)
+        settings = ablate._settings(run.cfg)
+        del settings["train.ema_decay"]  # recorded by an mt without train.ema_decay
+        (run_dir / ablate.RECORD).write_text(json.dumps({"name": run.name, "settings": settings}), encoding="utf-8")
+    ablate.claim_run_dir(spec.runs[0], tmp_path / "runs" / "r")  # 0.0 is what the old run had
+    with pytest.raises(ConfigError, match=r"train.ema_decay: None there, 0.999 here"):
+        ablate.claim_run_dir(spec.runs[1], tmp_path / "runs" / "e")
+
+
 def test_seeds_expand_each_run_with_the_next_seeds(tmp_path: Path) -> None:
     tiny_config(tmp_path)
     runs = [{"name": "a"}, {"name": "b", "set": {"train.seed": 10, "train.lr": 0.002}}]

@@ -6,6 +6,7 @@ run killed mid-write never leaves a checkpoint that looks complete)::
     run_dir/checkpoints/step_00001200/
       model.safetensors    model weights (tied tensors stored once, aliases in state.json)
       optim.safetensors    optimizer state tensors, flattened to "<param index>.<name>"
+      ema.safetensors      the weights' moving average by parameter name (train.ema_decay only)
       state.json           step/epoch, scheduler, sampler position, RNG states, trainer
                            state (best metric, early-stopping counter, ...), optimizer
                            hyper-parameters, and the size + sha256 of each .safetensors file
@@ -153,6 +154,7 @@ class Checkpoint:
     model_state: dict[str, Tensor]
     optimizer_state: Optional[dict[str, Any]]
     state: dict[str, Any] = field(default_factory=dict)
+    ema: Optional[tuple[dict[str, Tensor], dict[str, Any]]] = None  # WeightEMA.state_dict()
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -175,11 +177,13 @@ def save_checkpoint(
     optimizer: Optional[torch.optim.Optimizer],
     state: dict[str, Any],
     keep_last: int = 5,
+    ema: Optional[tuple[dict[str, Tensor], dict[str, Any]]] = None,
 ) -> Path:
     """Write ``run_dir/checkpoints/step_<step>`` atomically, then prune to ``keep_last``.
 
     ``state`` is JSON data from the trainer (scheduler, sampler, counters, config). RNG
-    states are added here, so call this at the point the run should continue from.
+    states are added here, so call this at the point the run should continue from. ``ema``
+    is :meth:`mt.train.ema.WeightEMA.state_dict`, kept beside the raw weights.
     """
     root = checkpoint_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -195,6 +199,10 @@ def save_checkpoint(
             _save_tensors(opt_tensors, tmp / "optim.safetensors")
             files.append("optim.safetensors")
             meta["optimizer"] = opt_meta
+        if ema is not None:
+            _save_tensors(ema[0], tmp / "ema.safetensors")
+            files.append("ema.safetensors")
+            meta["ema"] = ema[1]
         meta["rng"] = rng_state()
         meta["trainer"] = state
         # sizes + hashes let resume tell a damaged file from a good one before parsing it
@@ -271,7 +279,9 @@ def load_checkpoint(path: str | Path, with_optimizer: bool = True) -> Checkpoint
     optimizer_state = None
     if with_optimizer and "optimizer" in meta:
         optimizer_state = _unflatten_optimizer(_load_tensors(path / "optim.safetensors"), meta["optimizer"])
-    return Checkpoint(path=path, step=int(meta["step"]), model_state=model_state, optimizer_state=optimizer_state, state=meta)
+    ema = (_load_tensors(path / "ema.safetensors"), meta["ema"]) if with_optimizer and "ema" in meta else None
+    return Checkpoint(path=path, step=int(meta["step"]), model_state=model_state, optimizer_state=optimizer_state,
+                      state=meta, ema=ema)  # fmt: skip
 
 
 def latest_checkpoint(run_dir: str | Path) -> Optional[Path]:

@@ -49,6 +49,7 @@ from mt.model import Transformer
 from mt.runtime import NO_NATIVE_BF16, PRECISION_PIN_ENV, bound_kernel_caches, heap_mib, native_bf16, pinned_precision, rss_mib, tune_malloc
 from mt.train import checkpoint as ckpt
 from mt.train.distributed import DistEnv, all_reduce_sum, barrier, broadcast_flag, cleanup, init_distributed
+from mt.train.ema import WeightEMA
 from mt.train.loss import label_smoothed_nll, perplexity, per_token
 from mt.train.metrics import MetricsLog, hardware_peak_tflops, plot_learning_curves
 from mt.train.schedule import LRSchedule
@@ -325,10 +326,12 @@ class Trainer:
         _check_lengths(self.sampler, self.model_cfg, cfg.data_path, quiet=not self.env.is_main)
         self.stream = BatchStream(self.sampler, self.data.train_src, self.data.train_tgt, self.model_cfg, self.model.decoder_start_id)
         self.state = TrainState()
+        restored_ema = None
         if resume:
-            self._restore(existing)
+            restored_ema = self._restore(existing)
         elif tc.init_from:
             self._init_weights(tc.init_from)
+        self.ema = self._weight_average(restored_ema)
 
         self.ddp_model: nn.Module = self.model
         if tc.compile:
@@ -347,7 +350,8 @@ class Trainer:
 
     # ---- checkpoints
 
-    def _restore(self, path: Path) -> None:
+    def _restore(self, path: Path) -> Optional[tuple[dict[str, torch.Tensor], dict[str, Any]]]:
+        """Continue from checkpoint ``path``; returns its weight average, if it kept one."""
         c = ckpt.load_checkpoint(path)
         trainer_state = c.state["trainer"]
         if trainer_state.get("model_config") != to_dict(self.model_cfg):
@@ -367,6 +371,7 @@ class Trainer:
         ckpt.set_rng_state(per_rank[self.env.rank] if per_rank and self.env.distributed else c.state["rng"])
         if self.env.is_main:
             print(f"mt train: resumed from {path} (step {self.state.step}, epoch {self.sampler.epoch})", file=sys.stderr)
+        return c.ema
 
     def _init_weights(self, model_dir: str) -> None:
         """Start from the weights of a model directory (``train.init_from``); optimizer,
@@ -381,6 +386,24 @@ class Trainer:
         self.model.load_state_dict(loaded.model.state_dict())
         if self.env.is_main:
             print(f"mt train: initialised weights from {model_dir}", file=sys.stderr)
+
+    def _weight_average(self, restored: Optional[tuple[dict[str, torch.Tensor], dict[str, Any]]]) -> Optional[WeightEMA]:
+        """``train.ema_decay``'s average, continued from the checkpoint's when it has one."""
+        if self.tc.ema_decay <= 0:
+            return None
+        ema = WeightEMA(self.model, self.tc.ema_decay)
+        if restored is not None:
+            try:
+                ema.load_state_dict(*restored)
+            except KeyError as e:
+                raise ckpt.CheckpointError(f"the checkpoint's weight average does not fit the model ({e})") from None
+        elif self.state.step > 0 and self.env.is_main:
+            print(f"mt train: train.ema_decay is new to this run; its average starts at step {self.state.step}", file=sys.stderr)
+        return ema
+
+    def _averaged(self) -> contextlib.AbstractContextManager:
+        """The weights that validation and the saved models use: the average when there is one."""
+        return self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext()
 
     def _trainer_state(self) -> dict[str, Any]:
         return {
@@ -402,7 +425,8 @@ class Trainer:
             dist.all_gather_object(gathered, ckpt.rng_state())
             state["rng_ranks"] = gathered
         if self.env.is_main:
-            ckpt.save_checkpoint(self.run_dir, self.state.step, self.model, self.optimizer, state, self.tc.keep_last)
+            ema = self.ema.state_dict() if self.ema is not None else None
+            ckpt.save_checkpoint(self.run_dir, self.state.step, self.model, self.optimizer, state, self.tc.keep_last, ema)
         barrier(self.env)
 
     def _save_model(self, name: str, extra: dict[str, Any]) -> None:
@@ -432,6 +456,8 @@ class Trainer:
             self.model, self.ddp_model, self.optimizer, batches, n_tgt, tc.label_smoothing,
             self.model_cfg.pad_id, self.device, self.bf16, tc.clip_norm, env.world_size,
         )  # fmt: skip
+        if self.ema is not None:
+            self.ema.update(self.model)
         self.schedule.step()
         self.state.step += 1
         self.state.tokens += int(n_tgt)
@@ -496,24 +522,11 @@ class Trainer:
         """Rank 0 validates (others wait); returns the record and updates best/patience."""
         t0 = time.perf_counter()
         record: dict[str, Any] = {"kind": "valid", "step": self.state.step, "epoch": self.sampler.epoch}
-        stop = False
         if self.env.is_main:
-            record.update(self.valid_loss())
-            record.update(self.valid_bleu())
-            metric = self.tc.best_metric
-            value = record.get(metric)
-            if value is None and metric != "loss":  # no BLEU available: fall back to loss
-                metric, value = "loss", record.get("loss")
-            if value is not None:
-                if _improved(metric, value, self.state.best):
-                    self.state.best, self.state.best_step, self.state.bad_validations = value, self.state.step, 0
-                    self._save_model("model_best", {"best_metric": metric, "best": value})
-                else:
-                    self.state.bad_validations += 1
-                record.update(best=self.state.best, best_step=self.state.best_step, best_metric=metric)
-                self.metric_used = metric
-            stop = self.tc.patience > 0 and self.state.bad_validations >= self.tc.patience
+            with self._averaged():
+                self._validate_main(record)
         self.state.last_valid_step = self.state.step
+        stop = self.env.is_main and self.tc.patience > 0 and self.state.bad_validations >= self.tc.patience
         if broadcast_flag(stop, self.env):
             self.state.stop_reason = f"early stopping: no improvement in {self.tc.patience} validations"
         record["seconds"] = time.perf_counter() - t0
@@ -524,6 +537,24 @@ class Trainer:
             except Exception as e:  # a plotting problem must never kill a long run
                 print(f"mt train: learning-curve plot failed: {e}", file=sys.stderr)
         return record
+
+    def _validate_main(self, record: dict[str, Any]) -> None:
+        """Rank 0's part of :meth:`validate`: scores into ``record``, best/patience, ``model_best``."""
+        record.update(self.valid_loss())
+        record.update(self.valid_bleu())
+        metric = self.tc.best_metric
+        value = record.get(metric)
+        if value is None and metric != "loss":  # no BLEU available: fall back to loss
+            metric, value = "loss", record.get("loss")
+        if value is None:
+            return
+        if _improved(metric, value, self.state.best):
+            self.state.best, self.state.best_step, self.state.bad_validations = value, self.state.step, 0
+            self._save_model("model_best", {"best_metric": metric, "best": value})
+        else:
+            self.state.bad_validations += 1
+        record.update(best=self.state.best, best_step=self.state.best_step, best_metric=metric)
+        self.metric_used = metric
 
     # ---- main loop
 
@@ -601,7 +632,8 @@ class Trainer:
         if broadcast_flag(last is None or last.name != f"step_{st.step:08d}", env):
             self.save_checkpoint()
         if env.is_main:
-            self._save_model("model_last", {"stop_reason": st.stop_reason})
+            with self._averaged():
+                self._save_model("model_last", {"stop_reason": st.stop_reason})
             summary = {"kind": "summary", "step": st.step, "epoch": self.sampler.epoch, "stop_reason": st.stop_reason,
                        "best": st.best, "best_step": st.best_step, "elapsed": st.elapsed, "tokens": st.tokens,
                        "precision": "bf16" if self.bf16 else "fp32", "precision_reason": self.precision_reason}  # fmt: skip
