@@ -48,10 +48,12 @@ def _run(tmp_path, data_dir, name: str, **train_overrides):
     return load_config(write_config(tmp_path / f"{name}.yaml", run, **settings))
 
 
-def test_the_average_is_saved_and_validated_but_training_is_unchanged(tmp_path, data_dir) -> None:
+def test_the_average_is_saved_and_validated_but_training_is_unchanged(tmp_path, data_dir, capsys) -> None:
     plain, averaged = _run(tmp_path, data_dir, "plain"), _run(tmp_path, data_dir, "ema", ema_decay=0.99)
     train(plain)
+    assert "moving average" not in capsys.readouterr().err
     train(averaged)
+    assert "validating and saving a moving average of the weights (ema_decay 0.99)" in capsys.readouterr().err
     last = {name: ckpt.load_checkpoint(ckpt.latest_checkpoint(cfg.run_path)) for name, cfg in (("plain", plain), ("ema", averaged))}
     # the raw trajectory is the same update for update: the average never feeds back
     assert all(torch.equal(last["plain"].model_state[k], v) for k, v in last["ema"].model_state.items())

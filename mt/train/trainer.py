@@ -574,11 +574,13 @@ class Trainer:
         budget = tc.max_time_minutes * 60.0 if tc.max_time_minutes else math.inf
         valid_s = save_s = 0.0  # measured; the budget keeps room for a final validation + save
         bar = self._progress()
+        ema_note = f"validating and saving a moving average of the weights (ema_decay {tc.ema_decay}); " if self.ema else ""
         if env.is_main:
             print(
                 f"mt train: {self.model.num_parameters() / 1e6:.1f}M parameters, device {self.device}, "
                 f"{'bf16 autocast' if self.bf16 else 'fp32'} ({self.precision_reason}), {torch.get_num_threads()} threads, "
-                f"world size {env.world_size}, {len(self.sampler)} batches/epoch/rank; MFU peak: "
+                f"world size {env.world_size}, {len(self.sampler)} batches/epoch/rank; "
+                f"{ema_note}MFU peak: "
                 f"{f'{peak:.2f} TFLOP/s' if peak else 'unknown'} {peak_source}",
                 file=sys.stderr,
             )
