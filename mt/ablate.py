@@ -8,7 +8,7 @@ start from and the runs, each a label plus ``--set`` overrides::
     runs_dir: runs/ablations             # run NAME trains in runs_dir/NAME
     out: docs/ablations/label_smoothing  # results.json, table.md, curves.png
     test: test2016                       # the test set (of the config's data.test) in the table
-    seeds: 1                             # > 1: NAME.seed2, ... with train.seed + 1, ...
+    seeds: 1                             # > 1: NAME.seed2, ... with train.seed + 1, ... (a run's own seeds: wins)
     seed_keys: [train.seed]              # optional: the integer settings each seed adds 1 to
                                          # (e.g. also backtranslate.generation.seed for sampling)
     set: {train.max_steps: 500}          # optional: overrides of every run (before its own)
@@ -141,9 +141,12 @@ def _runs(entries: list, spec_dir: Path, config: Path, common: list[str], seeds:
         label = str(_field(entry, "label", str, w, name))
         first = Run(name, label, cfg_path, overrides, 1)
         cfg = first.cfg  # loading it validates the overrides
-        base = _seed_values(cfg, seed_keys, where) if seeds > 1 else {}
+        own_seeds = _field(entry, "seeds", int, w, seeds)  # 1 for a run the seeds share (round-0 models)
+        if own_seeds < 1:
+            raise ConfigError(f"{w}.seeds: must be >= 1, got {own_seeds}")
+        base = _seed_values(cfg, seed_keys, where) if own_seeds > 1 else {}
         out.append(first)
-        for s in range(1, seeds):
+        for s in range(1, own_seeds):
             shifted = [f"{key}={value + s}" for key, value in base.items()]
             out.append(Run(f"{name}.seed{s + 1}", label, cfg_path, overrides + shifted, s + 1))
     return out

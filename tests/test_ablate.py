@@ -153,6 +153,14 @@ def test_seeds_expand_each_run_with_the_next_seeds(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def test_a_run_can_keep_fewer_seeds_than_the_spec(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    tiny_config(tmp_path)
+    spec = ablate.load_spec(write_spec(tmp_path, [{"name": "shared", "seeds": 1}, {"name": "a"}], seeds=3))
+    assert [r.name for r in spec.runs] == ["shared", "a", "a.seed2", "a.seed3"]
+    assert main(["ablate", str(write_spec(tmp_path, [{"name": "shared", "seeds": 0}], seeds=3))]) == 2
+    assert error_line(capsys).endswith("runs[0].seeds: must be >= 1, got 0")
+
+
 def test_seed_keys_shift_every_named_setting(tmp_path: Path) -> None:
     tiny_config(tmp_path)
     spec = ablate.load_spec(write_spec(tmp_path, [{"name": "a", "set": {"decode.seed": 7}}], seeds=2,
