@@ -86,3 +86,12 @@ def test_ema_decay_outside_its_range_is_a_config_error(tmp_path, data_dir) -> No
 
     with pytest.raises(ConfigError, match=r"train.ema_decay: must be in \[0, 1\)"):
         _run(tmp_path, data_dir, "bad", ema_decay=1.0)
+
+
+def test_turning_the_average_on_at_resume_starts_it_there(tmp_path, data_dir, capsys) -> None:
+    cfg = _run(tmp_path, data_dir, "late", max_steps=8)
+    train(cfg)
+    train(load_config(write_config(tmp_path / "late.yaml", cfg.run_path, max_steps=16, save_every=8, valid_every=8,
+                                   log_every=2, ema_decay=0.9)), resume=True)  # fmt: skip
+    assert "train.ema_decay is new to this run; its average starts at step 8" in capsys.readouterr().err
+    assert ckpt.load_checkpoint(ckpt.latest_checkpoint(cfg.run_path)).ema[1] == {"decay": 0.9, "updates": 8}
