@@ -230,8 +230,14 @@ def _decoding_speed(key: str) -> bool:
     return key.startswith(DECODING) and key.rsplit(".", 1)[1] in DECODING_SPEED
 
 
+@functools.cache
+def _default_settings() -> dict[str, Any]:
+    """mt's own default for every setting (read-only): what a run recorded before a setting existed had."""
+    return _settings(ExperimentConfig())
+
+
 def _difference(old: dict[str, Any], new: dict[str, Any]) -> Optional[str]:
-    defaults = _settings(ExperimentConfig())
+    defaults = _default_settings()
     for key in sorted(set(old) | set(new)):
         if key.startswith("model.") and key not in old:
             continue  # config.yaml holds the resolved model section only
