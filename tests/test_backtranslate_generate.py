@@ -83,6 +83,27 @@ def test_shards_spread_over_workers_match_one_worker(tiny, tmp_path: Path) -> No
         gen.run_generation(model, inp, out, opts.replace(seed=6), 30, threads=1, progress=False)
 
 
+def test_generation_in_a_child_process_matches_in_process(tiny, tmp_path: Path, monkeypatch) -> None:
+    """The pipeline's path (a spawned child with the kernel caches on again) writes the same
+    lines as generating here, reports the child's own peak RSS, and passes errors back."""
+    from mt.runtime import KERNEL_CACHES, bound_kernel_caches
+
+    for name in KERNEL_CACHES:
+        monkeypatch.delenv(name, raising=False)
+    bound_kernel_caches()  # as the back-translation process does
+    model, inp = tiny
+    opts = bt_generation_default().replace(seed=5, device="cpu")
+    here, _ = gen.run_generation(model, inp, tmp_path / "here", opts, 50, threads=1, progress=False)
+    child, merged, peak = gen.run_generation_in_child(model, inp, tmp_path / "child", opts, 50, threads=1, progress=False)
+    assert merged == tmp_path / "child" / gen.SYNTHETIC
+    assert merged.read_bytes() == (tmp_path / "here" / gen.SYNTHETIC).read_bytes()
+    assert child.sentences == here.sentences == 400 and child.shards_generated == 8
+    if sys.platform.startswith("linux"):
+        assert peak is not None and peak > 50  # a process that loaded torch and a model
+    with pytest.raises(ValueError, match="different settings"):
+        gen.run_generation_in_child(model, inp, tmp_path / "child", opts.replace(seed=6), 50, threads=1, progress=False)
+
+
 @pytest.mark.parametrize("sampling, beam", [("none", 2), ("beam_noise", 2), ("topp", 1), ("none", 1)])
 def test_generation_modes(tiny, tmp_path: Path, sampling: str, beam: int) -> None:
     """Beam search, beam + noise, nucleus sampling and greedy: the decoding settings' modes."""

@@ -214,6 +214,9 @@ def test_given_models_are_used_as_round_0(tmp_path: Path) -> None:
         train = manifest.stages["r1.forward.train"]
         assert 0 < train["rss_end_mib"] <= train["rss_peak_mib"] <= r1["peak_rss_mib"]
         assert r1["peak_rss_mib"] == max(v["rss_peak_mib"] for k, v in manifest.stages.items() if k.startswith("r1."))
+        # generation ran in a child process; its stage peak counts that process too
+        generate = manifest.stages["r1.forward.generate"]
+        assert 0 < generate["result"]["child_rss_peak_mib"] < generate["rss_peak_mib"]
         assert "peak RSS GiB" in (tmp_path / "bt" / "bt_report.md").read_text(encoding="utf-8")
     assert (tmp_path / "bt" / "round1" / "forward" / "data" / "spm.model").read_bytes() == (data / "spm.model").read_bytes()
     assert text.vocab_size == TextPipeline.load(tmp_path / "bt" / "round1" / "forward" / "data").vocab_size

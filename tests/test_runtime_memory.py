@@ -5,13 +5,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mt.backtranslate.pipeline import Manifest
-from mt.runtime import KERNEL_CACHES, bound_kernel_caches, heap_mib, peak_rss_mib, reset_peak_rss, rss_mib, trim_heap, tune_malloc
+from mt.runtime import KERNEL_CACHES, bound_kernel_caches, caches_bounded_here, heap_mib, peak_rss_mib, reset_peak_rss, rss_mib, trim_heap, tune_malloc, unbound_kernel_caches
 
 linux_glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or not tune_malloc(), reason="needs Linux with glibc")
 MIB = 1024 * 1024
@@ -71,6 +72,49 @@ def test_bound_kernel_caches_keeps_what_the_user_set(monkeypatch):
     got = bound_kernel_caches()
     assert got == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0", "LRU_CACHE_CAPACITY": "64"}
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "0"
+
+
+def test_a_decoding_child_drops_only_the_bounds_mt_set(monkeypatch):
+    for name in KERNEL_CACHES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "64")  # the user's: kept in the child too
+    bound_kernel_caches()
+    names = caches_bounded_here()
+    assert names == ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"]
+    unbound_kernel_caches(names)
+    assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in os.environ and os.environ["LRU_CACHE_CAPACITY"] == "64"
+
+
+_ORPHAN = textwrap.dedent('''
+    import os, subprocess, sys, time
+    code = "import sys, time; from mt.runtime import die_with_parent; die_with_parent(int(sys.argv[1])); print('ready', flush=True); time.sleep(120)"
+    child = subprocess.Popen([sys.executable, "-c", code, str(os.getpid())], stdout=subprocess.PIPE, text=True)
+    child.stdout.readline()
+    print(child.pid, flush=True)
+    time.sleep(120)
+''')
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+@linux_glibc
+def test_a_worker_dies_with_its_parent():
+    """A generation child must not outlive a killed job (it would keep writing shards)."""
+    parent = subprocess.Popen([sys.executable, "-c", _ORPHAN], stdout=subprocess.PIPE, text=True)
+    pid = int(parent.stdout.readline())
+    assert _alive(pid)
+    parent.kill()
+    parent.wait()
+    deadline = time.time() + 20
+    while _alive(pid) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid), "the child outlived its killed parent"
 
 
 _STEPS = textwrap.dedent('''

@@ -263,6 +263,44 @@ def run_generation(
     return result, merge_shards(out_dir, n_lines, shard_size)
 
 
+def _child_init(parent_pid: int, unbound: list[str]) -> None:
+    from mt.runtime import die_with_parent, unbound_kernel_caches
+
+    die_with_parent(parent_pid)
+    unbound_kernel_caches(unbound)
+
+
+def _generate_in_child(*args: Any, **kwargs: Any) -> tuple[GenerationResult, Optional[Path], Optional[float]]:
+    from mt.runtime import peak_rss_mib
+
+    result, merged = run_generation(*args, **kwargs)
+    return result, merged, peak_rss_mib()
+
+
+def run_generation_in_child(
+    model_dir: Path,
+    input_path: Path,
+    out_dir: Path,
+    opts: DecodeOptions,
+    shard_size: int,
+    threads: Optional[int] = None,
+    progress: bool = True,
+) -> tuple[GenerationResult, Optional[Path], Optional[float]]:
+    """:func:`run_generation` in a fresh child process, for a process that also trains: the
+    child decodes with the libraries' kernel caches on (the trainer turned them off for this
+    process; :func:`mt.runtime.caches_bounded_here`), and its memory goes back to the system
+    when it exits. Returns the result, the merged file and the child's peak RSS (MiB, None
+    off Linux). The child dies with this process, so a killed job leaves no writer behind."""
+    import multiprocessing
+
+    from mt.runtime import caches_bounded_here
+
+    ctx = multiprocessing.get_context("spawn")  # a fork would inherit this process's kernels and heap
+    with ctx.Pool(1, initializer=_child_init, initargs=(os.getpid(), caches_bounded_here())) as pool:
+        return pool.apply(_generate_in_child, (model_dir, input_path, out_dir, opts, shard_size),
+                          {"threads": threads, "progress": progress})  # fmt: skip
+
+
 # --------------------------------------------------------------------------- CLI
 
 

@@ -52,6 +52,7 @@ from mt.fileio import atomic_dir, atomic_write_json, atomic_write_text, exclusiv
 from mt.runtime import bound_kernel_caches, peak_rss_window, rss_mib, trim_heap
 
 MANIFEST = "bt_manifest.json"
+CHILD_PEAK = "child_rss_peak_mib"  # a stage result's field: the peak RSS of the process it ran
 # Back-translation from reverse models under this valid BLEU did no better than a bitext-only
 # control in any measurement of docs/ablations.md (Multi30k reverse models of 7 and 22 BLEU lost
 # 9 and 3 BLEU; ChrEn's of 5-8 BLEU moved BLEU by -0.9 to +0.07 and lost chrF every time): the
@@ -114,16 +115,17 @@ class Manifest:
             self.save()
             raise
         entry.update(status="done", finished=now(), seconds=round(time.perf_counter() - t0, 2), result=result)
-        entry.update(_stage_memory(window))
+        entry.update(_stage_memory(window, result))
         self.save()
         return result
 
 
-def _stage_memory(window: dict[str, float]) -> dict[str, float]:
-    """Peak RSS of the stage just finished (its ``peak_rss_window``), then its RSS once the
-    heap's free memory is given back (``trim_heap``): what the next stage starts from. MiB;
-    absent where unknown."""
-    out = {"rss_peak_mib": window["peak_mib"]} if "peak_mib" in window else {}
+def _stage_memory(window: dict[str, float], result: dict[str, Any]) -> dict[str, float]:
+    """Peak RSS of the stage just finished (its ``peak_rss_window``, plus the peak of a child
+    process the stage ran, ``result[CHILD_PEAK]``, since both were alive at once), then its RSS
+    once the heap's free memory is given back (``trim_heap``): what the next stage starts
+    from. MiB; absent where unknown."""
+    out = {"rss_peak_mib": window["peak_mib"] + result.get(CHILD_PEAK, 0.0)} if "peak_mib" in window else {}
     trim_heap()
     end = rss_mib()
     if end is not None:
@@ -458,7 +460,7 @@ class Pipeline:
         g = self.bt.generation
         # new samples each round; one output line per input line
         opts = g.replace(seed=g.seed + r, n_best=1, device=self.bt.device)
-        result, merged = gen.run_generation(
+        result, merged, child_peak = gen.run_generation_in_child(
             model, self.root / "mono" / f"mono_{side}.txt", out_dir, opts, self.bt.shard_size,
             threads=self.cfg.train.threads, progress=self.progress,
         )  # fmt: skip
@@ -466,7 +468,8 @@ class Pipeline:
             raise RuntimeError(f"{out_dir}: shards missing after generation")
         print(f"mt backtranslate: generated {result.sentences} sentences in {result.seconds:.1f}s "
               f"({result.sentences_per_s:.1f} sentences/s)", file=sys.stderr)  # fmt: skip
-        return {**result.as_dict(), "synthetic": str(merged), "sampling": g.sampling, "beam": g.beam}
+        memory = {} if child_peak is None else {CHILD_PEAK: child_peak}
+        return {**result.as_dict(), "synthetic": str(merged), "sampling": g.sampling, "beam": g.beam, **memory}
 
     def _filter(self, out_dir: Path, side: str) -> dict[str, Any]:
         report = bt_filter.filter_files(
