@@ -240,6 +240,14 @@ def _read_pairs(corpus: CorpusConfig, src_lang: str, tgt_lang: str, where: str) 
     return iter(open_corpus(corpus, src_lang, tgt_lang, None, "drop", where))
 
 
+def interleave(lists: list[list[Any]]) -> list[Any]:
+    """All items, each list's spread evenly over the result: item ``i`` of a list of ``n``
+    goes to relative position ``(i + 0.5) / n`` (ties in list order), so every prefix of the
+    result holds each list in proportion to its length."""
+    keyed = [((i + 0.5) / len(items), k, i) for k, items in enumerate(lists) for i in range(len(items))]
+    return [lists[k][i] for _, k, i in sorted(keyed)]
+
+
 def held_out_size(pairs: int) -> int:
     """Pairs held out for each missing split: 1/20 of the corpus, at most 1,000 (at least 1)."""
     return max(1, min(HELD_OUT_MAX, pairs // HELD_OUT_SHARE))
@@ -437,14 +445,17 @@ class _Builder:
         return _corpus_dict(CorpusConfig(format="text", src=str(files[0]), tgt=str(files[1])), self.data_dir)
 
     def _held_valid(self, held: list[Optional[HeldOut]]) -> dict[str, Any]:
-        """One valid set of every corpus's held-out valid pairs (concatenated when several)."""
+        """One valid set of every corpus's held-out valid pairs (interleaved when several, so
+        that the first ``train.valid_bleu_sentences`` pairs, which validation decodes and the
+        best checkpoint is chosen by, sample every corpus in proportion)."""
         parts = [h.valid for h in held if h and h.valid]
         if len(parts) == 1:
             src, tgt = parts[0]
         else:
             src, tgt = (parts[0][0].with_name(f"valid.{self.o.src}"), parts[0][1].with_name(f"valid.{self.o.tgt}"))
             for out, side in ((src, 0), (tgt, 1)):
-                atomic_write_text(out, "".join(p[side].read_text(encoding="utf-8") for p in parts))
+                lines = interleave([p[side].read_text(encoding="utf-8").splitlines(keepends=True) for p in parts])
+                atomic_write_text(out, "".join(lines))
         return self._text_corpus((src, tgt))
 
     def sections(self, s: SizeSettings) -> dict[str, Any]:
