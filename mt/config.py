@@ -224,7 +224,9 @@ class DataConfig:
     """The ``data`` section: what ``mt prepare`` reads, cleans and binarises (docs/data.md).
 
     ``train`` is one corpus, or a list of named corpora (:class:`TrainCorpusConfig`) mixed by
-    weight or upsampling. ``valid`` is the tuning set; ``test`` maps names (used in file names,
+    weight or upsampling. ``valid`` is the tuning set: one corpus, or a list of corpora read as
+    one, interleaved so that every prefix samples each in proportion (a joint model tuned on
+    all of its domains); ``test`` maps names (used in file names,
     e.g. ``test2016``) to corpora; the test sets named inside a training corpus join it.
     ``target_lang_tag`` prepends ``<2xx>`` (xx = ``tgt_lang``) to every source.
     ``spm_from``: a directory with a ``text.json`` (prepared data or model) whose SentencePiece
@@ -238,7 +240,7 @@ class DataConfig:
     data_dir: Optional[str] = None  # default: $MT_DATA_DIR, else the download cache
     fetch: Optional[Literal["multi30k"]] = None  # dataset to fetch into data_dir if absent
     train: Union[CorpusConfig, list[TrainCorpusConfig], None] = None
-    valid: Optional[CorpusConfig] = None
+    valid: Union[CorpusConfig, list[CorpusConfig], None] = None
     test: dict[str, CorpusConfig] = field(default_factory=dict)
     clean: CleanConfig = field(default_factory=CleanConfig)
     spm: SpmConfig = field(default_factory=SpmConfig)
@@ -270,6 +272,8 @@ class DataConfig:
             raise ConfigError(f"{where}.tgt_lang: must differ from src_lang ({self.src_lang!r})")
         if isinstance(self.train, list):
             self._validate_corpora(f"{where}.train")
+        if self.valid == []:
+            raise ConfigError(f"{where}.valid: an empty list; give a corpus, a list of corpora, or null")
         for name in self.test:
             if name in ("train", "valid") or not is_file_name_safe(name):
                 raise ConfigError(

@@ -240,14 +240,6 @@ def _read_pairs(corpus: CorpusConfig, src_lang: str, tgt_lang: str, where: str) 
     return iter(open_corpus(corpus, src_lang, tgt_lang, None, "drop", where))
 
 
-def interleave(lists: list[list[Any]]) -> list[Any]:
-    """All items, each list's spread evenly over the result: item ``i`` of a list of ``n``
-    goes to relative position ``(i + 0.5) / n`` (ties in list order), so every prefix of the
-    result holds each list in proportion to its length."""
-    keyed = [((i + 0.5) / len(items), k, i) for k, items in enumerate(lists) for i in range(len(items))]
-    return [lists[k][i] for _, k, i in sorted(keyed)]
-
-
 def held_out_size(pairs: int) -> int:
     """Pairs held out for each missing split: 1/20 of the corpus, at most 1,000 (at least 1)."""
     return max(1, min(HELD_OUT_MAX, pairs // HELD_OUT_SHARE))
@@ -297,7 +289,7 @@ class InitOptions:
     tgt: str
     train: list[str]
     out: str
-    valid: Optional[str] = None
+    valid: list[str] = dataclasses.field(default_factory=list)
     test: list[str] = dataclasses.field(default_factory=list)
     mono_src: Optional[str] = None
     mono_tgt: Optional[str] = None
@@ -389,20 +381,19 @@ class _Builder:
             args[i].name = name
         return args, counts
 
-    def eval_sets(self) -> tuple[Optional[CorpusArg], list[CorpusArg]]:
-        valid = parse_corpus_arg(self.o.valid, "--valid") if self.o.valid else None
+    def eval_sets(self) -> tuple[list[CorpusArg], list[CorpusArg]]:
+        valid = [parse_corpus_arg(v, "--valid") for v in self.o.valid]
         tests = [parse_corpus_arg(v, "--test") for v in self.o.test]
-        for arg in [valid, *tests]:
-            if arg is not None:
-                count_pairs(arg, self.o.src, self.o.tgt)
+        for arg in [*valid, *tests]:
+            count_pairs(arg, self.o.src, self.o.tgt)
         for i, t in enumerate(tests):
             t.name = t.name or ("test" if len(tests) == 1 else f"test{i + 1}")
             if t.name in ("train", "valid") or t.name in [x.name for x in tests[:i]]:
                 raise ConfigError(f"--test {t.raw}: test set name {t.name!r} is taken (train, valid and repeats are not allowed)")
         return valid, tests
 
-    def data(self, train: list[CorpusArg], counts: list[int], valid: Optional[CorpusArg], tests: list[CorpusArg]) -> dict[str, Any]:
-        held = self._hold_out(train, counts, valid is None, not tests)
+    def data(self, train: list[CorpusArg], counts: list[int], valid: list[CorpusArg], tests: list[CorpusArg]) -> dict[str, Any]:
+        held = self._hold_out(train, counts, not valid, not tests)
         corpora = [h.train if h else a.corpus for a, h in zip(train, held)]
         d: dict[str, Any] = {"src_lang": self.o.src, "tgt_lang": self.o.tgt}
         if len(train) == 1:
@@ -411,7 +402,8 @@ class _Builder:
             weighted = any(a.weight for a in train)  # a weighted list: corpora without one get 1 (docs/data.md)
             d["train"] = [{"name": a.name, **_corpus_dict(c, self.data_dir), **({"weight": a.weight or 1.0} if weighted else {})}
                           for a, c in zip(train, corpora)]  # fmt: skip
-        d["valid"] = _corpus_dict(valid.corpus, self.data_dir) if valid else self._held_valid(held)
+        parts = [_corpus_dict(v.corpus, self.data_dir) for v in valid] or self._held_valid(held)
+        d["valid"] = parts[0] if len(parts) == 1 else parts  # several: prepare interleaves them
         if tests:
             d["test"] = {t.name: _corpus_dict(t.corpus, self.data_dir) for t in tests}
         else:
@@ -444,19 +436,9 @@ class _Builder:
         assert files is not None
         return _corpus_dict(CorpusConfig(format="text", src=str(files[0]), tgt=str(files[1])), self.data_dir)
 
-    def _held_valid(self, held: list[Optional[HeldOut]]) -> dict[str, Any]:
-        """One valid set of every corpus's held-out valid pairs (interleaved when several, so
-        that the first ``train.valid_bleu_sentences`` pairs, which validation decodes and the
-        best checkpoint is chosen by, sample every corpus in proportion)."""
-        parts = [h.valid for h in held if h and h.valid]
-        if len(parts) == 1:
-            src, tgt = parts[0]
-        else:
-            src, tgt = (parts[0][0].with_name(f"valid.{self.o.src}"), parts[0][1].with_name(f"valid.{self.o.tgt}"))
-            for out, side in ((src, 0), (tgt, 1)):
-                lines = interleave([p[side].read_text(encoding="utf-8").splitlines(keepends=True) for p in parts])
-                atomic_write_text(out, "".join(lines))
-        return self._text_corpus((src, tgt))
+    def _held_valid(self, held: list[Optional[HeldOut]]) -> list[dict[str, Any]]:
+        """Every corpus's held-out valid pairs (``data.valid`` takes the list and interleaves it)."""
+        return [self._text_corpus(h.valid) for h in held if h and h.valid]
 
     def sections(self, s: SizeSettings) -> dict[str, Any]:
         o = self.o
@@ -774,7 +756,7 @@ def command_line(o: InitOptions) -> str:
     """The ``mt recipe init`` command that gives ``o`` (quoted at the top of the config)."""
     words = ["mt", "recipe", "init", "--src", o.src, "--tgt", o.tgt]
     words += [w for v in o.train for w in ("--train", v)]
-    words += ["--valid", o.valid] if o.valid else []
+    words += [w for v in o.valid for w in ("--valid", v)]
     words += [w for v in o.test for w in ("--test", v)]
     for flag, value in (("--mono-src", o.mono_src), ("--mono-tgt", o.mono_tgt), ("--run-dir", o.run_dir),
                         ("--max-minutes", o.max_minutes), ("--threads", o.threads)):  # fmt: skip
@@ -816,7 +798,8 @@ def add_recipe_parser(subparsers: Any) -> None:
     i.add_argument("--train", action="append", default=[], metavar="[NAME=]SRC,TGT[:WEIGHT]",
                    help="a training corpus: two aligned text files, or one .tsv / .jsonl file or Hugging Face "
                         "save_to_disk directory (DIR[@SPLIT]); ':WEIGHT' = its share of each epoch (repeatable)")
-    i.add_argument("--valid", default=None, metavar="SRC,TGT", help="tuning set (default: held out of --train)")
+    i.add_argument("--valid", action="append", default=[], metavar="SRC,TGT",
+                   help="tuning set; repeated: read as one, interleaved (default: held out of each --train corpus)")
     i.add_argument("--test", action="append", default=[], metavar="[NAME=]SRC,TGT",
                    help="a test set (repeatable; default: one held out of each --train corpus)")
     i.add_argument("--mono-src", default=None, metavar="FILE", help="source-language text (back-translation round 2+)")

@@ -161,6 +161,11 @@ def test_reverse_stage_config_swaps_languages_and_corpora(tmp_path: Path) -> Non
     assert rev.data.test["test1"].src == "test.en" and rev.train.max_steps == 7 and rev.data.fetch is None
     assert rev.data.spm_from == str((tmp_path / "spm").resolve()) and rev.run_dir == str(tmp_path / "r")
     assert swap_corpus({"format": "tsv", "src_field": None, "tgt_field": None}, "x") == {"format": "tsv", "src_field": "1", "tgt_field": "0"}
+    # a valid list turns round entry by entry
+    two = [{"src": "v.de", "tgt": "v.en"}, {"format": "jsonl", "path": "w.jsonl"}]
+    cfg = load_config(bt_config(tmp_path, {}), [f"data.valid={two}"])
+    v = stage_config(cfg, "reverse", tmp_path / "r", tmp_path / "raw").data.valid
+    assert [(v[0].src, v[0].tgt), (v[1].src_field, v[1].tgt_field)] == [("v.en", "v.de"), (None, None)]
 
 
 def test_continue_train_overrides_apply_only_to_continued_stages(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from mt.data import DataError
 from mt.data.batching import CorpusMix, TokenBatchSampler, epoch_counts
 from mt.data.binarize import IndexedDataset
 from mt.data.prepare import expected_files, prepare
-from mt.data.sources import read_monolingual
+from mt.data.sources import interleave, read_monolingual
 from mt.data.text import TextPipeline
 from _data_support import DATA
 
@@ -226,6 +226,46 @@ def test_prepare_records_each_corpus_and_its_clean_counts(tmp_path: Path) -> Non
     assert set(expected_files(cfg)) <= {p.name for p in out.iterdir()}
     assert CorpusMix.from_manifest(out) == CorpusMix(("a", "b"), (120, b["pairs"]), (120, 3 * b["pairs"]))
     assert m["padding"]["sentences"] == 120 + 3 * b["pairs"]  # padding measured on a mixed epoch
+
+
+def test_interleave_spreads_each_list_in_proportion() -> None:
+    out = interleave([list("aaaaaa"), list("bb"), list("c"), []])
+    assert sorted(out) == sorted("aaaaaabbc")
+    assert out == list("aabacaaba")  # a at 1/12, 3/12, ...; b at 1/4, 3/4; c at 1/2 (ties in list order)
+    for n in range(1, len(out) + 1):  # every prefix holds each list within one item of its share
+        assert abs(out[:n].count("a") - n * 6 / 9) <= 1 and abs(out[:n].count("b") - n * 2 / 9) <= 1
+
+
+def test_a_valid_list_is_read_as_one_set_interleaved(tmp_path: Path) -> None:
+    """data.valid as a list: one tuning set whose first pairs (what validation decodes) come
+    from every corpus in proportion; editing any part changes the fingerprint."""
+    make_raw(tmp_path)  # v: 12 pairs, t: 10
+    valid = [{"src": "v.de", "tgt": "v.en"}, {"src": "t.de", "tgt": "t.en"}]
+    cfg = load_config(config(tmp_path, two(), valid=valid))
+    out = prepare(cfg, progress=False)
+    raw = tmp_path / "raw"
+    v, t = ((raw / f"{n}.de").read_text().splitlines() for n in ("v", "t"))
+    got = (out / "valid.de.txt").read_text().splitlines()
+    assert got == interleave([v, t]) and sorted(got) == sorted(v + t)
+    assert sum(x in t for x in got[:11]) == 5  # 10 of 22 pairs are t's, so 5 of the first 11
+    en = dict(zip(v + t, (raw / "v.en").read_text().splitlines() + (raw / "t.en").read_text().splitlines()))
+    assert (out / "valid.en.txt").read_text().splitlines() == [en[x] for x in got]  # sides stay aligned
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["inputs"]["valid"]["format"] == "interleaved" and len(m["inputs"]["valid"]["parts"]) == 2
+    assert m["counts"]["valid"]["pairs"] == 22
+    write(raw / "t.en", (raw / "t.en").read_text().splitlines()[:-1] + ["changed"])
+    assert json.loads((prepare(cfg, progress=False) / "manifest.json").read_text())["fingerprint"] != m["fingerprint"]
+
+
+def test_a_valid_list_names_its_entry_in_errors(tmp_path: Path) -> None:
+    make_raw(tmp_path)
+    with pytest.raises(ConfigError, match=r"data\.valid: an empty list"):
+        load_config(config(tmp_path, two(), valid=[]))
+    with pytest.raises(ConfigError, match=r"data\.valid\[1\]\.scr: unknown key"):
+        load_config(config(tmp_path, two(), valid=[{"src": "v.de", "tgt": "v.en"}, {"scr": "t.de", "tgt": "t.en"}]))
+    cfg = load_config(config(tmp_path, two(), valid=[{"src": "v.de", "tgt": "v.en"}, {"src": "none.de", "tgt": "t.en"}]))
+    with pytest.raises((DataError, FileNotFoundError), match=r"data\.valid\[1\]\.src: file not found"):
+        prepare(cfg, progress=False)
 
 
 def test_corpora_of_different_formats_mix(tmp_path: Path) -> None:

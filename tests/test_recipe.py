@@ -117,6 +117,16 @@ def test_init_writes_a_commented_config_that_loads(tmp_path: Path, capsys: pytes
     assert "max_steps: 123  # set by --set" in (tmp_path / "recipe.yaml").read_text(encoding="utf-8")
 
 
+def test_init_takes_several_valid_sets_as_one_list(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    train, v1, v2 = pair_files(raw, "train", 300, 0), pair_files(raw, "v1", 20, 1), pair_files(raw, "v2", 10, 2)
+    assert main(init_args(tmp_path, "--train", train, "--valid", v1, "--valid", v2, "--test", v1)) == 0
+    cfg = load_config(tmp_path / "recipe.yaml")
+    assert [Path(v.src).name for v in cfg.data.valid] == ["v1.xh", "v2.xh"]
+    assert f"--valid {v1} --valid {v2} --test" in (tmp_path / "recipe.yaml").read_text(encoding="utf-8")
+    assert not (tmp_path / "run" / "heldout").exists()  # nothing held out when valid and test are given
+
+
 def test_init_holds_out_valid_and_test_deterministically(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     raw = tmp_path / "raw"
     train = pair_files(raw, "train", 400, 0)
@@ -146,28 +156,12 @@ def test_init_several_corpora_formats_and_weights(tmp_path: Path, capsys: pytest
     cfg = load_config(tmp_path / "recipe.yaml")
     assert isinstance(cfg.data.train, list)
     assert [(c.name, c.weight) for c in cfg.data.train] == [("web", 2.0), ("corpus2", 1.0), ("bible", 0.5)]
-    # each corpus gives its own held-out test set (as text files) and part of one valid set,
-    # interleaved: validation decodes the first N pairs, which must not all come from one corpus
+    # each corpus gives its own held-out test set (as text files) and its part of the valid
+    # set, a list that prepare interleaves
     assert set(cfg.data.test) == {"web_test", "corpus2_test", "bible_test"}
     held = tmp_path / "run" / "heldout"
-    valid = (held / "valid.xh").read_text(encoding="utf-8").splitlines()
-    parts = {name: (held / f"{name}.valid.xh").read_text(encoding="utf-8").splitlines() for name in ("web", "corpus2", "bible")}
-    assert sorted(valid) == sorted(sum(parts.values(), [])) and len(valid) == 20  # 10 + 5 + 5
-    assert sum(x in set(parts["web"]) for x in valid[:8]) == 4  # the other two corpora hold the same sentences
-    zu = (held / "valid.zu").read_text(encoding="utf-8").splitlines()
-    pairs = {s: t for name in parts for s, t in zip(parts[name], (held / f"{name}.valid.zu").read_text(encoding="utf-8").splitlines())}
-    assert [pairs[s] for s in valid] == zu  # both sides in the same order
+    assert [Path(v.src) for v in cfg.data.valid] == [held / f"{n}.valid.xh" for n in ("web", "corpus2", "bible")]
     assert "400 training pairs" in capsys.readouterr().out
-
-
-def test_interleave_spreads_each_list_in_proportion() -> None:
-    from mt.recipe import interleave
-
-    out = interleave([list("aaaaaa"), list("bb"), list("c"), []])
-    assert sorted(out) == sorted("aaaaaabbc")
-    assert out == list("aabacaaba")  # a at 1/12, 3/12, ...; b at 1/4, 3/4; c at 1/2 (ties in list order)
-    for n in range(1, len(out) + 1):  # every prefix holds each list within one item of its share
-        assert abs(out[:n].count("a") - n * 6 / 9) <= 1 and abs(out[:n].count("b") - n * 2 / 9) <= 1
 
 
 def test_init_errors_are_one_line_naming_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

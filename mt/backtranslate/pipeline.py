@@ -176,8 +176,11 @@ def stage_config(
     if direction == "reverse":
         d["src_lang"], d["tgt_lang"] = d["tgt_lang"], d["src_lang"]
         for split in ("train", "valid"):
-            if d.get(split):
-                d[split] = swap_corpus(d[split], f"data.{split}")
+            c = d.get(split)
+            if isinstance(c, list):
+                d[split] = [swap_corpus(x, f"data.{split}[{i}]") for i, x in enumerate(c)]
+            elif c:
+                d[split] = swap_corpus(c, f"data.{split}")
         d["test"] = {name: swap_corpus(c, f"data.test.{name}") for name, c in d["test"].items()}
     if train_files is not None:
         d["train"] = {"format": "text", "src": str(train_files[0].resolve()), "tgt": str(train_files[1].resolve())}
@@ -228,13 +231,13 @@ def eval_sets(cfg: ExperimentConfig, data_root: Path, direction: Direction = "fo
               limit: int = 0) -> dict[str, tuple[list[str], list[str]]]:  # fmt: skip
     """valid and each test set of ``cfg`` as raw (source, reference) lines in ``direction``;
     ``limit`` > 0 keeps the first ``limit`` pairs of each."""
-    from mt.data.sources import open_corpus
+    from mt.data.sources import open_corpora
 
     d = cfg.data
     corpora = ({"valid": d.valid} if d.valid is not None else {}) | dict(d.test)
     out = {}
     for name, corpus in corpora.items():
-        pairs = list(open_corpus(corpus, d.src_lang, d.tgt_lang, data_root, d.clean.invalid_utf8, f"data.{name}"))
+        pairs = list(open_corpora(corpus, d.src_lang, d.tgt_lang, data_root, d.clean.invalid_utf8, f"data.{name}"))
         if limit:
             pairs = pairs[:limit]
         src, ref = [p[0] for p in pairs], [p[1] for p in pairs]

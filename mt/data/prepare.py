@@ -32,7 +32,7 @@ from mt.data import DataError
 from mt.data.clean import Cleaner, CleanReport, Lengths
 from mt.data.fetch import resolve_data_dir
 from mt.fileio import atomic_dir, read_json_object, read_lines, sha256_file
-from mt.data.sources import ParallelSource, open_corpus
+from mt.data.sources import InterleavedSource, ParallelSource, open_corpora, open_corpus
 from mt.data.text import TextPipeline, Vocabulary, train_sentencepiece
 
 if TYPE_CHECKING:  # mt.data.batching imports torch: only when batches are made
@@ -53,21 +53,21 @@ def _train_sources(cfg: ExperimentConfig, data_dir: Path) -> list[tuple[TrainCor
     ]  # fmt: skip
 
 
-def _eval_sources(cfg: ExperimentConfig, data_dir: Path) -> dict[str, ParallelSource]:
-    """Split name → reader: ``valid`` (if configured) and each test set."""
+def _eval_sources(cfg: ExperimentConfig, data_dir: Path) -> dict[str, ParallelSource | InterleavedSource]:
+    """Split name → reader: ``valid`` (if configured; several corpora interleaved) and each test set."""
     d = cfg.data
     policy = d.clean.invalid_utf8
     corpora = {}
     if d.valid is not None:
-        corpora["valid"] = open_corpus(d.valid, d.src_lang, d.tgt_lang, data_dir, policy, "data.valid")
+        corpora["valid"] = open_corpora(d.valid, d.src_lang, d.tgt_lang, data_dir, policy, "data.valid")
     for name, corpus in d.test.items():
         corpora[name] = open_corpus(corpus, d.src_lang, d.tgt_lang, data_dir, policy, f"data.test.{name}")
     return corpora
 
 
 def _corpora(
-    cfg: ExperimentConfig, train: list[tuple[TrainCorpusConfig, ParallelSource]], evals: dict[str, ParallelSource]
-) -> dict[str, ParallelSource]:
+    cfg: ExperimentConfig, train: list[tuple[TrainCorpusConfig, ParallelSource]], evals: dict[str, ParallelSource | InterleavedSource]
+) -> dict[str, ParallelSource | InterleavedSource]:
     """Input name → reader: ``train`` (``train.<name>`` for each of several corpora), ``valid``
     (if configured) and each test set."""
     several = isinstance(cfg.data.train, list)
@@ -84,18 +84,31 @@ def _local_files_present(cfg: ExperimentConfig, data_dir: Path) -> bool:
         return False
 
 
-def _describe_inputs(corpora: dict[str, ParallelSource]) -> dict[str, Any]:
+def _describe_inputs(corpora: dict[str, ParallelSource | InterleavedSource]) -> dict[str, Any]:
     """What each split reads, with sha256 of every local file (missing files raise here)."""
-    out: dict[str, Any] = {}
-    for split, source in corpora.items():
-        c = source.corpus
-        entry: dict[str, Any] = {"format": c.format}
-        files = source.files()
-        entry["files"] = [{"path": str(p), "sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files]
-        if c.format == "hf" and not files:
-            # hub dataset: identified by name/config/split; changes upstream are not detected
-            entry["hub"] = {"name": c.path, "config": c.hf_config, "split": c.split}
-        out[split] = entry
+    return {split: _describe(source) for split, source in corpora.items()}
+
+
+def _describe(source: ParallelSource | InterleavedSource) -> dict[str, Any]:
+    if isinstance(source, InterleavedSource):
+        return {"format": "interleaved", "parts": [_describe(part) for part in source.parts]}
+    c = source.corpus
+    entry: dict[str, Any] = {"format": c.format}
+    files = source.files()
+    entry["files"] = [{"path": str(p), "sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files]
+    if c.format == "hf" and not files:
+        # hub dataset: identified by name/config/split; changes upstream are not detected
+        entry["hub"] = {"name": c.path, "config": c.hf_config, "split": c.split}
+    return entry
+
+
+def _content_only(entry: dict[str, Any]) -> dict[str, Any]:
+    """An input's description without where its files are (what they are does not change with that)."""
+    out = {k: v for k, v in entry.items() if k not in ("files", "parts")}
+    if "files" in entry:
+        out["files"] = [f["sha256"] for f in entry["files"]]
+    if "parts" in entry:
+        out["parts"] = [_content_only(part) for part in entry["parts"]]
     return out
 
 
@@ -135,10 +148,7 @@ def _fingerprint(inputs: dict[str, Any], cfg: ExperimentConfig) -> str:
     data = to_dict(cfg.data)
     data.pop("data_dir", None)  # where the files are does not change what they are
     data.pop("fetch", None)
-    content_only = {
-        split: {k: ([f["sha256"] for f in v] if k == "files" else v) for k, v in entry.items()}
-        for split, entry in inputs.items()
-    }
+    content_only = {split: _content_only(entry) for split, entry in inputs.items()}
     import sentencepiece
 
     blob = json.dumps(
@@ -314,7 +324,7 @@ def _encode_train(text: TextPipeline, cfg: ExperimentConfig, files: tuple[Path, 
 
 
 def _write_eval_split(
-    name: str, source: ParallelSource, text: TextPipeline, cfg: ExperimentConfig, tmp: Path
+    name: str, source: ParallelSource | InterleavedSource, text: TextPipeline, cfg: ExperimentConfig, tmp: Path
 ) -> dict[str, int]:
     """Valid/test: original lines to .txt, normalised + encoded to .bin/.idx (no filtering)."""
     from mt.data.binarize import write_indexed
@@ -351,7 +361,7 @@ class _Plan:
 
     root: Path
     parts: list[_TrainCorpus]
-    evals: dict[str, ParallelSource]
+    evals: dict[str, ParallelSource | InterleavedSource]
     inputs: dict[str, Any]
     reused: Optional[tuple[Path, Path, Optional[Vocabulary]]]  # data.spm_from: models + vocabulary
     fingerprint: str

@@ -376,3 +376,46 @@ def open_corpus(
 ) -> ParallelSource:
     """The reader for ``corpus``; see :class:`ParallelSource`."""
     return ParallelSource(corpus, src_lang, tgt_lang, data_dir, invalid_utf8, what)
+
+
+def interleave(lists: list[list[Any]]) -> list[Any]:
+    """All items, each list's spread evenly over the result: item ``i`` of a list of ``n``
+    goes to relative position ``(i + 0.5) / n`` (ties in list order), so every prefix of the
+    result holds each list in proportion to its length."""
+    keyed = [((i + 0.5) / len(items), k, i) for k, items in enumerate(lists) for i in range(len(items))]
+    return [lists[k][i] for _, k, i in sorted(keyed)]
+
+
+class InterleavedSource:
+    """Several corpora read as one, interleaved (:func:`interleave`): a tuning set drawn from
+    several domains, of which every prefix (the first ``train.valid_bleu_sentences`` pairs
+    that validation decodes) samples each corpus in proportion. Reads every pair into memory:
+    for valid and test sets, not for training corpora."""
+
+    def __init__(self, parts: list[ParallelSource], what: str) -> None:
+        self.parts, self.what = parts, what
+        self.stats = ReadStats()
+
+    def __iter__(self) -> Iterator[Pair]:
+        pairs = [list(part) for part in self.parts]
+        self.stats = ReadStats(sum(p.stats.yielded for p in self.parts), sum(p.stats.invalid_utf8 for p in self.parts))
+        return iter(interleave(pairs))
+
+    def files(self) -> list[Path]:
+        return [f for part in self.parts for f in part.files()]
+
+
+def open_corpora(
+    corpora: CorpusConfig | list[CorpusConfig],
+    src_lang: str,
+    tgt_lang: str,
+    data_dir: Optional[str | Path] = None,
+    invalid_utf8: InvalidUtf8 = "error",
+    what: str = "corpus",
+) -> ParallelSource | InterleavedSource:
+    """The reader for one corpus, or for a list of them interleaved (``data.valid``)."""
+    if not isinstance(corpora, list):
+        return open_corpus(corpora, src_lang, tgt_lang, data_dir, invalid_utf8, what)
+    parts = [open_corpus(c, src_lang, tgt_lang, data_dir, invalid_utf8, f"{what}[{i}]") for i, c in enumerate(corpora)]
+    return InterleavedSource(parts, what)
+
