@@ -340,12 +340,12 @@ def head(path: Path, n: int) -> list[str]:
 
 @pytest.mark.slow
 def test_prepare_tatoeba_and_multi30k_with_weights(tmp_path: Path) -> None:
-    """2,000 lines of each corpus, weights 1 and 2: the manifest counts every corpus."""
+    """2,000 lines of each corpus, weights 1 and 2, valid from both: the manifest counts every corpus."""
     if not (DATA / "tatoeba" / "train.de").is_file() or not (DATA / "multi30k" / "train.de").is_file():
         pytest.skip(f"Tatoeba/Multi30k not found under {DATA} (set MT_DATA_DIR to the folder holding tatoeba/ and multi30k/)")
     raw = tmp_path / "raw"
     for corpus, split, n in (("tatoeba", "train", 2000), ("multi30k", "train", 2000), ("tatoeba", "test", 300),
-                             ("multi30k", "test2016", 300), ("multi30k", "val", 200)):  # fmt: skip
+                             ("multi30k", "test2016", 300), ("multi30k", "val", 200), ("tatoeba", "dev", 100)):  # fmt: skip
         for lang in ("de", "en"):
             write(raw / corpus / f"{split}.{lang}", head(DATA / corpus / f"{split}.{lang}", n))
     train = [
@@ -354,8 +354,8 @@ def test_prepare_tatoeba_and_multi30k_with_weights(tmp_path: Path) -> None:
         {"name": "multi30k", "src": "multi30k/train.de", "tgt": "multi30k/train.en", "weight": 2,
          "test": {"test2016": {"src": "multi30k/test2016.de", "tgt": "multi30k/test2016.en"}}},
     ]  # fmt: skip
-    path = config(tmp_path, train, valid={"src": "multi30k/val.de", "tgt": "multi30k/val.en"},
-                  spm={"vocab_size": 1000, "num_threads": 2})  # fmt: skip
+    valid = [{"src": "multi30k/val.de", "tgt": "multi30k/val.en"}, {"src": "tatoeba/dev.de", "tgt": "tatoeba/dev.en"}]
+    path = config(tmp_path, train, valid=valid, spm={"vocab_size": 1000, "num_threads": 2})
     out = prepare(load_config(path), progress=False)
     m = json.loads((out / "manifest.json").read_text())
     tat, m30 = m["train_corpora"]
@@ -368,6 +368,10 @@ def test_prepare_tatoeba_and_multi30k_with_weights(tmp_path: Path) -> None:
     assert (tat["epoch_examples"], m30["epoch_examples"]) == (1333, 2667)
     assert m["padding"]["sentences"] == 4000
     assert m["counts"]["tatoeba_test"]["pairs"] == m["counts"]["test2016"]["pairs"] == 300
+    # one tuning set from both domains: a third of any prefix is Tatoeba's
+    dev = set(head(DATA / "tatoeba" / "dev.de", 100))
+    first = (out / "valid.de.txt").read_text(encoding="utf-8").splitlines()[:60]
+    assert m["counts"]["valid"]["pairs"] == 300 and sum(x in dev for x in first) == 20
     assert m["spm"]["character_coverage"] == {"src": 1.0, "tgt": 1.0}
 
 
