@@ -16,6 +16,7 @@ The outputs of both paths must be identical (checked), so only speed differs.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -36,7 +37,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"], help="decoding precision (auto probes the CPU)")
     args = p.parse_args()
-    if any(name in __import__("os").environ for name in KERNEL_CACHES):
+    if any(name in os.environ for name in KERNEL_CACHES):
         sys.exit(f"bt_generation_child: unset {', '.join(KERNEL_CACHES)} first: this compares mt's own bound")
     bound_kernel_caches()  # what the back-translation process does before its first matmul
     opts = bt_generation_default().replace(sampling="none", beam=args.beam, n_best=1, device="cpu", dtype=args.dtype)

@@ -102,8 +102,8 @@ def bound_kernel_caches() -> dict[str, str]:
 
 def caches_bounded_here() -> list[str]:
     """The cache variables this process set (the user's own are not listed): what a child
-    process that only decodes drops again with :func:`unbound_kernel_caches`, since beam
-    search meets few shapes and re-creating every kernel costs it a third of its speed."""
+    process that only decodes drops again with :func:`unbound_kernel_caches`: beam search meets
+    few shapes, so the caches save it from re-creating kernels (bench/bt_generation_child.py)."""
     return sorted(n for n in _bounded_here if os.environ.get(n) == KERNEL_CACHES[n])
 
 
