@@ -924,17 +924,38 @@ def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Expe
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
-    """Set ``a.b.c=value`` inside nested dict ``data`` (value parsed as YAML)."""
+    """Set ``a.b.c=value`` inside nested dict ``data`` (value parsed as YAML). A key inside a
+    list picks an entry by its ``name`` (``data.train.tatoeba.weight=2``) or by position
+    (``data.train.0.weight=2``), as corpora are named lists."""
     if "=" not in item:
         raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. train.max_steps=100")
     key, raw = item.split("=", 1)
     parts = key.strip().split(".")
-    node = data
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = node[_list_index(node, part, item, ".".join(parts[:i]))]
+        else:
+            node = node.setdefault(part, {})
+        if not isinstance(node, (dict, list)):
             raise ConfigError(f"--set {item}: {part} is not a section")
     try:
-        node[parts[-1]] = yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {item}: the value is not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    if isinstance(node, list):
+        node[_list_index(node, parts[-1], item, ".".join(parts[:-1]))] = value
+    else:
+        node[parts[-1]] = value
+
+
+def _list_index(entries: list[Any], part: str, item: str, where: str) -> int:
+    """The position of ``part`` in a list section: an entry's ``name``, else a 0-based index."""
+    names = [e.get("name") if isinstance(e, dict) else None for e in entries]
+    if part in names:
+        return names.index(part)
+    if part.isdigit() and int(part) < len(entries):
+        return int(part)
+    known = ", ".join(str(n) for n in names if n is not None)
+    raise ConfigError(f"--set {item}: {where} has no entry {part!r} "
+                      f"({'names: ' + known + '; or ' if known else ''}an index below {len(entries)})")  # fmt: skip

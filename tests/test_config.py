@@ -52,3 +52,17 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(_write(tmp_path, "train: {lr: [1,\n"))
+
+
+def test_override_picks_a_list_entry_by_name_or_index(tmp_path):
+    corpora = ("data:\n  train:\n    - {name: big, src: b.de, tgt: b.en}\n"
+               "    - {name: small, src: s.de, tgt: s.en}\n")  # fmt: skip
+    p = _write(tmp_path, corpora)
+    cfg = load_config(p, ["data.train.big.weight=3", "data.train.1.weight=2"])
+    big, small = cfg.data.train_corpora()
+    assert (big.weight, small.weight) == (3.0, 2.0)
+    cfg = load_config(p, ["data.train.small={name: small, src: t.de, tgt: t.en}"])
+    assert cfg.data.train_corpora()[1].src == "t.de"
+    for bad in ["data.train.huge.weight=2", "data.train.2.weight=2"]:
+        with pytest.raises(ConfigError, match=r"data\.train has no entry .*names: big, small"):
+            load_config(p, [bad])
