@@ -59,6 +59,13 @@ class CorpusConfig:
     hf_config: Optional[str] = None
     streaming: Optional[bool] = None
 
+    def label(self) -> str:
+        """A short name in reports: ``tatoeba/dev`` for ``tatoeba/dev.de`` + ``tatoeba/dev.en``."""
+        if self.format != "text":
+            return f"{self.path}:{self.split}" if self.format == "hf" else str(self.path)
+        src, tgt = Path(str(self.src)), Path(str(self.tgt))
+        return str(src.with_suffix("")) if src.with_suffix("") == tgt.with_suffix("") else f"{src} | {tgt}"
+
     def validate(self, where: str) -> None:
         if self.format == "text":
             if not self.src or not self.tgt:

@@ -14,8 +14,8 @@ from mt.config import ConfigError, load_config
 from mt.data import DataError
 from mt.data.batching import CorpusMix, TokenBatchSampler, epoch_counts
 from mt.data.binarize import IndexedDataset
-from mt.data.prepare import expected_files, prepare
-from mt.data.sources import interleave, read_monolingual
+from mt.data.prepare import expected_files, prepare, valid_parts
+from mt.data.sources import interleave, interleave_order, read_monolingual
 from mt.data.text import TextPipeline
 from _data_support import DATA
 
@@ -253,6 +253,8 @@ def test_a_valid_list_is_read_as_one_set_interleaved(tmp_path: Path) -> None:
     m = json.loads((out / "manifest.json").read_text())
     assert m["inputs"]["valid"]["format"] == "interleaved" and len(m["inputs"]["valid"]["parts"]) == 2
     assert m["counts"]["valid"]["pairs"] == 22
+    assert valid_parts(out) == [("v", 12), ("t", 10)]  # each line's corpus: interleave_order([12, 10])
+    assert [("v", "t")[k] for k in interleave_order([12, 10])] == ["v" if x in v else "t" for x in got]
     write(raw / "t.en", (raw / "t.en").read_text().splitlines()[:-1] + ["changed"])
     assert json.loads((prepare(cfg, progress=False) / "manifest.json").read_text())["fingerprint"] != m["fingerprint"]
 

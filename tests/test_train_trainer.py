@@ -3,6 +3,7 @@ early stopping, gradient accumulation, bad input."""
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -13,7 +14,8 @@ from mt.data.batching import collate
 from mt.model import Transformer
 from mt.train.loss import label_smoothed_nll_reference
 from mt.train.metrics import read_metrics
-from mt.train.trainer import Trainer, optimizer_update, train
+from mt.data.sources import interleave_order
+from mt.train.trainer import Trainer, optimizer_update, scores_by_part, train
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +117,32 @@ def test_valid_bleu_uses_the_decoder(tmp_path, data_dir):
     va = [r for r in read_metrics(cfg.run_path / "metrics.jsonl") if r["kind"] == "valid"]
     assert va[-1]["bleu_sentences"] == 5 and 0.0 <= va[-1]["bleu"] <= 100.0 and va[-1]["chrf"] >= 0.0
     assert va[-1]["best_metric"] == "bleu"
+
+
+def test_scores_by_part_splits_outputs_by_their_corpus():
+    refs = [f"sentence number {i} of the valid set" for i in range(10)]
+    order = interleave_order([6, 4])  # line j is from part order[j]
+    hyps = [r if order[j] == 0 else "zzz" for j, r in enumerate(refs)]
+    parts = scores_by_part(hyps, refs, [("good", 6), ("bad", 4)], "13a")
+    assert parts["good"]["bleu"] == pytest.approx(100.0) and parts["bad"]["bleu"] == pytest.approx(0.0)
+    assert (parts["good"]["sentences"], parts["bad"]["sentences"]) == (6, 4)
+    first = scores_by_part(hyps[:1], refs[:1], [("good", 6), ("bad", 4)], "13a")  # a prefix: parts with lines only
+    assert list(first) == ["good"]
+
+
+def test_an_interleaved_valid_set_is_scored_per_corpus(tmp_path, data_dir):
+    """manifest.json's counts.valid.parts (written by `mt prepare` for a valid list) adds each
+    corpus's BLEU/chrF to the valid records, for the lines validation decoded."""
+    own = tmp_path / "run" / "data"
+    shutil.copytree(data_dir, own)
+    (own / "manifest.json").write_text(json.dumps({"counts": {"valid": {"pairs": 20, "parts": [
+        {"name": "x", "pairs": 12}, {"name": "y", "pairs": 8}]}}}))  # fmt: skip
+    cfg = _cfg(tmp_path, data_dir, max_steps=4, valid_every=4, valid_bleu=True, valid_bleu_sentences=10)
+    train(cfg)
+    va = [r for r in read_metrics(cfg.run_path / "metrics.jsonl") if r["kind"] == "valid"][-1]
+    order = interleave_order([12, 8])[:10]
+    assert {k: v["sentences"] for k, v in va["parts"].items()} == {"x": order.count(0), "y": order.count(1)}
+    assert all(0.0 <= v["bleu"] <= 100.0 and v["chrf"] >= 0.0 for v in va["parts"].values())
 
 
 # --------------------------------------------------------------------------- bad input

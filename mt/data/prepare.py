@@ -325,7 +325,7 @@ def _encode_train(text: TextPipeline, cfg: ExperimentConfig, files: tuple[Path, 
 
 def _write_eval_split(
     name: str, source: ParallelSource | InterleavedSource, text: TextPipeline, cfg: ExperimentConfig, tmp: Path
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """Valid/test: original lines to .txt, normalised + encoded to .bin/.idx (no filtering)."""
     from mt.data.binarize import write_indexed
 
@@ -334,7 +334,9 @@ def _write_eval_split(
     if not pairs:
         raise DataError(f"{source.what}: corpus is empty")
     src_lines, tgt_lines = [p[0] for p in pairs], [p[1] for p in pairs]
-    counts = {"pairs": len(pairs), "invalid_utf8_dropped": source.stats.invalid_utf8}
+    counts: dict[str, Any] = {"pairs": len(pairs), "invalid_utf8_dropped": source.stats.invalid_utf8}
+    if isinstance(source, InterleavedSource):  # which lines came from which corpus: interleave_order(sizes)
+        counts["parts"] = [{"name": p.corpus.label(), "pairs": n} for p, n in zip(source.parts, source.sizes)]
     for lang, lines, encode in ((d.src_lang, src_lines, text.encode_source), (d.tgt_lang, tgt_lines, text.encode_target)):
         with open(tmp / f"{name}.{lang}.txt", "w", encoding="utf-8", newline="\n") as f:
             f.writelines(line + "\n" for line in lines)
@@ -411,6 +413,18 @@ def _build(cfg: ExperimentConfig, plan: _Plan, tmp: Path, progress: bool, timing
         counts[name] = _write_eval_split(name, source, text, cfg, tmp)
     timings["encode"] = time.perf_counter() - t
     return _Built(report, mix, spm, text, counts, _padding_stats(tmp, cfg, mix))
+
+
+def valid_parts(data_dir: str | Path) -> list[tuple[str, int]]:
+    """The corpora of an interleaved valid set and their sizes, from ``manifest.json``
+    (``counts.valid.parts``); empty for one valid corpus or data prepared before parts were
+    recorded. Line ``j`` of ``valid.*.txt`` is from part ``interleave_order(sizes)[j]``."""
+    path = Path(data_dir) / "manifest.json"
+    try:
+        parts = json.loads(path.read_text(encoding="utf-8"))["counts"]["valid"].get("parts") or []
+        return [(str(p["name"]), int(p["pairs"])) for p in parts]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return []
 
 
 def _write_manifest(tmp: Path, cfg: ExperimentConfig, plan: _Plan, built: _Built, timings: dict[str, float]) -> None:

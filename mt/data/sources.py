@@ -378,12 +378,18 @@ def open_corpus(
     return ParallelSource(corpus, src_lang, tgt_lang, data_dir, invalid_utf8, what)
 
 
+def interleave_order(sizes: list[int]) -> list[int]:
+    """The list each position of :func:`interleave`'s result comes from, for lists of these
+    sizes: item ``i`` of a list of ``n`` goes to relative position ``(i + 0.5) / n`` (ties in
+    list order), so every prefix holds each list in proportion to its length."""
+    keyed = sorted(((i + 0.5) / n, k) for k, n in enumerate(sizes) for i in range(n))
+    return [k for _, k in keyed]
+
+
 def interleave(lists: list[list[Any]]) -> list[Any]:
-    """All items, each list's spread evenly over the result: item ``i`` of a list of ``n``
-    goes to relative position ``(i + 0.5) / n`` (ties in list order), so every prefix of the
-    result holds each list in proportion to its length."""
-    keyed = [((i + 0.5) / len(items), k, i) for k, items in enumerate(lists) for i in range(len(items))]
-    return [lists[k][i] for _, k, i in sorted(keyed)]
+    """All items of ``lists``, each list spread evenly over the result (:func:`interleave_order`)."""
+    its = [iter(items) for items in lists]
+    return [next(its[k]) for k in interleave_order([len(items) for items in lists])]
 
 
 class InterleavedSource:
@@ -395,10 +401,12 @@ class InterleavedSource:
     def __init__(self, parts: list[ParallelSource], what: str) -> None:
         self.parts, self.what = parts, what
         self.stats = ReadStats()
+        self.sizes: list[int] = []  # pairs read from each part, known once iterated
 
     def __iter__(self) -> Iterator[Pair]:
         pairs = [list(part) for part in self.parts]
         self.stats = ReadStats(sum(p.stats.yielded for p in self.parts), sum(p.stats.invalid_utf8 for p in self.parts))
+        self.sizes = [len(p) for p in pairs]
         return iter(interleave(pairs))
 
     def files(self) -> list[Path]:

@@ -72,6 +72,9 @@ def plot_learning_curves(metrics_path: str | Path, png_path: str | Path) -> Opti
     if bleu:
         ax2 = ax.twinx()
         ax2.plot([r["step"] for r in bleu], [r["bleu"] for r in bleu], "s--", color="tab:green", label="valid BLEU")
+        for name in dict.fromkeys(name for r in bleu for name in r.get("parts") or {}):  # an interleaved valid set's corpora
+            pts = [(r["step"], r["parts"][name]["bleu"]) for r in bleu if name in (r.get("parts") or {})]
+            ax2.plot(*zip(*pts), ":", marker=".", label=f"valid BLEU, {name}")
         ax2.set_ylabel("BLEU")
         h2, l2 = ax2.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2

@@ -43,6 +43,8 @@ from torch import nn
 from mt.config import ConfigError, ExperimentConfig, ModelConfig, to_dict
 from mt.data.batching import Batch, CorpusMix, TokenBatchSampler, collate
 from mt.data.binarize import IndexedDataset
+from mt.data.prepare import valid_parts
+from mt.data.sources import interleave_order
 from mt.data.text import TextPipeline
 from mt.fileio import exclusive_dir
 from mt.model import Transformer
@@ -73,6 +75,7 @@ class PreparedData:
     valid_src_lines: list[str]  # raw valid text, for BLEU
     valid_ref_lines: list[str]
     mix: Optional[CorpusMix] = None  # several training corpora: examples of each per epoch
+    valid_parts: list[tuple[str, int]] = dataclasses.field(default_factory=list)  # (name, pairs) of an interleaved valid set
 
 
 def load_prepared(cfg: ExperimentConfig) -> PreparedData:
@@ -101,7 +104,7 @@ def load_prepared(cfg: ExperimentConfig) -> PreparedData:
     mix = CorpusMix.from_manifest(d)
     if mix is not None and mix.total != len(train_src):
         raise ValueError(f"{d}: manifest.json lists {mix.total} training pairs, train.{s} has {len(train_src)}; {hint}")
-    return PreparedData(text, train_src, train_tgt, valid_src, valid_tgt, src_lines, ref_lines, mix)
+    return PreparedData(text, train_src, train_tgt, valid_src, valid_tgt, src_lines, ref_lines, mix, valid_parts(d))
 
 
 class BatchStream:
@@ -515,8 +518,12 @@ class Trainer:
         translator = Translator(dm, data.text, options=opts)
         with _autocast(self.device, self.bf16 and self.device.type == "cuda"):
             hyps = [nbest[0].text if nbest else "" for nbest in translator.translate_batch(src, opts)]
-        scores = corpus_scores(hyps, refs, tokenize=self.cfg.data.bleu_tokenize_for(self.cfg.data.tgt_lang))
-        return {"bleu": scores["bleu"], "chrf": scores["chrf"], "bleu_sentences": len(src), "example": hyps[0] if hyps else ""}
+        tok = self.cfg.data.bleu_tokenize_for(self.cfg.data.tgt_lang)
+        scores = corpus_scores(hyps, refs, tokenize=tok)
+        record = {"bleu": scores["bleu"], "chrf": scores["chrf"], "bleu_sentences": len(src), "example": hyps[0] if hyps else ""}
+        if data.valid_parts:
+            record["parts"] = scores_by_part(hyps, refs, data.valid_parts, tok)
+        return record
 
     def validate(self) -> dict[str, Any]:
         """Rank 0 validates (others wait); returns the record and updates best/patience."""
@@ -715,11 +722,28 @@ def _train_line(rec: dict[str, Any]) -> str:
     return line
 
 
+def scores_by_part(hyps: list[str], refs: list[str], parts: list[tuple[str, int]], tok: str) -> dict[str, dict[str, Any]]:
+    """BLEU/chrF of each corpus of an interleaved valid set (``parts``: (name, pairs) in
+    config order), from outputs of its first ``len(hyps)`` lines; parts with no line there
+    are left out."""
+    from mt.evaluate import corpus_scores
+
+    order = interleave_order([n for _, n in parts])[: len(hyps)]
+    out = {}
+    for k, (name, _) in enumerate(parts):
+        rows = [j for j, part in enumerate(order) if part == k]
+        if rows:
+            s = corpus_scores([hyps[j] for j in rows], [refs[j] for j in rows], tokenize=tok)
+            out[name] = {"bleu": s["bleu"], "chrf": s["chrf"], "sentences": len(rows)}
+    return out
+
+
 def _valid_line(rec: dict[str, Any]) -> str:
     parts = [f"step {rec['step']}"]
     for key, fmt in (("loss", ".3f"), ("ppl", ".2f"), ("bleu", ".2f"), ("chrf", ".2f"), ("best", ".3f")):
         if rec.get(key) is not None:
             parts.append(f"{key} {rec[key]:{fmt}}")
+    parts += [f"{name} bleu {p['bleu']:.2f}" for name, p in (rec.get("parts") or {}).items()]
     return "valid: " + ", ".join(parts)
 
 
