@@ -162,6 +162,8 @@ def test_init_several_corpora_formats_and_weights(tmp_path: Path, capsys: pytest
     held = tmp_path / "run" / "heldout"
     assert [Path(v.src) for v in cfg.data.valid] == [held / f"{n}.valid.xh" for n in ("web", "corpus2", "bible")]
     assert "400 training pairs" in capsys.readouterr().out
+    assert main([*args, "--force", "--set", "data.train.bible.weight=3"]) == 0  # one corpus, by its name
+    assert [c.weight for c in load_config(tmp_path / "recipe.yaml").data.train] == [2.0, 1.0, 3.0]
 
 
 def test_init_errors_are_one_line_naming_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
