@@ -336,7 +336,9 @@ def _write_eval_split(
     src_lines, tgt_lines = [p[0] for p in pairs], [p[1] for p in pairs]
     counts: dict[str, Any] = {"pairs": len(pairs), "invalid_utf8_dropped": source.stats.invalid_utf8}
     if isinstance(source, InterleavedSource):  # which lines came from which corpus: interleave_order(sizes)
-        counts["parts"] = [{"name": p.corpus.label(), "pairs": n} for p, n in zip(source.parts, source.sizes)]
+        names = [p.corpus.label() for p in source.parts]
+        names = [f"{n} [{i}]" if names.count(n) > 1 else n for i, n in enumerate(names)]  # keys of the valid records
+        counts["parts"] = [{"name": name, "pairs": n} for name, n in zip(names, source.sizes)]
     for lang, lines, encode in ((d.src_lang, src_lines, text.encode_source), (d.tgt_lang, tgt_lines, text.encode_target)):
         with open(tmp / f"{name}.{lang}.txt", "w", encoding="utf-8", newline="\n") as f:
             f.writelines(line + "\n" for line in lines)
