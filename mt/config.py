@@ -577,7 +577,9 @@ class DecodeOptions:
     topp: float = _opt(0.9, "sampling: draw from the nucleus of this mass", low=0.0, high=1.0, low_open=True)
     temperature: float = _opt(1.0, "sampling: divide logits by this", low=0.0, high=100.0, low_open=True)
     seed: int = _opt(1, "seed of sampling and noise", low=0, high=2**62)
-    max_tokens: int = _opt(4096, "padded source tokens per decoding batch", "batch", low=1, high=10_000_000)
+    # 2,048: at beam 5 a batch holds sentences x 5 rows of cache; 4,096 was slower and ~1.4x the
+    # memory on the 6M Multi30k model (bench/decode_memory.py, bench/results.md)
+    max_tokens: int = _opt(2048, "padded source tokens per decoding batch", "batch", low=1, high=10_000_000)
     device: str = _opt("auto", DEVICES_HELP, "model")
     dtype: str = _opt("auto", "weights and activations (scores stay fp32); auto: bf16 where the CPU has native "
                       "bf16 and a probe finds it clearly faster, else fp32", "model",

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import yaml
 
-from mt.config import ConfigError, CorpusConfig, is_file_name_safe, apply_override, from_dict, to_dict
+from mt.config import ConfigError, CorpusConfig, DecodeOptions, is_file_name_safe, apply_override, from_dict, to_dict
 from mt.errors import MissingFileError
 from mt.fileio import atomic_dir, atomic_write, atomic_write_json, atomic_write_text, count_lines, exclusive_dir
 
@@ -471,7 +471,7 @@ class _Builder:
         bt = dict(
             rounds=s.bt_rounds, mono_tgt=_data_relative(mono_tgt, self.data_dir),
             mono_src=_data_relative(mono_src, self.data_dir) if mono_src else None, max_mono_lines=pairs,
-            generation={**generation, "max_tokens": 4096}, shard_size=5000,
+            generation={**generation, "max_tokens": DecodeOptions().max_tokens}, shard_size=5000,
             filter={"max_tokens": 250, "max_ratio": 3.0, "dedup": True}, upsample=1, tagged=True,
             continue_from_previous=True, continue_train=cont, eval_beam=None, eval_sentences=0,
         )  # fmt: skip
