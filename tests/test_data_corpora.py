@@ -254,6 +254,13 @@ def test_a_valid_list_is_read_as_one_set_interleaved(tmp_path: Path) -> None:
     assert m["inputs"]["valid"]["format"] == "interleaved" and len(m["inputs"]["valid"]["parts"]) == 2
     assert m["counts"]["valid"]["pairs"] == 22
     assert valid_parts(out) == [("v", 12), ("t", 10)]  # each line's corpus: interleave_order([12, 10])
+    bad = json.loads((out / "manifest.json").read_text())
+    bad["counts"]["valid"]["parts"][1] = {"name": "t"}
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "manifest.json").write_text(json.dumps(bad))
+    with pytest.raises(DataError, match=r"counts\.valid\.parts: malformed .*mt prepare --force"):
+        valid_parts(tmp_path / "bad")
+    assert valid_parts(tmp_path / "none") == []  # no manifest: one valid corpus as far as training knows
     assert [("v", "t")[k] for k in interleave_order([12, 10])] == ["v" if x in v else "t" for x in got]
     write(raw / "t.en", (raw / "t.en").read_text().splitlines()[:-1] + ["changed"])
     assert json.loads((prepare(cfg, progress=False) / "manifest.json").read_text())["fingerprint"] != m["fingerprint"]

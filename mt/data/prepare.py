@@ -420,13 +420,16 @@ def _build(cfg: ExperimentConfig, plan: _Plan, tmp: Path, progress: bool, timing
 def valid_parts(data_dir: str | Path) -> list[tuple[str, int]]:
     """The corpora of an interleaved valid set and their sizes, from ``manifest.json``
     (``counts.valid.parts``); empty for one valid corpus or data prepared before parts were
-    recorded. Line ``j`` of ``valid.*.txt`` is from part ``interleave_order(sizes)[j]``."""
+    recorded. Line ``j`` of ``valid.*.txt`` is from part ``interleave_order(sizes)[j]``.
+    A malformed record is an error, as :meth:`CorpusMix.from_manifest` treats ``train_corpora``."""
     path = Path(data_dir) / "manifest.json"
-    try:
-        parts = json.loads(path.read_text(encoding="utf-8"))["counts"]["valid"].get("parts") or []
-        return [(str(p["name"]), int(p["pairs"])) for p in parts]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+    if not path.is_file():
         return []
+    try:
+        valid = json.loads(path.read_text(encoding="utf-8")).get("counts", {}).get("valid") or {}
+        return [(str(p["name"]), int(p["pairs"])) for p in valid.get("parts") or []]
+    except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{path}: counts.valid.parts: malformed ({e}); rerun `mt prepare --force`") from None
 
 
 def _write_manifest(tmp: Path, cfg: ExperimentConfig, plan: _Plan, built: _Built, timings: dict[str, float]) -> None:
