@@ -44,6 +44,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -52,6 +53,7 @@ sys.path.insert(0, str(REPO))
 
 from mt.data.fetch import resolve_data_dir  # noqa: E402
 from mt.evaluate import corpus_scores  # noqa: E402
+from mt.fileio import atomic_write_json, atomic_write_text  # noqa: E402
 
 SPLITS = ("train", "dev", "test")
 
@@ -71,18 +73,18 @@ def moses_prepare(data: Path, out: Path) -> None:
     for (split, lang), lines in tokenised.items():
         if lang == "en":
             lines = [truecaser.truecase(line, return_str=True) for line in lines]
-        (out / f"{split}.true.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        atomic_write_text(out / f"{split}.true.{lang}", "\n".join(lines) + "\n")
 
 
 def write_vocab(train: Path, path: Path, cap: int = 50_000) -> int:
     """Every training word by frequency, at most ``cap`` (OpenNMT-py 1.x's default size)."""
     counts = Counter(w for line in open(train, encoding="utf-8") for w in line.split())
     words = counts.most_common(cap)
-    path.write_text("".join(f"{w}\t{n}\n" for w, n in words), encoding="utf-8")
+    atomic_write_text(path, "".join(f"{w}\t{n}\n" for w, n in words))
     return len(words)
 
 
-def train_config(out: Path, src: str, tgt: str, threads: int, save_every: int) -> Path:
+def train_config(out: Path, src: str, tgt: str, save_every: int) -> Path:
     """OpenNMT-py 3.0.4's YAML for the paper's settings (option names as 3.0.4 spells them)."""
     cfg = {
         "data": {
@@ -102,13 +104,12 @@ def train_config(out: Path, src: str, tgt: str, threads: int, save_every: int) -
         "world_size": 1, "num_workers": 0,
     }
     path = out / "onmt_train.yaml"
-    path.write_text(json.dumps(cfg, indent=1), encoding="utf-8")  # JSON is YAML
+    atomic_write_json(path, cfg)  # JSON is YAML
     return path
 
 
 def onmt_env(onmt_path: str, threads: int) -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=onmt_path, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    return env
+    return dict(os.environ, PYTHONPATH=onmt_path, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
 
 
 def run_onmt(entry: str, args: list[str], env: dict[str, str], log: Path, deadline: float | None = None) -> int:
@@ -130,21 +131,15 @@ def run_onmt(entry: str, args: list[str], env: dict[str, str], log: Path, deadli
 
 
 def last_checkpoint(out: Path) -> tuple[int, Path]:
-    """The newest checkpoint that loads (the deadline may cut a save short)."""
-    import argparse
-
-    import torch
-
-    torch.serialization.add_safe_globals([argparse.Namespace])
+    """The newest complete checkpoint: the deadline may cut a save short, and torch.save's zip
+    archive only gets its closing directory at the end, so a cut file is not a zip file (this
+    checks it without reading the gigabyte that ``onmt_translate`` loads next)."""
     found = sorted(((int(m.group(1)), p) for p in out.glob("model_step_*.pt")
                     if (m := re.fullmatch(r"model_step_(\d+)\.pt", p.name))), reverse=True)
     for step, path in found:
-        try:
-            torch.load(path, map_location="cpu", weights_only=True)
+        if zipfile.is_zipfile(path):
             return step, path
-        except Exception:  # noqa: BLE001 - a truncated file: fall back to the previous one
-            continue
-    raise SystemExit(f"no loadable checkpoint in {out}: did training reach --save-every steps?")
+    raise SystemExit(f"no complete checkpoint in {out}: did training reach --save-every steps?")
 
 
 def step_times(log: Path) -> list[tuple[int, float]]:
@@ -182,12 +177,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     data, out = resolve_data_dir(None) / "chren", Path(args.out)
+    missing = [f"{data / split}.{lang}" for split in SPLITS for lang in ("chr", "en") if not (data / f"{split}.{lang}").is_file()]
+    if missing:
+        raise SystemExit(f"ChrEn data not found: {missing[0]} (set MT_DATA_DIR to the directory holding chren/)")
+    if not (Path(args.onmt_path) / "onmt").is_dir():
+        raise SystemExit(f"--onmt-path {args.onmt_path}: no OpenNMT-py there; install it as bench/peer_onmt.py says")
     out.mkdir(parents=True, exist_ok=True)
     env = onmt_env(args.onmt_path, args.threads)
     if not (out / "test.true.en").exists():
         moses_prepare(data, out)
     vocab = {lang: write_vocab(out / f"train.true.{lang}", out / f"vocab.{lang}") for lang in ("chr", "en")}
-    cfg = train_config(out, args.src, args.tgt, args.threads, args.save_every)
+    cfg = train_config(out, args.src, args.tgt, args.save_every)
     start = time.time()
     rc = run_onmt("train", ["-config", str(cfg)], env, out / "train.log", deadline=start + args.minutes * 60)
     train_minutes = (time.time() - start) / 60
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if result["seconds_per_step"]:
         result["hours_for_20000_steps"] = round(result["seconds_per_step"] * 20_000 / 3600, 1)
-    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    atomic_write_json(out / "result.json", result)
     print(json.dumps(result, indent=1))
     return 0
 

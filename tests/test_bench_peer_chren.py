@@ -53,12 +53,12 @@ def test_the_vocabulary_is_every_word_by_frequency_up_to_the_cap(bench, tmp_path
     assert bench.write_vocab(train, tmp_path / "v2", cap=2) == 2
 
 
-def test_the_scored_checkpoint_is_the_newest_that_loads(bench, tmp_path) -> None:
+def test_the_scored_checkpoint_is_the_newest_complete_one(bench, tmp_path) -> None:
     torch.save({"step": 25}, tmp_path / "model_step_25.pt")
     torch.save({"step": 50}, tmp_path / "model_step_50.pt")
     (tmp_path / "model_step_75.pt").write_bytes(b"cut short by the deadline")
     assert bench.last_checkpoint(tmp_path) == (50, tmp_path / "model_step_50.pt")
-    with pytest.raises(SystemExit, match="no loadable checkpoint"):
+    with pytest.raises(SystemExit, match="no complete checkpoint"):
         bench.last_checkpoint(tmp_path / "empty")
 
 
@@ -71,3 +71,15 @@ def test_step_times_read_onmt_report_lines(bench, tmp_path) -> None:
         "[2026-12-04 22:11:11,298 INFO] Step 20/20000; acc: 6.0; ppl: 1996.4; xent: 7.6; lr: 0.00050; "
         "sents:     340; bsz:  604/ 948/34; 116/182 tok/s;    124 sec;\n", encoding="utf-8")
     assert bench.step_times(log) == [(10, 72.0), (20, 124.0)]
+
+
+def test_missing_data_or_peer_is_one_line(bench, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MT_DATA_DIR", str(tmp_path))
+    with pytest.raises(SystemExit, match=r"ChrEn data not found: .*chren/train\.chr .*MT_DATA_DIR"):
+        bench.main(["--src", "chr", "--tgt", "en", "--minutes", "1", "--out", str(tmp_path / "o")])
+    (tmp_path / "chren").mkdir()
+    write_splits(tmp_path / "chren")
+    with pytest.raises(SystemExit, match=r"--onmt-path .*nowhere: no OpenNMT-py there"):
+        bench.main(["--src", "chr", "--tgt", "en", "--minutes", "1", "--out", str(tmp_path / "o"),
+                    "--onmt-path", str(tmp_path / "nowhere")])
+    assert not (tmp_path / "o").exists()  # nothing written before the checks
