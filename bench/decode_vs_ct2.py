@@ -15,7 +15,9 @@ tokens) and, per batch, mt's maximum output length of its longest source.
 
 Prints sentences/s, the ratio to CTranslate2 int8 (its fastest CPU mode) and sacreBLEU /
 chrF of every system and search, and the CPU. Where ``--dtype auto`` (mt's default) chose
-bf16, mt fp32 is measured beside it.
+bf16, mt fp32 is measured beside it. ``mt --engine ctranslate2`` (CTranslate2's ``auto`` type
+and float32) is mt's own pipeline around CTranslate2's search: its distance from the bare
+CTranslate2 rows is what mt's text handling and batching add.
 
 ``--compile`` adds two fp32 systems on plain ``F.linear`` weights: eager, and the same with
 each decoder layer's three sublayers (norm, attention or feed-forward, residual) compiled by
@@ -56,6 +58,8 @@ def mt_system(t: Translator, name: str = "") -> tuple[str, System]:
     def run(batch: list[str], beam: int) -> list[str]:
         return [h[0].text for h in t.translate_batch(batch, t.options.replace(beam=beam, n_best=1))]
 
+    if not name and t.options.engine == "ctranslate2":
+        name = f"mt --engine ctranslate2 ({t.model.dtype})"
     name = name or ("mt int8" if t.model.int8 else f"mt {t.model.describe()} (default)")
     return name, run
 
@@ -182,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
             plain = Translator.load(args.model, workers=1, threads=args.threads, dtype="fp32", pack=False)
             compiled = compiled_system(args.model, args.threads)
             systems += [mt_system(plain, "mt fp32, F.linear"), compiled]
+        for dtype in ("auto", "fp32"):  # mt's text pipeline and batches around CTranslate2's search
+            # workers: CTranslate2's inter_threads, as the bare CTranslate2 systems below get
+            systems.append(mt_system(Translator.load(args.model, workers=args.workers, threads=args.threads,
+                                                     dtype=dtype, engine="ctranslate2")))  # fmt: skip
         for quant in ("float32", "int8"):
             systems.append(ct2_system(args.model, default, Path(tmp) / quant, quant, args.threads, args.workers))
         for beam in beams:

@@ -1,5 +1,9 @@
-"""mt's server against OpenNMT-py 3.0.4's REST server (``onmt_server``) on the same weights, in
-one run, and against mt's own offline throughput.
+"""mt's server against two peer servers on the same weights, in one run, and against mt's own
+offline throughput. The peers (``--peers``):
+
+* ``onmt``: OpenNMT-py 3.0.4's REST server (``onmt_server``), PyTorch like mt;
+* ``libretranslate``: LibreTranslate 1.9.6 (Argos Translate on CTranslate2), the server that
+  mt's LibreTranslate routes stand in for, serving ``mt export --to argos`` of the model.
 
 The mt model is converted exactly as ``bench/peer_onmt.py`` does (that script checks the
 conversion: equal logits and greedy outputs); the peer server gets mt's normalisation and
@@ -8,6 +12,17 @@ Install the peer as ``bench/peer_onmt.py``'s docstring says, plus its server's p
 
     .venv/bin/pip install --no-deps --target .bench-deps/onmt flask==3.1.3 waitress==3.0.2 \\
         werkzeug==3.1.9 itsdangerous==2.2.0 click blinker
+
+LibreTranslate goes into a venv of its own (it brings Flask, Argos Translate and CTranslate2;
+spaCy gives Argos an offline sentence splitter: its default, MiniSBD, downloads a model on
+first use)::
+
+    python3 -m venv .bench-deps/ltvenv
+    PIP_CONSTRAINT=/tmp/torch-constraint.txt .bench-deps/ltvenv/bin/pip install libretranslate==1.9.6 spacy==3.8.18
+
+It runs as its users run it offline (``--load-only SRC,TGT``, Argos' search with
+``ARGOS_BEAM_SIZE=--beam``, the CTranslate2 compute type Argos picks, ``auto``), with the
+``ARGOS_INTER_THREADS`` x ``ARGOS_INTRA_THREADS`` layout of mt's decoding workers x threads.
 
 Run (about 10 minutes on 2 cores; run nothing else meanwhile)::
 
@@ -19,9 +34,10 @@ threads; the phases alternate between them, and the load client (``bench/serve_l
 one asyncio process) shares the cores. Two loads:
 
 * ``sentence``: one sentence per request, as today's other serving benches;
-* ``paragraphs``: 1-3 paragraphs of 2-5 consecutive sentences per request. mt gets the text
-  and splits it itself (``mt.documents``); the peer has no splitter, so it gets the request's
-  sentences as one list, as its users would send them (its batch is then the request's).
+* ``paragraphs``: 1-3 paragraphs of 2-5 consecutive sentences per request. mt and
+  LibreTranslate get the text and split it themselves (``mt.documents``; Argos: paragraphs,
+  then spaCy's rule-based sentencizer); ``onmt_server`` has no splitter, so it gets the
+  request's sentences as one list, as its users would send them (its batch is then the request's).
 
 Per load, clients (``--clients``) and server: requests, errors, sentences/s, p50/p95/p99
 latency, and where the CPU went per translated sentence: the server's own process (HTTP,
@@ -45,8 +61,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -56,6 +73,8 @@ from bench.serve_load import free_port, mt_reply, run_load  # noqa: E402
 from mt.runtime import cpu_name  # noqa: E402
 
 PEER_ID = 100  # the model id in the peer's conf.json
+PEERS = ("onmt", "libretranslate")
+LT_VERSION = "1.9.6"
 
 
 def paragraphs(sentences: list[str], n: int, seed: int) -> list[list[list[str]]]:
@@ -87,6 +106,41 @@ def peer_reply(body: bytes, data: bytes) -> int:
     return len(sent)
 
 
+def lt_body(request: list[list[str]], src: str, tgt: str) -> bytes:
+    """LibreTranslate's ``/translate``: the same text as mt's, paragraphs split by a blank line."""
+    return json.dumps({"q": "\n\n".join(" ".join(p) for p in request), "source": src, "target": tgt,
+                       "format": "text"}).encode()  # fmt: skip
+
+
+def lt_reply(body: bytes, data: bytes) -> int:
+    """Check a LibreTranslate reply (``{"translatedText": str}``); 0: its batches are not reported."""
+    reply = json.loads(data)
+    if not isinstance(reply, dict) or not isinstance(reply.get("translatedText"), str):
+        raise ValueError(f"wrong reply: {str(reply)[:120]}")
+    return 0
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a server is spoken to: its translate and readiness paths, a request's body, the
+    check of a reply (returns the batch it was decoded in, 0 when not reported) and the first
+    translation in a reply."""
+
+    path: str
+    ready: str
+    body: Callable[[list[list[str]]], bytes]
+    check: Callable[[bytes, bytes], int]
+    first: Callable[[Any], str]
+
+
+MT = Protocol("/v1/translate", "/ready", mt_body, mt_reply, lambda r: r["translations"][0]["text"])
+ONMT = Protocol("/translator/translate", "/translator/health", peer_body, peer_reply, lambda r: r[0][0]["tgt"])
+
+
+def libretranslate_protocol(src: str, tgt: str) -> Protocol:
+    return Protocol("/translate", "/languages", lambda r: lt_body(r, src, tgt), lt_reply, lambda r: r["translatedText"])
+
+
 def start_peer(ckpt: Path, model_dir: str, beam: int, threads: int, onmt_path: Path, eps: float, name: str) -> Server:
     conf = ckpt.parent / "conf.json"
     opt = {"gpu": -1, "beam_size": beam, "batch_size": 32, "n_best": 1}
@@ -100,20 +154,58 @@ def start_peer(ckpt: Path, model_dir: str, beam: int, threads: int, onmt_path: P
     env = dict(os.environ, MT_PEER_MODEL=model_dir, MT_PEER_EPS=repr(eps), OMP_NUM_THREADS=str(threads),
                PYTHONPATH=os.pathsep.join([str(onmt_path.resolve()), str(BENCH), str(ROOT)]))  # fmt: skip
     log = ckpt.parent / "peer.log"
-    return Server(name, f"http://127.0.0.1:{port}", _spawn([sys.executable, "-c", code], env, log), log, peer=True)
+    return Server(name, f"http://127.0.0.1:{port}", _spawn([sys.executable, "-c", code], env, log), log, ONMT)
 
 
-def start_mt(model_dir: str, beam: int, threads: int, dtype: str, workers: Optional[int], log: Path) -> Server:
-    """``mt serve`` with ``--dtype dtype`` and ``--workers`` (None: the server's default)."""
+def argos_package(model_dir: str, root: Path, lt_venv: Path) -> tuple[Path, str]:
+    """``mt export --to argos`` of ``model_dir`` under ``root/packages`` with a blank spaCy
+    pipeline as its offline sentence splitter (built by the LibreTranslate venv's spaCy), and
+    the CTranslate2 compute type Argos' ``auto`` picks for it on this CPU."""
+    from mt.export import export_model
+
+    pkg = export_model(model_dir, root / "packages" / "mt_model", "argos")
+    src = json.loads((pkg / "metadata.json").read_text())["from_code"]
+    code = ("import sys, spacy, ctranslate2; spacy.blank(sys.argv[1]).to_disk(sys.argv[2]); "
+            "print(ctranslate2.Translator(sys.argv[3], compute_type='auto').compute_type)")  # fmt: skip
+    out = subprocess.run([str(lt_venv / "bin" / "python"), "-c", code, src, str(pkg / "spacy"), str(pkg / "model")],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return pkg, out.stdout.strip().splitlines()[-1]
+
+
+def start_libretranslate(model_dir: str, beam: int, threads: int, lt_venv: Path, root: Path) -> Server:
+    """LibreTranslate serving ``model_dir``'s Argos export offline: packages and data under
+    ``root``, an empty package index (else its start-up retries the online one), beam ``beam``,
+    mt's layout of decoding workers x threads as CTranslate2's inter x intra threads."""
+    pkg, compute = argos_package(model_dir, root, lt_venv)
+    meta = json.loads((pkg / "metadata.json").read_text())
+    (root / "xdg" / "argos-translate").mkdir(parents=True, exist_ok=True)
+    (root / "xdg" / "argos-translate" / "index.json").write_text("[]")
+    inter = 2 if threads >= 2 else 1  # mt.decode.translator.default_workers on CPU
+    env = dict(os.environ, ARGOS_PACKAGES_DIR=str(pkg.parent), ARGOS_CHUNK_TYPE="SPACY", ARGOS_BEAM_SIZE=str(beam),
+               ARGOS_INTER_THREADS=str(inter), ARGOS_INTRA_THREADS=str(max(1, threads // inter)),
+               XDG_DATA_HOME=str(root / "xdg"), XDG_CACHE_HOME=str(root / "cache"), XDG_CONFIG_HOME=str(root / "config"))  # fmt: skip
+    port = free_port()
+    cmd = [str(lt_venv / "bin" / "libretranslate"), "--host", "127.0.0.1", "--port", str(port), "--load-only",
+           f"{meta['from_code']},{meta['to_code']}", "--disable-web-ui", "--disable-files-translation"]  # fmt: skip
+    log = root / "libretranslate.log"
+    name = f"LibreTranslate {LT_VERSION} (CTranslate2 {compute})"
+    return Server(name, f"http://127.0.0.1:{port}", _spawn(cmd, env, log), log,
+                  libretranslate_protocol(meta["from_code"], meta["to_code"]))  # fmt: skip
+
+
+def start_mt(model_dir: str, beam: int, threads: int, dtype: str, workers: Optional[int], log: Path,
+             engine: str = "torch") -> Server:  # fmt: skip
+    """``mt serve`` with ``--dtype dtype``, ``--engine engine`` and ``--workers`` (None: the
+    server's default)."""
     port = free_port()
     cmd = [sys.executable, "-m", "serve", "--model", model_dir, "--host", "127.0.0.1", "--port", str(port),
-           "--beam", str(beam), "--threads", str(threads), "--dtype", dtype]  # fmt: skip
-    name = f"mt --dtype {dtype}"
+           "--beam", str(beam), "--threads", str(threads), "--dtype", dtype, "--engine", engine]  # fmt: skip
+    name = f"mt --dtype {dtype}" + (f" --engine {engine}" if engine != "torch" else "")
     if workers is not None:
         cmd += ["--workers", str(workers)]
         name += f" --workers {workers}"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return Server(name, f"http://127.0.0.1:{port}", _spawn(cmd, env, log), log, peer=False, dtype=dtype)
+    return Server(name, f"http://127.0.0.1:{port}", _spawn(cmd, env, log), log, MT, dtype=dtype, engine=engine)
 
 
 def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -151,15 +243,18 @@ def cpu_split(before: dict[int, float], after: dict[int, float], root: int) -> t
 
 
 class Server:
-    """One server under load: its process and log, where it listens, how a request is written
-    and its reply checked (mt's ``/v1/translate`` or the peer's ``/translator/translate``);
-    ``dtype``: an mt server's ``--dtype`` (its offline ceiling is measured in that dtype)."""
+    """One server under load: its process and log, where it listens and how it is spoken to
+    (``protocol``); ``dtype`` / ``engine``: an mt server's ``--dtype`` and ``--engine`` (its
+    offline ceiling is measured with them), None for a peer."""
 
-    def __init__(self, name: str, url: str, proc: subprocess.Popen, log: Path, peer: bool,
-                 dtype: Optional[str] = None) -> None:  # fmt: skip
-        self.name, self.url, self.proc, self.log, self.peer, self.dtype = name, url, proc, log, peer, dtype
-        self.path, self.ready = ("/translator/translate", "/translator/health") if peer else ("/v1/translate", "/ready")
-        self.body, self.check = (peer_body, peer_reply) if peer else (mt_body, mt_reply)
+    def __init__(self, name: str, url: str, proc: subprocess.Popen, log: Path, protocol: Protocol,
+                 dtype: Optional[str] = None, engine: Optional[str] = None) -> None:  # fmt: skip
+        self.name, self.url, self.proc, self.log, self.protocol = name, url, proc, log, protocol
+        self.dtype, self.engine = dtype, engine
+
+    @property
+    def peer(self) -> bool:
+        return self.protocol is not MT
 
     def wait_up(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -167,7 +262,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise SystemExit(f"server {self.name} exited: {self.log.read_text(errors='replace')[-2000:]}")
             try:
-                with urllib.request.urlopen(self.url + self.ready, timeout=2) as r:
+                with urllib.request.urlopen(self.url + self.protocol.ready, timeout=2) as r:
                     if r.status == 200:
                         return
             except OSError:
@@ -175,10 +270,10 @@ class Server:
         raise SystemExit(f"server {self.name} at {self.url} not up after {timeout:.0f} s")
 
     def load(self, requests: list[list[list[str]]], clients: int, max_seconds: float) -> dict[str, Any]:
-        payloads = [self.body(r) for r in requests]
+        payloads = [self.protocol.body(r) for r in requests]
         before, client = cpu_seconds(self.proc.pid), time.process_time()
         r = asyncio.run(run_load(self.url, payloads, clients, time.monotonic() + max_seconds, {},
-                                 path=self.path, check=self.check))  # fmt: skip
+                                 path=self.protocol.path, check=self.protocol.check))  # fmt: skip
         client = time.process_time() - client
         main, children = cpu_split(before, cpu_seconds(self.proc.pid), self.proc.pid)
         sentences = sum(sum(len(p) for p in requests[i]) for i in r["answered"])
@@ -192,10 +287,10 @@ class Server:
         """One request per sentence, one at a time: the outputs (for the agreement check)."""
         out = []
         for s in sentences:
-            req = urllib.request.Request(self.url + self.path, self.body([[s]]), {"Content-Type": "application/json"})
+            req = urllib.request.Request(self.url + self.protocol.path, self.protocol.body([[s]]),
+                                         {"Content-Type": "application/json"})  # fmt: skip
             with urllib.request.urlopen(req, timeout=120) as r:
-                reply = json.loads(r.read())
-            out.append(reply[0][0]["tgt"] if self.peer else reply["translations"][0]["text"])
+                out.append(self.protocol.first(json.loads(r.read())))
         return out
 
     def stop(self) -> None:
@@ -206,11 +301,11 @@ class Server:
             self.proc.kill()
 
 
-def offline(model_dir: str, sentences: list[str], beam: int, threads: int, dtype: str) -> float:
+def offline(model_dir: str, sentences: list[str], beam: int, threads: int, dtype: str, engine: str = "torch") -> float:
     """Sentences/s of in-process ``Translator.translate`` (what ``mt translate`` runs), loading untimed."""
     from mt.decode.translator import Translator
 
-    translator = Translator.load(model_dir, threads=threads, beam=beam, dtype=dtype)
+    translator = Translator.load(model_dir, threads=threads, beam=beam, dtype=dtype, engine=engine)
     translator.translate(sentences[:32])  # warm-up
     t0 = time.perf_counter()
     translator.translate(sentences)
@@ -225,22 +320,28 @@ def table(rows: list[dict[str, Any]]) -> str:
         cpu = " / ".join(f"{r['cpu_ms_per_sentence'][k]:.1f}" for k in ("server", "decoders", "client"))
         lines.append(f"| {r['load']} | {r['concurrency']} | {r['server']} | {r['requests']} | {r['errors']} | "
                      f"{r['sent_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | "
-                     f"{r['mean_batch_texts']:.1f} | {cpu} | {r['cores_busy']:.2f} |")  # fmt: skip
+                     f"{_batch(r['mean_batch_texts'])} | {cpu} | {r['cores_busy']:.2f} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
-def ratios(rows: list[dict[str, Any]], ceilings: dict[str, float], peer: str) -> list[str]:
-    """mt/peer throughput and p95 at the most clients per load; server/offline for the sentence load."""
+def _batch(mean: float) -> str:
+    return f"{mean:.1f}" if mean else "–"  # 0: the server does not report its batches
+
+
+def ratios(rows: list[dict[str, Any]], ceilings: dict[str, float], peers: list[str]) -> list[str]:
+    """mt/peer throughput and p95 at the most clients per load, for each peer; server/offline
+    for the sentence load."""
     out = []
     for load in dict.fromkeys(r["load"] for r in rows):
         most = max(r["concurrency"] for r in rows if r["load"] == load)
         at = {r["server"]: r for r in rows if r["load"] == load and r["concurrency"] == most}
         for name, r in at.items():
-            if name == peer:
+            if name in peers:
                 continue
-            p = at[peer]
-            out.append(f"- {load}, {most} clients: {name} {r['sent_per_s'] / p['sent_per_s']:.1f}x the peer's "
-                       f"sentences/s; p95 {r['p95_ms']:.0f} ms vs {p['p95_ms']:.0f} ms")  # fmt: skip
+            for peer in peers:
+                p = at[peer]
+                out.append(f"- {load}, {most} clients: {name} {r['sent_per_s'] / p['sent_per_s']:.1f}x {peer}'s "
+                           f"sentences/s; p95 {r['p95_ms']:.0f} ms vs {p['p95_ms']:.0f} ms")  # fmt: skip
             if load == "sentence" and name in ceilings:
                 out.append(f"  - {name} at {most} clients: {100 * r['sent_per_s'] / ceilings[name]:.0f}% of offline "
                            f"({ceilings[name]:.1f} sentences/s in-process)")  # fmt: skip
@@ -254,13 +355,16 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--threads", type=int, default=2, help="torch threads of each server")
     p.add_argument("--mt-dtypes", default="auto,fp32", help="one mt server per --dtype")
+    p.add_argument("--mt-engines", default="torch", help="and per --engine (torch, ctranslate2)")
     p.add_argument("--mt-workers", default="", help="and per --workers value, comma-separated (default: the server's own)")
     p.add_argument("--clients", default="1,8,32")
     p.add_argument("--loads", default="sentence,paragraphs", help="which loads to run (comma-separated)")
     p.add_argument("--requests", type=int, default=2000, help="sentence requests per phase (a quarter at 1 client)")
     p.add_argument("--paragraph-requests", type=int, default=300, help="paragraph requests per phase")
     p.add_argument("--max-seconds", type=float, default=60, help="stop issuing a phase's requests after this long")
+    p.add_argument("--peers", default=",".join(PEERS), help=f"peer servers to run (comma-separated: {', '.join(PEERS)})")
     p.add_argument("--onmt-path", default=str(ROOT / ".bench-deps" / "onmt"))
+    p.add_argument("--lt-venv", default=str(ROOT / ".bench-deps" / "ltvenv"), help="LibreTranslate's venv (see above)")
     p.add_argument("--json", dest="json_out", help="also write the rows here")
     args = p.parse_args(argv)
     if not Path(args.model, "config.json").is_file():
@@ -281,21 +385,55 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         p.error(f"--loads {args.loads}: sentence and/or paragraphs")
     if workers and min(workers) < 1:
         p.error(f"--mt-workers {args.mt_workers}: comma-separated positive integers")
+    peers = [x for x in args.peers.split(",") if x]
+    if not peers or not set(peers) <= set(PEERS):
+        p.error(f"--peers {args.peers}: one or more of {', '.join(PEERS)}")
+
     # the lists main uses, parsed once
     args.clients, args.mt_workers, args.loads = clients, workers or [None], args.loads.split(",")
     args.mt_dtypes = [d for d in args.mt_dtypes.split(",") if d]
+    args.mt_engines = [e for e in args.mt_engines.split(",") if e]
+    if not args.mt_engines or not set(args.mt_engines) <= {"torch", "ctranslate2"}:
+        p.error(f"--mt-engines {','.join(args.mt_engines)}: torch and/or ctranslate2")
+    args.peers = peers
     return args
+
+
+def missing_peer(args: argparse.Namespace) -> Optional[str]:
+    """A one-line message naming the flag of a peer that is not installed, or None."""
+    onmt = Path(args.onmt_path)
+    if "onmt" in args.peers and not ((onmt / "onmt" / "bin" / "server.py").is_file() and (onmt / "flask").is_dir()):
+        return f"--onmt-path {onmt}: OpenNMT-py and its server's packages are not installed there (see the docstring)"
+    if "libretranslate" in args.peers and not (Path(args.lt_venv) / "bin" / "libretranslate").is_file():
+        return f"--lt-venv {args.lt_venv}: no LibreTranslate installed there (see the docstring)"
+    return None
+
+
+def start_servers(args: argparse.Namespace, tmp: Path) -> list[Server]:
+    """The mt servers (one per dtype and workers value), then the peers."""
+    servers = [start_mt(args.model, args.beam, args.threads, d, w, tmp / f"mt-{e}-{d}-{w}.log", e)
+               for e in args.mt_engines for d in args.mt_dtypes for w in args.mt_workers]  # fmt: skip
+    if "onmt" in args.peers:
+        sys.path.insert(0, str(Path(args.onmt_path).resolve()))
+        from bench.peer_onmt import PEER, allow_namespace_unpickling, convert, layer_norm_eps
+        from mt.modelio import load_model
+
+        allow_namespace_unpickling()
+        loaded = load_model(args.model)
+        eps = layer_norm_eps(loaded.model)
+        convert(loaded.model, loaded.text, tmp / "model.pt")
+        del loaded
+        servers.append(start_peer(tmp / "model.pt", args.model, args.beam, args.threads, Path(args.onmt_path), eps, PEER))
+    if "libretranslate" in args.peers:
+        servers.append(start_libretranslate(args.model, args.beam, args.threads, Path(args.lt_venv), tmp / "lt"))
+    return servers
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
-    onmt_path = Path(args.onmt_path)
-    if not (onmt_path / "onmt" / "bin" / "server.py").is_file() or not (onmt_path / "flask").is_dir():
-        raise SystemExit(f"{onmt_path}: OpenNMT-py and its server's packages are not installed there (see the docstring)")
-    sys.path.insert(0, str(onmt_path.resolve()))
-    from bench.peer_onmt import PEER, allow_namespace_unpickling, convert, layer_norm_eps
-    from mt.modelio import load_model
-
+    missing = missing_peer(args)
+    if missing:
+        raise SystemExit(missing)
     sentences = [s for s in Path(args.input).read_text(encoding="utf-8").splitlines() if s.strip()]
     if not sentences:
         raise SystemExit(f"--input {args.input}: no sentences")
@@ -304,20 +442,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     loads = {k: v for k, v in loads.items() if k in args.loads}
     servers: list[Server] = []
     with tempfile.TemporaryDirectory(prefix="peer_server.") as tmp:
-        allow_namespace_unpickling()
-        loaded = load_model(args.model)
-        eps = layer_norm_eps(loaded.model)
-        convert(loaded.model, loaded.text, Path(tmp) / "model.pt")
-        del loaded
         try:
-            for d in args.mt_dtypes:
-                for w in args.mt_workers:
-                    servers.append(start_mt(args.model, args.beam, args.threads, d, w, Path(tmp) / f"mt-{d}-{w}.log"))
-            servers.append(start_peer(Path(tmp) / "model.pt", args.model, args.beam, args.threads, onmt_path, eps, PEER))
+            servers = start_servers(args, Path(tmp))
             for s in servers:
                 s.wait_up()
+            peers = [s.name for s in servers if s.peer]
             outputs = {s.name: s.translate(sentences[:64]) for s in servers}  # also the warm-up
-            agree = {name: sum(a == b for a, b in zip(out, outputs[PEER])) for name, out in outputs.items() if name != PEER}
+            ref = peers[0]  # agreement with the first peer (OpenNMT-py when it runs: PyTorch, the same search)
+            agree = {name: sum(a == b for a, b in zip(out, outputs[ref])) for name, out in outputs.items() if name != ref}
             rows = []
             for load, requests in loads.items():
                 for c in args.clients:
@@ -328,15 +460,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         finally:
             for s in servers:
                 s.stop()
-    by_dtype = {d: offline(args.model, sentences, args.beam, args.threads, d) for d in args.mt_dtypes}
-    ceilings = {s.name: by_dtype[s.dtype] for s in servers if not s.peer}
+    measured = {(e, d): offline(args.model, sentences, args.beam, args.threads, d, e)
+                for e in args.mt_engines for d in args.mt_dtypes}  # fmt: skip
+    ceilings = {s.name: measured[s.engine, s.dtype] for s in servers if not s.peer}
     print(f"\n{cpu_name()}, {os.cpu_count()} CPUs; model {args.model}; beam {args.beam}; {args.threads} threads per server; "
           f"{time.strftime('%Y-%m-%d %H:%M')}\n")  # fmt: skip
     print(table(rows))
-    print("\n".join(ratios(rows, ceilings, PEER)))
-    print("\n".join(f"- {name}: {n} of 64 sentences translated exactly as the peer did" for name, n in agree.items()))
+    print("\n".join(ratios(rows, ceilings, peers)))
+    print("\n".join(f"- {name}: {n} of 64 sentences translated exactly as {ref} did" for name, n in agree.items()))
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"rows": rows, "offline_sent_per_s": ceilings, "agreement_of_64": agree}, indent=1) + "\n")
+        Path(args.json_out).write_text(json.dumps({"rows": rows, "offline_sent_per_s": ceilings, "agreement_of_64": agree,
+                                                   "agreement_with": ref}, indent=1) + "\n")  # fmt: skip
     return 0 if all(r["errors"] == 0 for r in rows) else 1
 
 

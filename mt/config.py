@@ -544,6 +544,7 @@ def _opt(default: Any, help: str, group: str = "search", low: Any = None, high: 
 
 LENGTH_NORMS = ("avg", "gnmt", "none")
 SAMPLING_MODES = ("none", "topk", "topp", "beam_noise")
+ENGINES = ("torch", "ctranslate2")
 DEVICES_HELP = "auto (CUDA if available, else CPU), cpu, cuda, cuda:N or mps"
 
 
@@ -588,6 +589,9 @@ class DecodeOptions:
     pack: bool = _opt(True, "CPU: oneDNN-packed weights; --no-pack multiplies by the stored ones (F.linear)", "model")
     shortlist: bool = _opt(False, "logits only for the batch's likely target tokens (MODEL/shortlist.safetensors, "
                            "from `mt shortlist`): faster, approximate, not batch-invariant", "model")
+    engine: str = _opt("torch", "torch: mt's own search (batch-invariant); ctranslate2: the model exported to "
+                       "CTranslate2 and decoded by its C++ kernels (faster on CPU, not batch-invariant; "
+                       "`pip install 'mt[convert]'`)", "model", choices=ENGINES)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -607,6 +611,18 @@ class DecodeOptions:
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ConfigError(f"{_label('device', where)}: expected {DEVICES_HELP}; got {dev!r}")
+        if self.engine == "ctranslate2":
+            self._check_ctranslate2(where)
+
+    def _check_ctranslate2(self, where: str) -> None:
+        """What CTranslate2's search cannot do as mt does: a ConfigError naming the field."""
+        unsupported = {"shortlist": self.shortlist, "sampling": self.sampling in ("topk", "topp"),
+                       "length_norm": self.length_norm == "gnmt", "unk_penalty": self.unk_penalty > 0,
+                       "device": self.device == "mps"}  # fmt: skip
+        for name, bad in unsupported.items():
+            if bad:
+                raise ConfigError(f"{_label(name, where)}: {getattr(self, name)} is not available with "
+                                  f"{_label('engine', where)} ctranslate2 (use {_label('engine', where)} torch)")
 
     def replace(self, **changes: Any) -> "DecodeOptions":
         return dataclasses.replace(self, **changes)

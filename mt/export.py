@@ -1,6 +1,6 @@
 """Write an mt model directory in another toolkit's format: ``mt export``.
 
-Two targets, each a directory that the other toolkit loads on its own:
+Three targets, each a directory that the other toolkit loads on its own:
 
 * ``ctranslate2``: a CTranslate2 ``TransformerSpec`` filled directly with mt's weights
   (``ctranslate2.specs``; no intermediate checkpoint), saved by the spec's own ``save``
@@ -14,6 +14,11 @@ Two targets, each a directory that the other toolkit loads on its own:
   [+ ``target_vocab.json``], ``tokenizer_config.json``), written without ``transformers``.
   HF MarianMT is post-norm with sinusoidal (sin | cos halves) positions and no embedding
   LayerNorm: other models are refused, naming the field (:func:`unsupported_features`).
+* ``argos``: an Argos Translate package directory, what LibreTranslate serves: the
+  CTranslate2 export in ``model/``, the one ``sentencepiece.model`` Argos uses for both sides
+  (so a joint vocabulary is required) and ``metadata.json``. Argos runs its own text steps
+  and search settings (no normalisation, its beam size and length penalty); the README says
+  which, and how to install the package offline.
 
 Token conventions carried over exactly (docs/CONTRACTS.md): model ids are kept (the
 vocabularies are the SentencePiece pieces in id order, see
@@ -53,7 +58,8 @@ if TYPE_CHECKING:
     from mt.data.text import TextPipeline
     from mt.model import Transformer
 
-TARGETS = ("ctranslate2", "marian-hf")
+TARGETS = ("ctranslate2", "marian-hf", "argos")
+CT2_TARGETS = ("ctranslate2", "argos")  # the targets whose weights are a CTranslate2 model
 PREPROCESSING_FILE = "mt_preprocessing.json"
 # the names vocabularies get for ids beyond a side's SentencePiece model (separate source and
 # target models share one embedding size, the larger); never produced by the tokenizer
@@ -89,10 +95,10 @@ def export_model(model_dir: str | Path, out_dir: str | Path, to: str, *, quantiz
         raise ExportError(f"--to: must be one of {', '.join(TARGETS)}; got {to!r}")
     out = Path(out_dir)
     _check_out_dir(out, Path(model_dir), force)
-    if to == "ctranslate2":
+    if to in CT2_TARGETS:
         _check_quantization(quantization)
     elif quantization is not None:
-        raise ExportError("--quantization: only for --to ctranslate2 (HF MarianMT is written in float32)")
+        raise ExportError("--quantization: only for --to ctranslate2 or argos (HF MarianMT is written in float32)")
     loaded = load_model(model_dir)
     model, text = loaded.model, loaded.text
     problems = unsupported_features(model.cfg, text, to)
@@ -106,6 +112,8 @@ def export_model(model_dir: str | Path, out_dir: str | Path, to: str, *, quantiz
     with build as tmp:
         if to == "ctranslate2":
             _write_ctranslate2(tmp, model, text, quantization)
+        elif to == "argos":
+            _write_argos(tmp, model, text, quantization)
         else:
             _write_marian_hf(tmp, model, text, search)
         _write_shared_files(tmp, model.cfg, text, to, search, quantization)
@@ -116,6 +124,8 @@ def unsupported_features(cfg: "ModelConfig", text: "TextPipeline", to: str) -> l
     """What in the model (``cfg``) or its text pipeline the target ``to`` cannot represent,
     one ``field: value (reason)`` string each; empty when the export is exact."""
     problems = _vocabulary_problems(cfg, text)
+    if to == "argos":
+        return problems + _argos_problems(text)
     if to != "marian-hf":
         return problems
     if cfg.norm != "post":
@@ -357,6 +367,37 @@ def ctranslate2_notes(search: dict[str, Any]) -> list[str]:
     return notes
 
 
+# --------------------------------------------------------------------------- Argos Translate
+
+
+def _argos_problems(text: "TextPipeline") -> list[str]:
+    """What an Argos package cannot hold: it has one SentencePiece model for both sides and
+    no source prefix."""
+    problems = []
+    if not text.same_spm:
+        problems.append("text.json: separate source and target SentencePiece models (an Argos package has one "
+                        "sentencepiece.model for both sides)")  # fmt: skip
+    if text.tag_id is not None:
+        problems.append("text.json target_lang_tag: true (Argos cannot prepend the language piece to the source)")
+    return problems
+
+
+def _write_argos(tmp: Path, model: "Transformer", text: "TextPipeline", quantization: Optional[str]) -> None:
+    """``model/`` (the CTranslate2 export), ``sentencepiece.model`` and ``metadata.json``."""
+    (tmp / "model").mkdir()
+    _write_ctranslate2(tmp / "model", model, text, quantization)
+    (tmp / "sentencepiece.model").write_bytes(text.src_sp.serialized_model_proto())
+    _write_json(tmp / "metadata.json", argos_metadata(text))
+
+
+def argos_metadata(text: "TextPipeline") -> dict[str, Any]:
+    """The package's ``metadata.json``: a translation package from ``src_lang`` to ``tgt_lang``
+    (the names are the codes: mt does not know the languages' names)."""
+    return {"package_version": "1.0", "argos_version": "1.9", "type": "translate",
+            "from_code": text.src_lang, "from_name": text.src_lang, "to_code": text.tgt_lang, "to_name": text.tgt_lang,
+            "links": [], "source": "mt export"}  # fmt: skip
+
+
 # --------------------------------------------------------------------------- HF MarianMT
 
 
@@ -481,6 +522,7 @@ def preprocessing_settings(cfg: "ModelConfig", text: "TextPipeline", to: str, se
 
     sp = special_pieces(cfg, text)
     tag = [text.source_vocabulary()[text.tag_id]] if text.tag_id is not None else []
+    src_spm, tgt_spm = ("sentencepiece.model",) * 2 if to == "argos" else ("source.spm", "target.spm")
     settings: dict[str, Any] = {
         "format": "mt-preprocessing", "version": 1, "exported_to": to,
         "source_lang": text.src_lang, "target_lang": text.tgt_lang,
@@ -490,13 +532,13 @@ def preprocessing_settings(cfg: "ModelConfig", text: "TextPipeline", to: str, se
             "punct": {text.src_lang: text.punct[text.src_lang], text.tgt_lang: text.punct[text.tgt_lang]},
             "steps": NORMALIZE_STEPS,
         },
-        "source": {"spm": "source.spm", "prefix_pieces": tag, "append": sp["source_eos"],
+        "source": {"spm": src_spm, "prefix_pieces": tag, "append": sp["source_eos"],
                    "language_tokens": any(LANG_TOKEN_RE.fullmatch(p) for p in text.source_vocabulary())},
-        "target": {"spm": "target.spm", "decoder_start": sp["decoder_start"], "eos": sp["eos"],
+        "target": {"spm": tgt_spm, "decoder_start": sp["decoder_start"], "eos": sp["eos"],
                    "never_generated": sp["never_generated"]},
         "mt_decode": search,
     }  # fmt: skip
-    if to == "ctranslate2":
+    if to in CT2_TARGETS:
         settings["ctranslate2"] = {"quantization": quantization or "float32",
                                    "translate_batch": ctranslate2_translate_options(cfg, text, search),
                                    "approximations": ctranslate2_notes(search)}
@@ -515,9 +557,11 @@ NORMALIZE_STEPS = [
 
 def _write_shared_files(tmp: Path, cfg: "ModelConfig", text: "TextPipeline", to: str, search: dict[str, Any],
                         quantization: Optional[str]) -> None:
-    """The SentencePiece models, ``mt_preprocessing.json`` and the export's ``README.md``."""
-    (tmp / "source.spm").write_bytes(text.src_sp.serialized_model_proto())
-    (tmp / "target.spm").write_bytes(text.tgt_sp.serialized_model_proto())
+    """The SentencePiece models (an Argos package has its own), ``mt_preprocessing.json`` and
+    the export's ``README.md``."""
+    if to != "argos":
+        (tmp / "source.spm").write_bytes(text.src_sp.serialized_model_proto())
+        (tmp / "target.spm").write_bytes(text.tgt_sp.serialized_model_proto())
     settings = preprocessing_settings(cfg, text, to, search, quantization)
     _write_json(tmp / PREPROCESSING_FILE, settings)
     (tmp / "README.md").write_text(export_readme(settings), encoding="utf-8")
@@ -566,7 +610,7 @@ def export_readme(settings: dict[str, Any]) -> str:
     how to translate with the target toolkit and where it differs from mt."""
     src, tgt = settings["source"], settings["target"]
     to, s, t = settings["exported_to"], settings["source_lang"], settings["target_lang"]
-    eos_by = "CTranslate2's `add_source_eos`" if to == "ctranslate2" else "MarianTokenizer"
+    eos_by = "CTranslate2's `add_source_eos`" if to in CT2_TARGETS else "MarianTokenizer"
     lines = [
         f"# mt model exported to {to} ({s} → {t})", "",
         "Written by `mt export`. It translates as mt does, token for token, only if the text is",
@@ -588,7 +632,8 @@ def export_readme(settings: dict[str, Any]) -> str:
         "this function gives the same result for every string:", "",
         "```python", NORMALIZE_SNIPPET.rstrip("\n"), "```", "",
     ]  # fmt: skip
-    lines += _usage_ctranslate2(settings) if to == "ctranslate2" else _usage_marian_hf(settings)
+    usage = {"ctranslate2": _usage_ctranslate2, "argos": _usage_argos, "marian-hf": _usage_marian_hf}[to]
+    lines += usage(settings)
     return "\n".join(lines) + "\n"
 
 
@@ -622,6 +667,27 @@ def _usage_ctranslate2(settings: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _usage_argos(settings: dict[str, Any]) -> list[str]:
+    s, t = settings["source_lang"], settings["target_lang"]
+    return [
+        "## Serving with LibreTranslate (Argos Translate)", "",
+        "This directory is an Argos Translate package: `model/` is the CTranslate2 export,",
+        "`sentencepiece.model` encodes both sides. Install it by copying the directory into Argos'",
+        "package directory (or zip it as `NAME.argosmodel` for `argostranslate.package.install_from_path`):", "",
+        "```bash", f"mkdir -p ~/.local/share/argos-translate/packages && cp -r EXPORT_DIR ~/.local/share/argos-translate/packages/{s}_{t}",
+        f"libretranslate --load-only {s},{t}", "```", "",
+        "What Argos does differently from mt, so outputs are close but not identical:", "",
+        "* it does not normalise the text (step 1 above) and it splits sentences itself. Its default",
+        "  splitter (MiniSBD) downloads a model per language on first use. Offline, add a spaCy",
+        f"  pipeline as `spacy/` (`python -c \"import spacy; spacy.blank('{s}').to_disk('EXPORT_DIR/spacy')\"`)",
+        "  and set `ARGOS_CHUNK_TYPE=SPACY`; also write `[]` to `~/.local/share/argos-translate/index.json`,",
+        "  or its start-up keeps retrying the online package index;",
+        "* its search settings are its own: beam `ARGOS_BEAM_SIZE` (default 4), length penalty 0.2, unknown",
+        "  pieces replaced by source pieces, no limit tied to the source length; the CTranslate2",
+        "  compute type is `ARGOS_COMPUTE_TYPE` (default `auto`: int8 on most CPUs).",
+    ]  # fmt: skip
+
+
 def _usage_marian_hf(settings: dict[str, Any]) -> list[str]:
     return [
         "## Translating with Hugging Face transformers", "",
@@ -642,15 +708,15 @@ def _usage_marian_hf(settings: dict[str, Any]) -> list[str]:
 
 
 def add_export_parser(subparsers: Any) -> None:
-    """``mt export MODEL_DIR OUT_DIR --to {ctranslate2,marian-hf} [--quantization TYPE] [--force]``
+    """``mt export MODEL_DIR OUT_DIR --to {ctranslate2,marian-hf,argos} [--quantization TYPE] [--force]``
     on the CLI's subcommands."""
     p = subparsers.add_parser("export", help="write a model directory in another toolkit's format "
-                              "(CTranslate2, Hugging Face MarianMT)")  # fmt: skip
+                              "(CTranslate2, Hugging Face MarianMT, an Argos Translate package for LibreTranslate)")  # fmt: skip
     p.add_argument("model_dir", metavar="MODEL_DIR", help="mt model directory")
     p.add_argument("out_dir", metavar="OUT_DIR", help="directory to write (must be new or empty unless --force)")
     p.add_argument("--to", required=True, choices=TARGETS, help="target format")
     p.add_argument("--quantization", default=None, metavar="TYPE",
-                   help="ctranslate2 only: weight type (int8, int8_float32, int8_float16, int8_bfloat16, int16, "
+                   help="ctranslate2 and argos: weight type (int8, int8_float32, int8_float16, int8_bfloat16, int16, "
                    "float16, bfloat16, float32); default float32")  # fmt: skip
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists and is not empty")
     p.set_defaults(func=export_cli)
@@ -660,14 +726,14 @@ def export_cli(args: "argparse.Namespace") -> int:
     """``mt export``: write the export, print where and what."""
     out = export_model(args.model_dir, args.out_dir, args.to, quantization=args.quantization, force=args.force)
     files = sorted(f.name for f in out.iterdir())
-    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     kind = args.to + (f" {args.quantization}" if args.quantization else "")
     print(f"wrote {out} ({kind}, {size / 2**20:.1f} MiB): {', '.join(files)}")
     return 0
 
 
 __all__ = [
-    "ExportError", "UnsupportedModelError", "TARGETS", "export_model", "unsupported_features",
+    "ExportError", "UnsupportedModelError", "TARGETS", "export_model", "argos_metadata", "unsupported_features",
     "model_vocabularies", "special_pieces", "ctranslate2_spec", "ctranslate2_translate_options", "ctranslate2_notes",
     "marian_hf_config", "marian_generation_config", "marian_hf_state_dict", "preprocessing_settings",
     "export_readme", "add_export_parser", "export_cli",

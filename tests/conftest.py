@@ -9,3 +9,5 @@ import tempfile
 
 os.environ.setdefault("MT_PROBE_CACHE", os.path.join(tempfile.mkdtemp(prefix="mt-probe-"), "invariance.json"))
 os.environ.setdefault("MT_DTYPE_AUTO", "fp32")
+# --engine ctranslate2's exports: never the user's ~/.cache
+os.environ.setdefault("MT_CT2_CACHE", tempfile.mkdtemp(prefix="mt-ct2-"))

@@ -33,6 +33,31 @@ def test_paragraph_requests_are_runs_of_consecutive_sentences(bench) -> None:
     assert [x["src"] for x in json.loads(bench.peer_body(request))] == [s for p in request for s in p]
 
 
+def test_libretranslate_gets_mt_s_text_and_its_reply_is_checked(bench) -> None:
+    request = [["a.", "b."], ["c."]]
+    body = json.loads(bench.lt_body(request, "de", "en"))
+    assert body == {"q": json.loads(bench.mt_body(request))["texts"][0], "source": "de", "target": "en", "format": "text"}
+    protocol = bench.libretranslate_protocol("de", "en")
+    assert json.loads(protocol.body(request)) == body and protocol.first({"translatedText": "x"}) == "x"
+    assert protocol.check(b"", json.dumps({"translatedText": "A. B.\n\nC."}).encode()) == 0  # batches not reported
+    for bad in ({"error": "Invalid request"}, {"translatedText": ["x"]}, ["x"]):
+        with pytest.raises(ValueError, match="wrong reply"):
+            protocol.check(b"", json.dumps(bad).encode())
+    assert bench._batch(0) == "–" and bench._batch(16.06) == "16.1"
+
+
+def test_a_peer_that_is_not_installed_is_named_by_its_flag(bench, tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "in.txt").write_text("ein Satz.\n")
+    base = ["--model", str(tmp_path), "--input", str(tmp_path / "in.txt"), "--onmt-path", str(tmp_path / "no"),
+            "--lt-venv", str(tmp_path / "nolt")]  # fmt: skip
+    assert bench.missing_peer(bench.parse_args(base + ["--peers", "onmt"])).startswith("--onmt-path ")
+    assert bench.missing_peer(bench.parse_args(base + ["--peers", "libretranslate"])).startswith("--lt-venv ")
+    (tmp_path / "nolt" / "bin").mkdir(parents=True)
+    (tmp_path / "nolt" / "bin" / "libretranslate").write_text("")
+    assert bench.missing_peer(bench.parse_args(base + ["--peers", "libretranslate"])) is None
+
+
 def test_a_peer_reply_with_too_few_translations_is_an_error(bench) -> None:
     body = bench.peer_body([["a.", "b."]])
     assert bench.peer_reply(body, json.dumps([[{"tgt": "x"}, {"tgt": "y"}]]).encode()) == 2
@@ -48,9 +73,13 @@ def test_ratios_compare_at_the_most_clients_and_against_offline(bench) -> None:
 
     rows = [row("sentence", 1, "mt", 10, 50), row("sentence", 1, "peer", 5, 100),
             row("sentence", 32, "mt", 80, 400), row("sentence", 32, "peer", 10, 3000)]  # fmt: skip
-    lines = bench.ratios(rows, {"mt": 100.0}, "peer")
-    assert lines == ["- sentence, 32 clients: mt 8.0x the peer's sentences/s; p95 400 ms vs 3000 ms",
+    lines = bench.ratios(rows, {"mt": 100.0}, ["peer"])
+    assert lines == ["- sentence, 32 clients: mt 8.0x peer's sentences/s; p95 400 ms vs 3000 ms",
                      "  - mt at 32 clients: 80% of offline (100.0 sentences/s in-process)"]  # fmt: skip
+    rows += [row("sentence", 1, "lt", 6, 90), row("sentence", 32, "lt", 40, 800)]
+    assert bench.ratios(rows, {}, ["peer", "lt"]) == [
+        "- sentence, 32 clients: mt 8.0x peer's sentences/s; p95 400 ms vs 3000 ms",
+        "- sentence, 32 clients: mt 2.0x lt's sentences/s; p95 400 ms vs 800 ms"]  # fmt: skip
 
 
 def test_cpu_seconds_counts_a_process_and_its_children(bench) -> None:
@@ -81,7 +110,8 @@ def test_cpu_seconds_counts_a_process_and_its_children(bench) -> None:
         parent.wait(30)
 
 
-@pytest.mark.parametrize("flag", [["--mt-workers", "2,x"], ["--mt-workers", "0"], ["--loads", "words"], ["--clients", "0"]])
+@pytest.mark.parametrize("flag", [["--mt-workers", "2,x"], ["--mt-workers", "0"], ["--loads", "words"], ["--clients", "0"],
+                                  ["--peers", "marian"], ["--peers", ","], ["--mt-engines", "onnx"]])
 def test_bad_flags_are_named(bench, tmp_path: Path, flag: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "in.txt").write_text("ein Satz.\n")
@@ -97,3 +127,5 @@ def test_list_flags_are_parsed_once_into_lists(bench, tmp_path: Path) -> None:
     args = bench.parse_args(base + ["--clients", "1,32", "--mt-workers", "2,1", "--loads", "sentence", "--mt-dtypes", "fp32,"])
     assert (args.clients, args.mt_workers, args.loads, args.mt_dtypes) == ([1, 32], [2, 1], ["sentence"], ["fp32"])
     assert bench.parse_args(base).mt_workers == [None]  # one server per dtype, with the server's own default
+    assert bench.parse_args(base).peers == ["onmt", "libretranslate"]
+    assert bench.parse_args(base + ["--mt-engines", "torch,ctranslate2"]).mt_engines == ["torch", "ctranslate2"]

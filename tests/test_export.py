@@ -303,6 +303,136 @@ def test_marian_hf_export_reimports_to_the_same_weights(models, texts, sentences
     assert _mt_tokens(back, normalised, **opts) == _mt_tokens(models["post"], sentences, **opts)
 
 
+# --------------------------------------------------------------------------- Argos Translate
+
+
+def test_argos_package_holds_the_ctranslate2_model_and_one_sentencepiece(models, texts, sentences, tmp_path):
+    """The package's ``model/`` is the CTranslate2 export (same greedy tokens from the pieces
+    of ``sentencepiece.model``, as Argos encodes them), with Argos' metadata and README."""
+    out = export_model(models["pre"], tmp_path / "argos", "argos", quantization="int8")
+    ct2 = export_model(models["pre"], tmp_path / "ct2", "ctranslate2", quantization="int8")
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "metadata.json", "model", "mt_preprocessing.json",
+                                                     "sentencepiece.model"]  # fmt: skip
+    assert (out / "model" / "model.bin").read_bytes() == (ct2 / "model.bin").read_bytes()
+    text = texts["joint"]
+    assert (out / "sentencepiece.model").read_bytes() == text.src_sp.serialized_model_proto()
+    meta = json.loads((out / "metadata.json").read_text())
+    assert (meta["type"], meta["from_code"], meta["to_code"]) == ("translate", "de", "en")
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(out / "sentencepiece.model"))
+    pieces = [sp.encode(text.normalize_source(x), out_type=str) for x in sentences]
+    opts = dict(beam_size=1, max_decoding_length=MAX_LEN)
+    theirs = ctranslate2.Translator(str(out / "model"), intra_threads=1).translate_batch(pieces, **opts)
+    ours = ctranslate2.Translator(str(ct2), intra_threads=1).translate_batch(pieces, **opts)
+    assert [r.hypotheses for r in theirs] == [r.hypotheses for r in ours] and any(r.hypotheses[0] for r in ours)
+    settings = json.loads((out / "mt_preprocessing.json").read_text())
+    assert settings["source"]["spm"] == settings["target"]["spm"] == "sentencepiece.model"
+    readme = (out / "README.md").read_text()
+    assert "libretranslate --load-only de,en" in readme and "ARGOS_CHUNK_TYPE=SPACY" in readme
+
+
+def test_argos_refuses_separate_sentencepiece_models(models, tmp_path):
+    with pytest.raises(UnsupportedModelError, match="separate source and target SentencePiece models"):
+        export_model(models["post"], tmp_path / "argos", "argos")
+    assert not (tmp_path / "argos").exists()
+
+
+# --------------------------------------------------------------------------- engine: ctranslate2
+
+
+@pytest.fixture()
+def ct2_cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("MT_CT2_CACHE", str(tmp_path / "ct2cache"))
+    return tmp_path / "ct2cache"
+
+
+def _translator(model_dir: Path, **opts) -> Translator:
+    return Translator.load(model_dir, DecodeOptions(**opts), threads=1, workers=1)
+
+
+@pytest.mark.parametrize("name", ["pre", "post"])
+def test_engine_ctranslate2_greedy_equals_the_torch_engine(name, models, sentences, ct2_cache):
+    """Through mt's own text pipeline and batches, CTranslate2's greedy tokens are mt's
+    (separate vocabularies included)."""
+    opts = dict(beam=1, max_len_a=0.0, max_len_b=MAX_LEN, dtype="fp32")
+    ct2 = _translator(models[name], engine="ctranslate2", **opts)
+    assert ct2.model.describe() == "CTranslate2 float32" and not ct2.model.padding.invariant
+    theirs = ct2.translate_batch(sentences)
+    ours = Translator.load(models[name], DecodeOptions(**opts), threads=1, workers=1).translate_batch(sentences)
+    _nontrivial([h[0].tokens for h in ours])
+    _assert_same_greedy(models[name], sentences, [h[0].tokens for h in ours], [h[0].tokens for h in theirs])
+    assert all(a[0].text == b[0].text for a, b in zip(ours, theirs) if a[0].tokens == b[0].tokens)
+
+
+def test_engine_ctranslate2_beam_and_n_best(models, sentences, ct2_cache):
+    opts = dict(beam=4, n_best=2, max_len_a=0.0, max_len_b=60, min_len=0, dtype="fp32")
+    ours = _translator(models["beam_pre"], **opts).translate_batch(sentences)
+    theirs = _translator(models["beam_pre"], engine="ctranslate2", **opts).translate_batch(sentences)
+    assert all(len(h) == 2 and h[0].score >= h[1].score for h in theirs)
+    ended = [i for i, (a, b) in enumerate(zip(ours, theirs)) if len(a[0].tokens) < 60 and len(b[0].tokens) < 60]
+    assert len(ended) >= len(sentences) // 3
+    _assert_same_beam(models["beam_pre"], [sentences[i] for i in ended], [ours[i][0].tokens for i in ended],
+                      [theirs[i][0].tokens for i in ended])  # fmt: skip
+    # where a hypothesis ended by itself (mt forces EOS at the maximum length, with its
+    # log-prob; CTranslate2 cuts there) the scores are mt's: normalised and raw
+    same = [(ours[i][0], theirs[i][0]) for i in ended if ours[i][0].tokens == theirs[i][0].tokens]
+    assert len(same) >= len(ended) - len(sentences) // 20
+    assert all(a.score == pytest.approx(b.score, abs=1e-4) and a.log_prob == pytest.approx(b.log_prob, abs=1e-3)
+               for a, b in same)  # fmt: skip
+
+
+def test_engine_ctranslate2_exports_once_per_model_content(models, ct2_cache, tmp_path):
+    _translator(models["pre"], engine="ctranslate2", int8=True)
+    (export,) = ct2_cache.iterdir()
+    stamp = (export / "model.bin").stat().st_mtime_ns
+    t = _translator(models["pre"], engine="ctranslate2", dtype="fp32")
+    assert list(ct2_cache.iterdir()) == [export] and (export / "model.bin").stat().st_mtime_ns == stamp
+    assert t.model.path == export
+    other = _random_model(tmp_path / "other", Translator.load(models["pre"]).text, seed=5, norm="pre")
+    _translator(other, engine="ctranslate2")
+    assert len(list(ct2_cache.iterdir())) == 2  # other weights: another export
+
+
+@pytest.mark.parametrize("change, field", [(dict(shortlist=True), "shortlist"), (dict(sampling="topk"), "sampling"),
+                                           (dict(length_norm="gnmt"), "length_norm"), (dict(unk_penalty=1.0), "unk_penalty")])
+def test_engine_ctranslate2_refuses_what_it_cannot_do(change, field):
+    from mt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"^{field}: .* is not available with engine ctranslate2 \(use engine torch\)$"):
+        DecodeOptions(engine="ctranslate2", **change)
+    DecodeOptions(**change)  # the torch engine takes it
+
+
+def test_engine_ctranslate2_in_translate_and_evaluate(models, ct2_cache, tmp_path, capsys):
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(synthetic_sentences(6, seed=4)) + "\n")
+    out = tmp_path / "out.txt"
+    assert main(["translate", "--model", str(models["pre"]), "--input", str(src), "--output", str(out),
+                 "--engine", "ctranslate2", "--beam", "1", "--threads", "1"]) == 0  # fmt: skip
+    expected = [h[0].text for h in _translator(models["pre"], engine="ctranslate2", beam=1).translate_batch(
+        src.read_text().splitlines())]  # fmt: skip
+    assert out.read_text().splitlines() == expected
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(models["pre"]), "--src", str(src), "--ref", str(src), "--engine",
+                 "ctranslate2", "--int8", "--threads", "1"]) == 0  # fmt: skip
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["dtype"].startswith("int8") and record["batch_invariant"] is False
+
+
+def test_engine_ctranslate2_serves(models, ct2_cache):
+    from mt.modelio import load_model
+    from serve.engine import RequestOptions, build_engine
+
+    engine = build_engine("de-en", load_model(models["pre"]), {"engine": "ctranslate2", "dtype": "fp32"})
+    hyps = engine.translate(["ka lo mi ne", ""], RequestOptions(beam=2, n_best=2))
+    assert [len(h) for h in hyps] == [2, 1] and hyps[0][0].text and hyps[1][0].text == ""
+    from mt.decode.search import DecodeCancelled
+
+    with pytest.raises(DecodeCancelled):
+        engine.translate(["ka lo mi ne"], RequestOptions(), should_stop=lambda: True)
+
+
 # --------------------------------------------------------------------------- refusals
 
 

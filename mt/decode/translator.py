@@ -52,7 +52,8 @@ from mt.data.languages import length_unit
 from mt.decode.sampling import add_noise_to_text, sample
 from mt.decode.search import DecodeCancelled, StopCheck, beam_search, greedy_search
 from mt.decode.shortlist import Shortlist
-from mt.decode.variant import DecodingModel, prepare
+from mt.decode import ct2
+from mt.decode.variant import DecodingModel, prepare, resolve_device
 from mt.documents import Document, Format, join_all, split
 from mt.errors import ConfigError
 from mt.runtime import denormals_flushed
@@ -122,7 +123,7 @@ class Translator:
 
     def __init__(
         self,
-        model: DecodingModel,
+        model: DecodingModel | ct2.Ct2Model,
         text: Any,
         workers: int = 1,
         shortlist: Optional[Shortlist] = None,
@@ -164,7 +165,12 @@ class Translator:
     @classmethod
     def from_loaded(cls, loaded: Any, options: DecodeOptions, workers: Optional[int] = None) -> "Translator":
         """A Translator for an already loaded ``mt.modelio.LoadedModel`` (what :meth:`load`
-        and the server's decoding processes do after loading)."""
+        and the server's decoding processes do after loading). ``options.engine`` ctranslate2:
+        the model exported to CTranslate2 (:class:`mt.decode.ct2.Ct2Model`) decodes instead."""
+        if options.engine == "ctranslate2":
+            device = resolve_device(options.device)
+            workers = workers or default_workers(device, torch.get_num_threads())
+            return cls(ct2.load_model(loaded, options, workers), loaded.text, workers, None, options)
         dm = prepare(loaded.model, options.device, options.dtype, options.int8, options.pack)
         if workers is None:
             workers = default_workers(dm.device, torch.get_num_threads())
@@ -202,22 +208,14 @@ class Translator:
         input order. ``progress(n)`` is called after each batch with its sentence count.
         ``should_stop``: asked once per decoding step; True raises :class:`DecodeCancelled`
         (the server's way to stop work nobody waits for any more)."""
-        cfg = self.model.cfg
         results: list[list[Hypothesis]] = [[Hypothesis("", [], 0.0, 0.0)] for _ in src_ids]
         todo = sorted((i for i, x in enumerate(src_ids) if x), key=lambda i: -len(src_ids[i]))
         batches = self._batches(todo, src_ids, opts.max_tokens)
 
         def run(batch_no: int) -> int:
             batch = batches[batch_no]
-            generator = torch.Generator(device=self.device).manual_seed(batch_seed(opts.seed, batch_no))
-            # a trained decoder's subnormals made CPU beam search ~8x slower (mt/runtime.py);
-            # the flag is per thread, so each worker sets it
-            with denormals_flushed():
-                sources = [src_ids[i] for i in batch]
-                src = make_source(sources, cfg.pad_id, cfg.eos_id).to(self.device)
-                vocab_ids = None if self.shortlist is None else self.shortlist.for_sources(sources)
-                for i, hyps in zip(batch, generate(self.model, src, opts, generator, vocab_ids, should_stop)):
-                    results[i] = hyps
+            for i, hyps in zip(batch, self.decode_batch([src_ids[i] for i in batch], opts, batch_no, should_stop)):
+                results[i] = hyps
             return len(batch)
 
         workers = min(self.workers, len(batches)) if self.device.type == "cpu" else 1
@@ -229,6 +227,22 @@ class Translator:
         else:
             run_parallel(run, len(batches), workers, progress)
         return results
+
+    def decode_batch(self, sources: list[list[int]], opts: DecodeOptions, batch_no: int,
+                     should_stop: StopCheck = None) -> list[list[Hypothesis]]:
+        """One batch of bare source ids (no EOS) → per sentence its hypotheses (``text`` empty).
+        ``batch_no`` seeds sampling (:func:`batch_seed`), so the output does not depend on the
+        thread that decodes it."""
+        if isinstance(self.model, ct2.Ct2Model):
+            return self.model.decode_batch(sources, opts, should_stop)
+        cfg = self.model.cfg
+        generator = torch.Generator(device=self.device).manual_seed(batch_seed(opts.seed, batch_no))
+        # a trained decoder's subnormals made CPU beam search ~8x slower (mt/runtime.py);
+        # the flag is per thread, so each worker sets it
+        with denormals_flushed():
+            src = make_source(sources, cfg.pad_id, cfg.eos_id).to(self.device)
+            vocab_ids = None if self.shortlist is None else self.shortlist.for_sources(sources)
+            return generate(self.model, src, opts, generator, vocab_ids, should_stop)
 
     @staticmethod
     def _batches(order: list[int], src_ids: list[list[int]], max_tokens: int) -> list[list[int]]:
