@@ -80,6 +80,7 @@ class Ct2Model:
 
         self._src_pieces, tgt = model_vocabularies(self.cfg, self.text)
         self._tgt_ids = {p: i for i, p in enumerate(tgt)}
+        self._keywords: dict[tuple, dict[str, Any]] = {}  # by search settings: building them reads the vocabularies
 
     @property
     def int8(self) -> bool:
@@ -96,7 +97,11 @@ class Ct2Model:
 
         if should_stop is not None and should_stop():
             raise DecodeCancelled("stopped before the batch was decoded")
-        keywords = ctranslate2_translate_options(self.cfg, self.text, opts.group("search"))
+        search = opts.group("search")
+        key = tuple(sorted(search.items()))
+        if key not in self._keywords:
+            self._keywords[key] = ctranslate2_translate_options(self.cfg, self.text, search)
+        keywords = self._keywords[key]
         limit = max(max_output_len(len(s), opts.max_len_a, opts.max_len_b, self.cfg.max_positions) for s in sources)
         pieces = [[self._src_pieces[i] for i in s] for s in sources]
         results = self.translator.translate_batch(
@@ -134,12 +139,15 @@ def load_ct2(path: Path, loaded: Any, device: torch.device, options: DecodeOptio
     else:
         wanted = COMPUTE_TYPES[options.dtype]
         reason = "auto: CTranslate2's fastest type on this device" if wanted == "auto" else "as requested"
+    threads = torch.get_num_threads()
     try:
         translator = ctranslate2.Translator(str(path), device=device.type, device_index=device.index or 0,
                                             compute_type=wanted, inter_threads=inter, intra_threads=intra)  # fmt: skip
     except ValueError as e:
         field = "int8" if options.int8 else "dtype"
         raise ConfigError(f"{field}: CTranslate2 cannot run {wanted} here: {e}") from None
+    finally:
+        torch.set_num_threads(threads)  # CTranslate2 sets OpenMP's thread count, which torch reads
     compute = translator.compute_type
     return Ct2Model(translator, path, loaded.model.cfg, loaded.text, device, compute, PrecisionChoice(compute, reason))
 
