@@ -39,7 +39,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -51,6 +51,7 @@ from mt.decode.search import DecodeCancelled, StopCheck
 from mt.decode.shapes import PaddingRule
 from mt.decode.variant import resolve_device
 from mt.errors import ConfigError
+from mt.fileio import sha256_file
 
 COMPUTE_TYPES = {"auto": "auto", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # --dtype -> CTranslate2
 
@@ -163,10 +164,7 @@ def model_digest(model_dir: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(model_dir.iterdir()):
         if f.is_file() and (f.suffix in (".json", ".model") or f.name == "model.safetensors"):
-            h.update(f.name.encode() + b"\0")
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
+            h.update(f"{f.name}\0{sha256_file(f)}\0".encode())
     return h.hexdigest()[:32]
 
 
