@@ -618,14 +618,14 @@ def export_readme(settings: dict[str, Any]) -> str:
         f"1. **normalise** every source sentence: `{_normalize_call(settings, 'text')}`",
         "   (the function is below); mt's own SentencePiece models are trained on normalised text",
         "   with the identity rule, so SentencePiece does not normalise anything itself;",
-        "2. **SentencePiece** `source.spm` → pieces"
+        f"2. **SentencePiece** `{src['spm']}` → pieces"
         + (f", then prepend `{' '.join(src['prefix_pieces'])}`" if src["prefix_pieces"] else "")
         + (" (a leading target-language token such as `>>fra<<` is one piece of its own, not"
            " SentencePiece's)" if src["language_tokens"] else "") + ";",
         f"3. `{src['append']}` is appended to every source (done for you by {eos_by});",
         f"4. the decoder starts with `{tgt['decoder_start']}`; "
         f"`{', '.join(tgt['never_generated'])}` are never generated;",
-        "5. output pieces → text with `target.spm` (pieces named `<mt_unused_N>`, if any, are ids",
+        f"5. output pieces → text with `{tgt['spm']}` (pieces named `<mt_unused_N>`, if any, are ids",
         "   beyond the target SentencePiece model, which mt decodes as unknown).", "",
         "## Normalisation without mt", "",
         "With mt installed: `from mt.data.text import normalize`. Without it (Python + sacremoses),",

@@ -330,6 +330,7 @@ def test_argos_package_holds_the_ctranslate2_model_and_one_sentencepiece(models,
     assert settings["source"]["spm"] == settings["target"]["spm"] == "sentencepiece.model"
     readme = (out / "README.md").read_text()
     assert "libretranslate --load-only de,en" in readme and "ARGOS_CHUNK_TYPE=SPACY" in readme
+    assert "**SentencePiece** `sentencepiece.model`" in readme and "source.spm" not in readme
 
 
 def test_argos_refuses_separate_sentencepiece_models(models, tmp_path):
