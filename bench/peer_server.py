@@ -70,6 +70,7 @@ BENCH = ROOT / "bench"
 sys.path.insert(0, str(ROOT))
 
 from bench.serve_load import free_port, mt_reply, run_load  # noqa: E402
+from mt.config import ENGINES  # noqa: E402
 from mt.runtime import cpu_name  # noqa: E402
 
 PEER_ID = 100  # the model id in the peer's conf.json
@@ -157,31 +158,34 @@ def start_peer(ckpt: Path, model_dir: str, beam: int, threads: int, onmt_path: P
     return Server(name, f"http://127.0.0.1:{port}", _spawn([sys.executable, "-c", code], env, log), log, ONMT)
 
 
-def argos_package(model_dir: str, root: Path, lt_venv: Path) -> tuple[Path, str]:
-    """``mt export --to argos`` of ``model_dir`` under ``root/packages`` with a blank spaCy
-    pipeline as its offline sentence splitter (built by the LibreTranslate venv's spaCy), and
-    the CTranslate2 compute type Argos' ``auto`` picks for it on this CPU."""
+def argos_package(model_dir: str, packages: Path, lt_venv: Path) -> tuple[dict[str, Any], str]:
+    """``mt export --to argos`` of ``model_dir`` into the directory ``packages`` with a blank
+    spaCy pipeline as its offline sentence splitter (built by the LibreTranslate venv's spaCy):
+    the package's metadata and the CTranslate2 compute type Argos' ``auto`` picks on this CPU."""
     from mt.export import export_model
 
-    pkg = export_model(model_dir, root / "packages" / "mt_model", "argos")
-    src = json.loads((pkg / "metadata.json").read_text())["from_code"]
+    pkg = export_model(model_dir, packages / "mt_model", "argos")
+    meta = json.loads((pkg / "metadata.json").read_text())
     code = ("import sys, spacy, ctranslate2; spacy.blank(sys.argv[1]).to_disk(sys.argv[2]); "
             "print(ctranslate2.Translator(sys.argv[3], compute_type='auto').compute_type)")  # fmt: skip
-    out = subprocess.run([str(lt_venv / "bin" / "python"), "-c", code, src, str(pkg / "spacy"), str(pkg / "model")],
-                         capture_output=True, text=True, check=True)  # fmt: skip
-    return pkg, out.stdout.strip().splitlines()[-1]
+    out = subprocess.run([str(lt_venv / "bin" / "python"), "-c", code, meta["from_code"], str(pkg / "spacy"),
+                          str(pkg / "model")], capture_output=True, text=True, check=True)  # fmt: skip
+    return meta, out.stdout.strip().splitlines()[-1]
 
 
 def start_libretranslate(model_dir: str, beam: int, threads: int, lt_venv: Path, root: Path) -> Server:
     """LibreTranslate serving ``model_dir``'s Argos export offline: packages and data under
     ``root``, an empty package index (else its start-up retries the online one), beam ``beam``,
     mt's layout of decoding workers x threads as CTranslate2's inter x intra threads."""
-    pkg, compute = argos_package(model_dir, root, lt_venv)
-    meta = json.loads((pkg / "metadata.json").read_text())
+    import torch
+
+    from mt.decode.translator import default_workers
+
+    meta, compute = argos_package(model_dir, root / "packages", lt_venv)
     (root / "xdg" / "argos-translate").mkdir(parents=True, exist_ok=True)
     (root / "xdg" / "argos-translate" / "index.json").write_text("[]")
-    inter = 2 if threads >= 2 else 1  # mt.decode.translator.default_workers on CPU
-    env = dict(os.environ, ARGOS_PACKAGES_DIR=str(pkg.parent), ARGOS_CHUNK_TYPE="SPACY", ARGOS_BEAM_SIZE=str(beam),
+    inter = default_workers(torch.device("cpu"), threads)
+    env = dict(os.environ, ARGOS_PACKAGES_DIR=str(root / "packages"), ARGOS_CHUNK_TYPE="SPACY", ARGOS_BEAM_SIZE=str(beam),
                ARGOS_INTER_THREADS=str(inter), ARGOS_INTRA_THREADS=str(max(1, threads // inter)),
                XDG_DATA_HOME=str(root / "xdg"), XDG_CACHE_HOME=str(root / "cache"), XDG_CONFIG_HOME=str(root / "config"))  # fmt: skip
     port = free_port()
@@ -393,8 +397,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     args.clients, args.mt_workers, args.loads = clients, workers or [None], args.loads.split(",")
     args.mt_dtypes = [d for d in args.mt_dtypes.split(",") if d]
     args.mt_engines = [e for e in args.mt_engines.split(",") if e]
-    if not args.mt_engines or not set(args.mt_engines) <= {"torch", "ctranslate2"}:
-        p.error(f"--mt-engines {','.join(args.mt_engines)}: torch and/or ctranslate2")
+    if not args.mt_engines or not set(args.mt_engines) <= set(ENGINES):
+        p.error(f"--mt-engines {','.join(args.mt_engines)}: one or more of {', '.join(ENGINES)}")
     args.peers = peers
     return args
 
@@ -409,10 +413,13 @@ def missing_peer(args: argparse.Namespace) -> Optional[str]:
     return None
 
 
-def start_servers(args: argparse.Namespace, tmp: Path) -> list[Server]:
-    """The mt servers (one per dtype and workers value), then the peers."""
-    servers = [start_mt(args.model, args.beam, args.threads, d, w, tmp / f"mt-{e}-{d}-{w}.log", e)
-               for e in args.mt_engines for d in args.mt_dtypes for w in args.mt_workers]  # fmt: skip
+def start_servers(args: argparse.Namespace, tmp: Path, servers: list[Server]) -> None:
+    """Start the mt servers (one per engine, dtype and workers value), then the peers, each
+    appended to ``servers`` as it starts (so the caller stops those started before a failure)."""
+    for e in args.mt_engines:
+        for d in args.mt_dtypes:
+            for w in args.mt_workers:
+                servers.append(start_mt(args.model, args.beam, args.threads, d, w, tmp / f"mt-{e}-{d}-{w}.log", e))
     if "onmt" in args.peers:
         sys.path.insert(0, str(Path(args.onmt_path).resolve()))
         from bench.peer_onmt import PEER, allow_namespace_unpickling, convert, layer_norm_eps
@@ -426,7 +433,6 @@ def start_servers(args: argparse.Namespace, tmp: Path) -> list[Server]:
         servers.append(start_peer(tmp / "model.pt", args.model, args.beam, args.threads, Path(args.onmt_path), eps, PEER))
     if "libretranslate" in args.peers:
         servers.append(start_libretranslate(args.model, args.beam, args.threads, Path(args.lt_venv), tmp / "lt"))
-    return servers
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -443,7 +449,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     servers: list[Server] = []
     with tempfile.TemporaryDirectory(prefix="peer_server.") as tmp:
         try:
-            servers = start_servers(args, Path(tmp))
+            start_servers(args, Path(tmp), servers)
             for s in servers:
                 s.wait_up()
             peers = [s.name for s in servers if s.peer]

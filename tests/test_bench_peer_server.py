@@ -129,3 +129,21 @@ def test_list_flags_are_parsed_once_into_lists(bench, tmp_path: Path) -> None:
     assert bench.parse_args(base).mt_workers == [None]  # one server per dtype, with the server's own default
     assert bench.parse_args(base).peers == ["onmt", "libretranslate"]
     assert bench.parse_args(base + ["--mt-engines", "torch,ctranslate2"]).mt_engines == ["torch", "ctranslate2"]
+
+
+def test_servers_started_before_a_failing_peer_are_kept_for_stopping(bench, tmp_path: Path, monkeypatch) -> None:
+    """main stops what ``start_servers`` appended even when a later start raises."""
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "in.txt").write_text("ein Satz.\n")
+    args = bench.parse_args(["--model", str(tmp_path), "--input", str(tmp_path / "in.txt"), "--peers", "libretranslate",
+                             "--mt-dtypes", "auto,fp32"])  # fmt: skip
+    monkeypatch.setattr(bench, "start_mt", lambda *a: ("mt", a[3]))
+
+    def fail(*a):
+        raise RuntimeError("export failed")
+
+    monkeypatch.setattr(bench, "start_libretranslate", fail)
+    servers: list = []
+    with pytest.raises(RuntimeError, match="export failed"):
+        bench.start_servers(args, tmp_path, servers)
+    assert servers == [("mt", "auto"), ("mt", "fp32")]

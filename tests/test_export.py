@@ -396,6 +396,15 @@ def test_engine_ctranslate2_builds_the_search_keywords_once_per_settings(models,
     assert len(calls) == 2 and len(t._batches(list(range(len(sentences))), t.encode(sentences), 40)) > 4
 
 
+def test_engine_ctranslate2_names_an_unwritable_cache(models, tmp_path, monkeypatch):
+    from mt.errors import ConfigError
+
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("MT_CT2_CACHE", str(tmp_path / "file" / "cache"))
+    with pytest.raises(ConfigError, match=r"^\$MT_CT2_CACHE .*file/cache: cannot write"):
+        _translator(models["pre"], engine="ctranslate2")
+
+
 def test_engine_ctranslate2_exports_once_per_model_content(models, ct2_cache, tmp_path):
     _translator(models["pre"], engine="ctranslate2", int8=True)
     (export,) = ct2_cache.iterdir()

@@ -49,7 +49,6 @@ from mt.decode.options import Hypothesis
 from mt.decode.precision import PrecisionChoice
 from mt.decode.search import DecodeCancelled, StopCheck
 from mt.decode.shapes import PaddingRule
-from mt.decode.variant import resolve_device
 from mt.errors import ConfigError
 from mt.fileio import sha256_file
 
@@ -107,7 +106,7 @@ class Ct2Model:
         pieces = [[self._src_pieces[i] for i in s] for s in sources]
         results = self.translator.translate_batch(
             pieces, max_decoding_length=limit, max_batch_size=len(pieces), return_scores=True, **keywords)
-        alpha = 0.0 if opts.length_norm == "none" else opts.alpha
+        alpha = keywords["length_penalty"]  # mt's normalisation exponent as CTranslate2 applies it
         return [[self._hypothesis(h, score, alpha) for h, score in zip(r.hypotheses, r.scores)] for r in results]
 
     def _hypothesis(self, pieces: list[str], score: float, alpha: float) -> Hypothesis:
@@ -117,13 +116,12 @@ class Ct2Model:
         return Hypothesis("", tokens, score, score * (len(tokens) + 1) ** alpha)
 
 
-def load_model(loaded: Any, options: DecodeOptions, workers: int) -> Ct2Model:
+def load_model(loaded: Any, options: DecodeOptions, device: torch.device, workers: int) -> Ct2Model:
     """Export ``loaded`` (a ``mt.modelio.LoadedModel`` with its directory) once and load the
-    export with ``options``' device and precision, ``workers`` batches at once sharing
+    export on ``device`` in ``options``' precision, ``workers`` batches at once sharing
     torch's thread count."""
     if loaded.path is None:
         raise ConfigError("engine: ctranslate2 needs the model's directory (it exports the model from it)")
-    device = resolve_device(options.device)
     intra = max(1, torch.get_num_threads() // workers)
     return load_ct2(cached_export(Path(loaded.path)), loaded, device, options, workers, intra)
 
@@ -174,10 +172,15 @@ def cached_export(model_dir: Path) -> Path:
     fine: the export is renamed into place whole, and the loser reuses the winner's."""
     from mt.export import ExportError, export_model
 
-    out = cache_root() / model_digest(model_dir)
+    root = cache_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"$MT_CT2_CACHE {root}: cannot write the CTranslate2 export there ({e.strerror or e})") from None
+    out = root / model_digest(model_dir)
     if not (out / "model.bin").is_file():
         try:
-            export_model(model_dir, out, "ctranslate2", force=out.exists() and not (out / "model.bin").exists())
+            export_model(model_dir, out, "ctranslate2", force=out.exists())  # a directory without model.bin is incomplete
         except (ExportError, OSError):
             if not (out / "model.bin").is_file():
                 raise

@@ -87,6 +87,11 @@ def default_workers(device: torch.device, threads: int) -> int:
     return 2 if device.type == "cpu" and threads >= 2 else 1
 
 
+def _check_workers(workers: int) -> None:
+    if workers < 1:
+        raise ValueError(f"workers: must be >= 1, got {workers}")
+
+
 def batch_seed(seed: int, batch_no: int) -> int:
     """Seed of batch ``batch_no``'s sampling generator: the same whatever thread decodes it."""
     return (seed * 1_000_003 + batch_no) % (2**63)
@@ -129,8 +134,7 @@ class Translator:
         shortlist: Optional[Shortlist] = None,
         options: Optional[DecodeOptions] = None,
     ) -> None:
-        if workers < 1:
-            raise ValueError(f"workers: must be >= 1, got {workers}")
+        _check_workers(workers)
         self.model = model
         self.device = model.device
         self.text = text
@@ -169,8 +173,10 @@ class Translator:
         the model exported to CTranslate2 (:class:`mt.decode.ct2.Ct2Model`) decodes instead."""
         if options.engine == "ctranslate2":
             device = resolve_device(options.device)
-            workers = workers or default_workers(device, torch.get_num_threads())
-            return cls(ct2.load_model(loaded, options, workers), loaded.text, workers, None, options)
+            if workers is None:
+                workers = default_workers(device, torch.get_num_threads())
+            _check_workers(workers)  # before the export and load, which divide the threads by it
+            return cls(ct2.load_model(loaded, options, device, workers), loaded.text, workers, None, options)
         dm = prepare(loaded.model, options.device, options.dtype, options.int8, options.pack)
         if workers is None:
             workers = default_workers(dm.device, torch.get_num_threads())
